@@ -1,0 +1,3 @@
+"""decisions: real-time personalization decisions for e-commerce."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,182 @@
+"""Our wrappers around kafka-python; the rest of the code never touches the raw clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import TopicPartition
+
+from decisions.errors import ServiceUnavailable
+from decisions.settings import Settings
+
+log = logging.getLogger(__name__)
+KAFKA_SETTING = "DECISIONS_KAFKA_BOOTSTRAP"
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "Kafka", str(settings.kafka_bootstrap), KAFKA_SETTING, type(exc).__name__
+    )
+
+
+def check_reachable(settings: Settings, timeout: float = 2.0) -> None:
+    """Fail fast, in one line, when no bootstrap server accepts a TCP connection."""
+    import socket
+
+    servers = str(settings.kafka_bootstrap or "").split(",")
+    for server in servers:
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError):
+            continue
+    raise ServiceUnavailable("Kafka", str(settings.kafka_bootstrap), KAFKA_SETTING,
+                             "connection refused")
+
+
+def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
+    """Create missing topics with ``settings.topic_partitions`` partitions."""
+    wanted = list(topics or (settings.events_topic, settings.actions_topic,
+                             settings.dead_letter_topic))
+    check_reachable(settings)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap, client_id="decisions-admin",
+            request_timeout_ms=10000,
+        )
+    except (KafkaError, OSError) as exc:
+        raise _unavailable(settings, exc) from None
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+                     for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+class Producer:
+    """JSON records keyed by user id; ``send_many`` returns only once the broker acked."""
+
+    def __init__(self, settings: Settings, *, linger_ms: int = 2, client_id: str = "decisions"):
+        self.settings = settings
+        check_reachable(settings)
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap,
+                client_id=client_id,
+                acks="all",
+                linger_ms=linger_ms,
+                retries=3,
+                max_block_ms=5000,
+                request_timeout_ms=10000,
+            )
+        except (KafkaError, OSError) as exc:
+            raise _unavailable(settings, exc) from None
+
+    def send(self, topic: str, key: str | None, value: Any) -> Any:
+        data = value if isinstance(value, bytes) else orjson.dumps(value)
+        try:
+            return self._producer.send(
+                topic, key=key.encode() if key is not None else None, value=data
+            )
+        except KafkaError as exc:
+            raise _unavailable(self.settings, exc) from None
+
+    def send_many(
+        self, topic: str, records: Iterable[tuple[str | None, Any]], timeout: float = 10.0
+    ) -> int:
+        futures = [self.send(topic, key, value) for key, value in records]
+        try:
+            for fut in futures:
+                fut.get(timeout=timeout)
+        except KafkaError as exc:
+            raise _unavailable(self.settings, exc) from None
+        return len(futures)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as exc:
+            raise _unavailable(self.settings, exc) from None
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)
+
+
+class Consumer:
+    """A consumer-group member with manual commits (offsets only after effects are stored)."""
+
+    def __init__(self, settings: Settings, topics: Sequence[str], **overrides: Any) -> None:
+        self.settings = settings
+        options: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka_bootstrap,
+            "group_id": settings.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": settings.session_timeout_ms,
+            "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+            "max_poll_records": settings.batch_size,
+            "client_id": "decisions-worker",
+        }
+        options.update(overrides)
+        check_reachable(settings)
+        try:
+            self._consumer = KafkaConsumer(*topics, **options)
+        except (KafkaError, OSError) as exc:
+            raise _unavailable(settings, exc) from None
+
+    def poll(self, timeout_ms: int) -> list[Any]:
+        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        records: list[Any] = []
+        for part_records in batches.values():
+            records.extend(part_records)
+        return records
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        self._consumer.commit(
+            {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        )
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    def pause(self) -> None:
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._consumer.resume(*self._consumer.paused())
+
+    def seek_to_committed(self) -> None:
+        """After a failed batch: rewind every assigned partition to its committed offset."""
+        for tp in self._consumer.assignment():
+            committed = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
+    def lag(self) -> int:
+        parts = list(self._consumer.assignment())
+        if not parts:
+            return 0
+        ends = self._consumer.end_offsets(parts)
+        return sum(max(0, ends[tp] - self._consumer.position(tp)) for tp in parts)
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)

@@ -1,0 +1,92 @@
+"""The one typed settings object, read from the environment (``DECISIONS_*``).
+
+Every setting is documented in ``docs/settings.md``; ``tests/test_docs.py`` checks that.
+A URL that is set means "use this real service and start nothing"; an unset URL lets
+``decisions up`` start the embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from decisions.errors import ConfigError
+
+PREFIX = "DECISIONS_"
+
+
+class Secret(str):
+    """A string that never shows itself in logs or reprs."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    kafka_bootstrap: str | None = None
+    var_dir: Path = Path("var")
+    events_topic: str = "user-events"
+    actions_topic: str = "decisions.actions"
+    dead_letter_topic: str = "user-events.dlq"
+    topic_partitions: int = 6
+    group_id: str = "decisions-worker"
+    batch_size: int = 500
+    poll_timeout_ms: int = 200
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 2000
+    max_event_bytes: int = 64 * 1024
+    dedup_ttl_seconds: int = 48 * 3600
+    offer_ttl_seconds: int = 24 * 3600
+    reload_interval_seconds: float = 1.0
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+    secret_key: Secret = field(default_factory=lambda: Secret("dev-insecure-change-me"))
+    max_batch_events: int = 500
+    redis_timeout_ms: int = 50
+    cors_origins: tuple[str, ...] = ()
+    rate_limit_per_second: float = 200.0
+    rate_limit_burst: int = 400
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = PREFIX + f.name.upper()
+            if key not in env or env[key] == "":
+                continue
+            raw = env[key]
+            values[f.name] = _convert(key, raw, f.default if f.default is not field else None, f)
+        values.update(overrides)
+        return cls(**values)
+
+    def with_services(self, **urls: str) -> Settings:
+        return replace(self, **urls)
+
+
+def _convert(key: str, raw: str, default: Any, f: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        if kind == "Secret":
+            return Secret(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r}: expected {kind}") from None
+    return raw
+
+
+SETTING_NAMES = [PREFIX + f.name.upper() for f in fields(Settings)]

@@ -1,0 +1,1 @@
+"""Embedded services for a fresh machine: PostgreSQL, a Redis-protocol server, Tansu."""

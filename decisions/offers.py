@@ -1,0 +1,97 @@
+"""Offers and recommendations as stored in Redis (written by the worker, read by the API).
+
+Offer JSON (the API returns these fields, DESIGN.md):
+``{"offer_id", "rule", "ruleset", "ruleset_version", "kind": "discount", "discount":
+{"type": "percent"|"amount", "value", "code"?, "min_basket"?}, "products"?, "priority",
+"stackable", "expires_at", "created_at", "reason", "event_id"}``
+
+``offer_id`` is deterministic (event id + ruleset + rule), so a replayed event never
+creates a second offer; the per-user cap (``d:offrule``) keeps one active offer per rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis
+
+from decisions import keys
+from decisions.events import format_ts, parse_ts
+
+# KEYS: offers hash, offer-rule hash. ARGV: offer_id, rule key, offer JSON, now_ms, ttl_s, cap
+STORE_OFFER = """
+local existing = redis.call('HGET', KEYS[2], ARGV[2])
+if existing and existing ~= ARGV[1] then
+  local cur = redis.call('HGET', KEYS[1], existing)
+  if cur then
+    local exp = tonumber(cjson.decode(cur)['expires_ms'] or 0)
+    if exp > tonumber(ARGV[4]) then return 0 end
+  end
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+
+def action_id(event_id: str, ruleset: str, rule: str, kind: str) -> str:
+    digest = hashlib.sha256(f"{event_id}\x1f{ruleset}\x1f{rule}\x1f{kind}".encode()).hexdigest()
+    return digest[:32]
+
+
+class OfferStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._store = client.register_script(STORE_OFFER)
+
+    def store_offer(
+        self, pipe: Any, user_id: str, offer: dict[str, Any], now_ms: int, ttl_s: int
+    ) -> None:
+        """Queue an idempotent offer write on a pipeline (or run it on the client)."""
+        rule_key = f"{offer['ruleset']}/{offer['rule']}"
+        self._store(
+            keys=[keys.offers(user_id), keys.offer_rules(user_id)],
+            args=[offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, ttl_s],
+            client=pipe,
+        )
+
+    def store_recommendation(self, pipe: Any, user_id: str, slot: str, rec: dict[str, Any],
+                             ttl_s: int) -> None:
+        pipe.hset(keys.recs(user_id), slot, orjson.dumps(rec))
+        pipe.expire(keys.recs(user_id), ttl_s)
+
+
+def active_offers(client: Any, user_id: str, now: datetime) -> list[dict[str, Any]]:
+    """The user's unexpired offers, highest priority first; non-stackable ones win alone."""
+    raw = client.hvals(keys.offers(user_id))
+    return select_offers([orjson.loads(v) for v in raw], now)
+
+
+def select_offers(offers: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    now_ms = int(now.timestamp() * 1000)
+    live = [o for o in offers if int(o.get("expires_ms", 0)) > now_ms]
+    live.sort(key=lambda o: (-int(o.get("priority", 0)), o.get("created_at", ""), o["offer_id"]))
+    chosen: list[dict[str, Any]] = []
+    for offer in live:
+        if chosen and not (offer.get("stackable") and all(c.get("stackable") for c in chosen)):
+            continue
+        chosen.append(offer)
+    return chosen
+
+
+def public_offer(offer: dict[str, Any]) -> dict[str, Any]:
+    """The API shape of a stored offer (internal bookkeeping fields dropped)."""
+    return {k: v for k, v in offer.items() if k not in ("expires_ms",)}
+
+
+def expires_at(ts_ms: int) -> str:
+    return format_ts(datetime.fromtimestamp(ts_ms / 1000).astimezone())
+
+
+__all__ = ["OfferStore", "action_id", "active_offers", "select_offers", "public_offer",
+           "expires_at", "parse_ts"]

@@ -1,0 +1,157 @@
+-- Apply one event to a user's state and return the snapshot as of that event (event time).
+-- Every key is built from KEYS[1] = '{user_id}' (the hash tag), so all share one slot.
+-- ARGV: event_id, type, ts_ms, properties JSON, dedup ttl seconds, page (or ''), product (or '')
+local tag = KEYS[1]
+local eid, etype, ts = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local seen = 'd:seen:' .. tag .. ':' .. eid
+local prev = redis.call('GET', seen)
+if prev then return {1, prev} end
+
+local props = cjson.decode(ARGV[4])
+local ttl = tonumber(ARGV[5])
+local st = 'd:st:' .. tag
+local cart = 'd:cart:' .. tag
+local DAY = 86400000
+local MONTH = 30 * DAY
+local SESSION_GAP = 30 * 60000
+local TYPES = {'page_view', 'product_view', 'click', 'add_to_cart', 'remove_from_cart', 'purchase', 'search'}
+local WINDOWS = {{'5m', 300000}, {'1h', 3600000}, {'24h', DAY}, {'30d', MONTH}}
+
+local function num(key, field)
+  return tonumber(redis.call('HGET', key, field) or '0') or 0
+end
+
+-- first/last seen; sessions (30 minutes without events end one)
+local first = tonumber(redis.call('HGET', st, 'first_ts') or '')
+if not first or ts < first then redis.call('HSET', st, 'first_ts', ts); first = ts end
+local last = tonumber(redis.call('HGET', st, 'last_ts') or '')
+local sess_last = tonumber(redis.call('HGET', st, 'session_last') or '')
+if not sess_last or ts - sess_last > SESSION_GAP then
+  redis.call('HSET', st, 'session_start', ts, 'session_last', ts, 'session_events', 0, 'session_product_views', 0,
+             'session_page_views', 0, 'product_view_seconds', 0, 'last_pv_ts', '')
+  sess_last = ts
+end
+if ts > sess_last then
+  -- time on product pages: the gap after a product view, capped at 10 minutes
+  local last_pv = tonumber(redis.call('HGET', st, 'last_pv_ts') or '')
+  if last_pv and last_pv == sess_last then
+    redis.call('HINCRBYFLOAT', st, 'product_view_seconds', math.min(ts - last_pv, 600000) / 1000)
+  end
+  redis.call('HSET', st, 'session_last', ts)
+end
+if not last or ts > last then redis.call('HSET', st, 'last_ts', ts); last = ts end
+redis.call('HINCRBY', st, 'session_events', 1)
+
+-- windowed counts per type, on event time (late events land in their own place)
+local tkey = 'd:ts:' .. tag .. ':' .. etype
+redis.call('ZADD', tkey, ts, eid)
+redis.call('ZREMRANGEBYSCORE', tkey, '-inf', '(' .. (last - MONTH))
+redis.call('ZREMRANGEBYRANK', tkey, 0, -5001)
+redis.call('PEXPIRE', tkey, MONTH + DAY)
+
+local product = ARGV[7]
+if etype == 'page_view' then
+  local page = ARGV[6]
+  local pkey = 'd:pg:' .. tag .. ':' .. page
+  redis.call('ZADD', pkey, ts, eid)
+  redis.call('ZREMRANGEBYRANK', pkey, 0, -51)
+  redis.call('PEXPIRE', pkey, MONTH)
+  redis.call('SADD', 'd:pages:' .. tag, page)
+  redis.call('HINCRBY', st, 'session_page_views', 1)
+elseif etype == 'product_view' then
+  redis.call('HINCRBY', st, 'session_product_views', 1)
+  redis.call('HSET', st, 'last_pv_ts', ts)
+end
+local since_same_product_view = -1
+if product ~= '' then
+  local pv = 'd:pv:' .. tag
+  local seen_at = tonumber(redis.call('HGET', pv, product) or '')
+  if seen_at and seen_at <= ts then since_same_product_view = (ts - seen_at) / 1000 end
+  if etype == 'product_view' or etype == 'click' then
+    if etype == 'product_view' then since_same_product_view = 0 end
+    if not seen_at or ts > seen_at then redis.call('HSET', pv, product, ts) end
+    redis.call('ZADD', 'd:rp:' .. tag, ts, product)
+    redis.call('ZREMRANGEBYRANK', 'd:rp:' .. tag, 0, -21)
+  end
+  redis.call('PEXPIRE', pv, MONTH)
+end
+local category = props['category']
+if type(category) == 'string' and category ~= '' then
+  redis.call('ZADD', 'd:rc:' .. tag, ts, category)
+  redis.call('ZREMRANGEBYRANK', 'd:rc:' .. tag, 0, -51)
+end
+
+-- cart and orders
+if etype == 'add_to_cart' or etype == 'remove_from_cart' then
+  local line = redis.call('HGET', cart, product)
+  local qty = 0
+  if line then qty = tonumber(cjson.decode(line)['quantity']) or 0 end
+  local delta = tonumber(props['quantity']) or 0
+  if etype == 'add_to_cart' then qty = qty + delta else qty = qty - delta end
+  if qty > 0 then
+    redis.call('HSET', cart, product, cjson.encode({price = props['price'], quantity = qty,
+                                                    category = props['category']}))
+  else
+    redis.call('HDEL', cart, product)
+  end
+elseif etype == 'purchase' then
+  redis.call('DEL', cart)
+  redis.call('HINCRBY', st, 'order_count', 1)
+  redis.call('HINCRBYFLOAT', st, 'lifetime_value', tonumber(props['total']) or 0)
+  local lp = tonumber(redis.call('HGET', st, 'last_purchase_ts') or '')
+  if not lp or ts > lp then redis.call('HSET', st, 'last_purchase_ts', ts) end
+  for _, item in ipairs(props['items'] or {}) do
+    if type(item) == 'table' and item['product_id'] then
+      redis.call('SADD', 'd:bought:' .. tag, item['product_id'])
+    end
+  end
+end
+
+-- the snapshot, as of this event's time
+local snap = {}
+local cart_value, cart_items, cart_lines = 0, 0, 0
+local cart_products = {}
+local lines = redis.call('HGETALL', cart)
+for i = 1, #lines, 2 do
+  local l = cjson.decode(lines[i + 1])
+  local q = tonumber(l['quantity']) or 0
+  cart_value = cart_value + (tonumber(l['price']) or 0) * q
+  cart_items = cart_items + q
+  cart_lines = cart_lines + 1
+  table.insert(cart_products, lines[i])
+end
+snap['cart_value'] = math.floor(cart_value * 100 + 0.5) / 100
+snap['cart_items'] = cart_items
+snap['cart_lines'] = cart_lines
+snap['cart_products'] = cart_products
+snap['order_count'] = num(st, 'order_count')
+snap['lifetime_value'] = num(st, 'lifetime_value')
+snap['session_events'] = num(st, 'session_events')
+snap['session_product_views'] = num(st, 'session_product_views')
+snap['session_page_views'] = num(st, 'session_page_views')
+snap['session_seconds'] = math.max(0, (ts - num(st, 'session_start')) / 1000)
+snap['product_view_seconds'] = num(st, 'product_view_seconds')
+for _, t in ipairs(TYPES) do
+  local k = 'd:ts:' .. tag .. ':' .. t
+  for _, w in ipairs(WINDOWS) do
+    snap['count_' .. t .. '_' .. w[1]] = redis.call('ZCOUNT', k, ts - w[2], ts)
+  end
+  local lastof = redis.call('ZREVRANGEBYSCORE', k, ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #lastof > 0 then snap['since_' .. t] = (ts - tonumber(lastof[2])) / 1000 else snap['since_' .. t] = -1 end
+end
+for _, page in ipairs(redis.call('SMEMBERS', 'd:pages:' .. tag)) do
+  local k = 'd:pg:' .. tag .. ':' .. page
+  local lastof = redis.call('ZREVRANGEBYSCORE', k, ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #lastof > 0 then snap['since_page_' .. page] = (ts - tonumber(lastof[2])) / 1000 end
+end
+snap['since_same_product_view'] = since_same_product_view
+snap['days_since_first_seen'] = (ts - first) / DAY
+local lp = tonumber(redis.call('HGET', st, 'last_purchase_ts') or '')
+if lp then snap['days_since_last_purchase'] = math.max(0, (ts - lp) / DAY) else snap['days_since_last_purchase'] = -1 end
+snap['recent_products'] = redis.call('ZREVRANGE', 'd:rp:' .. tag, 0, 19)
+snap['recent_categories'] = redis.call('ZREVRANGE', 'd:rc:' .. tag, 0, 9)
+snap['distinct_categories_30d'] = redis.call('ZCOUNT', 'd:rc:' .. tag, ts - MONTH, '+inf')
+snap['segments'] = redis.call('SMEMBERS', 'd:seg:' .. tag)
+local out = cjson.encode(snap)
+redis.call('SET', seen, out, 'EX', ttl)
+return {0, out}

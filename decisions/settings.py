@@ -53,6 +53,17 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     rate_limit_per_second: float = 200.0
     rate_limit_burst: int = 400
+    api_cache_max_age: int = 5
+    api_gzip_min_bytes: int = 1024
+    api_max_body_bytes: int = 1024 * 1024
+    api_fallback_file: str = ""
+    apikey_cache_seconds: float = 10.0
+    catalog_refresh_seconds: float = 5.0
+    breaker_failures: int = 3
+    breaker_reset_seconds: float = 2.0
+    database_timeout_ms: int = 500
+    kafka_ack_timeout_seconds: float = 5.0
+    event_retention_days: int = 400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

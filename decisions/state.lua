@@ -8,6 +8,8 @@ local prev = redis.call('GET', seen)
 if prev then return {1, prev} end
 
 local props = cjson.decode(ARGV[4])
+local since_same_product_view = -1
+local product = ARGV[7]
 local ttl = tonumber(ARGV[5])
 local st = 'd:st:' .. tag
 local cart = 'd:cart:' .. tag
@@ -21,6 +23,7 @@ local function num(key, field)
   return tonumber(redis.call('HGET', key, field) or '0') or 0
 end
 
+if etype ~= 'timer' then  -- timer events read state, they are not activity
 -- first/last seen; sessions (30 minutes without events end one)
 local first = tonumber(redis.call('HGET', st, 'first_ts') or '')
 if not first or ts < first then redis.call('HSET', st, 'first_ts', ts); first = ts end
@@ -49,7 +52,6 @@ redis.call('ZREMRANGEBYSCORE', tkey, '-inf', '(' .. (last - MONTH))
 redis.call('ZREMRANGEBYRANK', tkey, 0, -5001)
 redis.call('PEXPIRE', tkey, MONTH + DAY)
 
-local product = ARGV[7]
 if etype == 'page_view' then
   local page = ARGV[6]
   local pkey = 'd:pg:' .. tag .. ':' .. page
@@ -62,7 +64,6 @@ elseif etype == 'product_view' then
   redis.call('HINCRBY', st, 'session_product_views', 1)
   redis.call('HSET', st, 'last_pv_ts', ts)
 end
-local since_same_product_view = -1
 if product ~= '' then
   local pv = 'd:pv:' .. tag
   local seen_at = tonumber(redis.call('HGET', pv, product) or '')
@@ -107,6 +108,8 @@ elseif etype == 'purchase' then
   end
 end
 
+end
+
 -- the snapshot, as of this event's time
 local snap = {}
 local cart_value, cart_items, cart_lines = 0, 0, 0
@@ -145,7 +148,8 @@ for _, page in ipairs(redis.call('SMEMBERS', 'd:pages:' .. tag)) do
   if #lastof > 0 then snap['since_page_' .. page] = (ts - tonumber(lastof[2])) / 1000 end
 end
 snap['since_same_product_view'] = since_same_product_view
-snap['days_since_first_seen'] = (ts - first) / DAY
+local first_ts = tonumber(redis.call('HGET', st, 'first_ts') or '') or ts
+snap['days_since_first_seen'] = math.max(0, (ts - first_ts) / DAY)
 local lp = tonumber(redis.call('HGET', st, 'last_purchase_ts') or '')
 if lp then snap['days_since_last_purchase'] = math.max(0, (ts - lp) / DAY) else snap['days_since_last_purchase'] = -1 end
 snap['recent_products'] = redis.call('ZREVRANGE', 'd:rp:' .. tag, 0, 19)

@@ -1,0 +1,77 @@
+"""Customer attributes from PostgreSQL, cached in Redis (``d:cust:{uid}``).
+
+Whoever changes a customer calls ``invalidate``; the cache also expires on its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, text
+
+from decisions import keys
+
+CACHE_TTL = 300
+
+
+def _row_to_attrs(row: Any, today: date) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "tier": row.tier,
+        "country": row.country,
+        "consent": bool(row.consent),
+        "segments": list(row.segments or []),
+        "attributes": dict(row.attributes or {}),
+    }
+    if row.signup_date is not None:
+        attrs["signup_days"] = (today - row.signup_date).days
+    return attrs
+
+
+class CustomerCache:
+    def __init__(self, client: Any, engine: Engine) -> None:
+        self.client = client
+        self.engine = engine
+
+    def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        unique = list(dict.fromkeys(user_ids))
+        if not unique:
+            return {}
+        cached = self.client.mget([keys.customer(u) for u in unique])
+        out: dict[str, dict[str, Any]] = {}
+        missing = []
+        for uid, raw in zip(unique, cached, strict=True):
+            if raw is None:
+                missing.append(uid)
+            else:
+                out[uid] = orjson.loads(raw)
+        if missing:
+            today = datetime.now(UTC).date()
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    text("SELECT user_id, tier, country, consent, signup_date, segments, "
+                         "attributes FROM customers WHERE user_id = ANY(:ids)"),
+                    {"ids": missing},
+                ).all()
+            found = {r.user_id: _row_to_attrs(r, today) for r in rows}
+            pipe = self.client.pipeline(transaction=False)
+            for uid in missing:
+                attrs = found.get(uid, {})
+                out[uid] = attrs
+                pipe.set(keys.customer(uid), orjson.dumps(attrs), ex=CACHE_TTL)
+            pipe.execute()
+        return out
+
+    def invalidate(self, user_id: str) -> None:
+        self.client.delete(keys.customer(user_id))
+
+    def set_consent(self, user_id: str, granted: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO customers (user_id, consent, segments, attributes, updated_at) "
+                     "VALUES (:u, :c, '{}', '{}', now()) ON CONFLICT (user_id) DO UPDATE "
+                     "SET consent = :c, updated_at = now()"),
+                {"u": user_id, "c": granted},
+            )
+        self.invalidate(user_id)

@@ -1,0 +1,20 @@
+"""Prometheus metrics of the worker (the API keeps its own in ``api``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("decisions_events_processed_total", "Events processed", ["type"])
+DEAD_LETTERED = Counter("decisions_events_dead_lettered_total", "Events sent to the DLQ",
+                        ["reason"])
+DUPLICATES = Counter("decisions_events_duplicates_total", "Duplicate events dropped")
+DECISIONS = Counter("decisions_rule_fired_total", "Rules fired", ["ruleset", "rule"])
+LATENCY = Histogram(
+    "decisions_event_latency_seconds", "Event time to effects stored (processing latency)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BATCH_SECONDS = Histogram("decisions_batch_seconds", "Time to process one batch")
+LAG = Gauge("decisions_consumer_lag", "Records behind the end of the assigned partitions")
+RULESET_VERSION = Gauge("decisions_ruleset_active_version", "Active version", ["ruleset"])
+RETRIES = Counter("decisions_dependency_retries_total", "Batch retries after a dependency failed",
+                  ["service"])

@@ -1,0 +1,422 @@
+"""The stream worker: Kafka events to decisions, effectively once.
+
+Per batch, in order: validate (bad records to the dead-letter topic with the reason and
+the original bytes) → apply to user state in Redis (dedup by event id) → enrich with
+customer attributes → model scores → evaluate every active ruleset → store effects
+(offers, recommendations, segments) in Redis → publish them to the actions topic →
+archive events and decisions in PostgreSQL → mark events done → commit offsets.
+
+Offsets are committed only after every effect of the batch is stored; a crash anywhere
+before that replays the batch, and deterministic action ids make the replay write the
+same effects again instead of new ones. When Redis, PostgreSQL or the broker fails, the
+batch is retried with backoff from the committed offsets; nothing is committed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+from kafka.structs import TopicPartition
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from decisions import keys, metrics
+from decisions.actions import Context, Effect, run_actions
+from decisions.archive import EventArchive
+from decisions.customers import CustomerCache
+from decisions.db import make_engine
+from decisions.engine import Match, RuleEngine, build_fact
+from decisions.errors import DecisionsError, ServiceUnavailable, ValidationError
+from decisions.events import Event, format_ts, parse_event
+from decisions.kafka import Consumer, Producer, ensure_topics
+from decisions.offers import OfferStore
+from decisions.recommend import Recommender, update_popularity
+from decisions.settings import Settings
+from decisions.state import StateStore
+from rulesets.compile import CompiledRuleset, compile_ruleset
+from rulesets.store import RulesetStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    processed: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    fired: int = 0
+    batches: int = 0
+    effects: int = 0
+    reloads: int = 0
+
+
+@dataclass
+class Runtime:
+    """The compiled active rulesets, reloaded between batches when a new version is out."""
+
+    store: RulesetStore
+    engine: RuleEngine
+    interval: float
+    active: list[CompiledRuleset] = field(default_factory=list)
+    marker: str | None = None
+    checked: float = 0.0
+    cache: dict[tuple[str, int], CompiledRuleset] = field(default_factory=dict)
+
+    def refresh(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if not force and now - self.checked < self.interval:
+            return False
+        self.checked = now
+        marker = self.store.active_marker()
+        if marker == self.marker:
+            return False
+        active = []
+        for item in self.store.active_documents():
+            key = (item.name, item.version)
+            if key not in self.cache:
+                compiled = compile_ruleset(item.document, item.version)
+                self.engine.load(compiled)
+                self.cache[key] = compiled
+            active.append(self.cache[key])
+            metrics.RULESET_VERSION.labels(item.name).set(item.version)
+        self.active = active
+        self.marker = marker
+        log.info("rulesets active: %s", marker or "(none)")
+        return True
+
+    def idle_timers(self) -> list[tuple[str, int]]:
+        """Timers rules wait for, e.g. ``idle_30m`` (no activity for 30 minutes)."""
+        found: dict[str, int] = {}
+        for compiled in self.active:
+            for rule in compiled.rules.values():
+                for name in _timer_names(rule):
+                    if name.startswith("idle_") and name.endswith("m") and name[5:-1].isdigit():
+                        found[name] = int(name[5:-1]) * 60_000
+        return sorted(found.items())
+
+
+def _timer_names(rule: Any) -> list[str]:
+    return list(getattr(rule, "timers", []))
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, scorer: Any | None = None) -> None:
+        self.settings = settings
+        self.redis = redis.Redis.from_url(str(settings.redis_url), socket_timeout=5,
+                                          socket_connect_timeout=2)
+        self.db: Engine = make_engine(str(settings.database_url))
+        self.state = StateStore(self.redis, settings.dedup_ttl_seconds)
+        self.offers = OfferStore(self.redis)
+        self.customers = CustomerCache(self.redis, self.db)
+        self.recommender = Recommender(self.redis)
+        self.archive = EventArchive(self.db)
+        self.runtime = Runtime(RulesetStore(self.db), RuleEngine(), settings.reload_interval_seconds)
+        self.scorer = scorer
+        self.stats = Stats()
+        self._stop = False
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def start(self) -> None:
+        ensure_topics(self.settings)
+        self._producer = Producer(self.settings, client_id="decisions-worker")
+        self._consumer = Consumer(self.settings, [self.settings.events_topic])
+        self.runtime.refresh(force=True)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            self._producer.close()
+        self.redis.close()
+        self.db.dispose()
+
+    def run(self, *, max_messages: int | None = None, timeout: float | None = None,
+            idle_timeout: float | None = None) -> Stats:
+        """Consume until stopped, or until ``max_messages`` / ``timeout`` / ``idle_timeout``."""
+        if self._consumer is None:
+            self.start()
+        assert self._consumer is not None
+        started = last_record = time.monotonic()
+        backoff = 0.1
+        while not self._stop:
+            now = time.monotonic()
+            if timeout is not None and now - started > timeout:
+                break
+            if idle_timeout is not None and now - last_record > idle_timeout:
+                break
+            if max_messages is not None and self.stats.processed + self.stats.dead_lettered \
+                    + self.stats.duplicates >= max_messages:
+                break
+            try:
+                self.runtime.refresh()
+                if self.scorer is not None:
+                    self.scorer.refresh()
+                self.fire_due_timers()
+                records = self._consumer.poll(self.settings.poll_timeout_ms)
+                if records:
+                    last_record = time.monotonic()
+                    self.process(records)
+                backoff = 0.1
+            except (redis.ConnectionError, redis.TimeoutError, OperationalError,
+                    ServiceUnavailable) as exc:
+                service = _service_of(exc)
+                metrics.RETRIES.labels(service).inc()
+                log.warning("%s unavailable (%s); retrying in %.1fs without committing",
+                            service, type(exc).__name__, backoff)
+                self._consumer.pause()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._consumer.seek_to_committed()
+                self._consumer.resume()
+        return self.stats
+
+    # -- one batch ---------------------------------------------------------------------
+    def process(self, records: Sequence[Any]) -> None:
+        assert self._producer is not None and self._consumer is not None
+        batch_started = time.monotonic()
+        offsets: dict[TopicPartition, int] = {}
+        events: list[Event] = []
+        dead: list[tuple[Any, str, str]] = []
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+            event, reason, detail = self._parse(record.value)
+            if event is None:
+                dead.append((record, reason, detail))
+            else:
+                events.append(event)
+
+        applied = self.state.apply_batch(events)
+        in_batch: set[tuple[str, str]] = set()
+        fresh = []
+        for a in applied:
+            key = (a.event.user_id, a.event.event_id)
+            if not a.done and key not in in_batch:
+                fresh.append(a)
+            in_batch.add(key)
+        fresh_ids = {id(a) for a in fresh}
+        customers = self.customers.get_many([a.event.user_id for a in fresh])
+        effects: list[Effect] = []
+        decision_rows: list[dict[str, Any]] = []
+        pipe = self.redis.pipeline(transaction=False)
+        for item in applied:
+            if id(item) not in fresh_ids:
+                metrics.DUPLICATES.inc()
+                self.stats.duplicates += 1
+                continue
+            event = item.event
+            customer = customers.get(event.user_id, {})
+            if event.type == "consent":
+                granted = bool(event.properties.get("granted"))
+                self.customers.set_consent(event.user_id, granted)
+                customer = {**customer, "consent": granted}
+            if not item.duplicate:
+                update_popularity(pipe, event, item.snapshot)
+                self._schedule_timers(pipe, event)
+            if customer.get("consent") is False:
+                self._count(event)
+                continue
+            scores: dict[str, float] = {}
+            model_versions: dict[str, int] = {}
+            if self.scorer is not None:
+                scores, model_versions = self.scorer.score(item.snapshot, customer)
+            fact = build_fact(event, item.snapshot, customer, scores)
+            for compiled in self.runtime.active:
+                matches = self.runtime.engine.evaluate(compiled, event, fact)
+                for match in matches:
+                    metrics.DECISIONS.labels(match.ruleset, match.rule).inc()
+                    self.stats.fired += 1
+                    ctx = Context(event, item.snapshot, match, compiled.stacking,
+                                  self.recommender)
+                    for effect in run_actions(ctx):
+                        effects.append(effect)
+                        decision_rows.append(_decision_row(effect, match, model_versions))
+            self._count(event)
+
+        now_ms = int(time.time() * 1000)
+        for effect in effects:
+            self._queue_effect(pipe, effect, now_ms)
+        pipe.execute()
+
+        for record, reason, detail in dead:
+            self._producer.send(
+                self.settings.dead_letter_topic, _key(record), {
+                    "reason": reason, "detail": detail, "topic": record.topic,
+                    "partition": record.partition, "offset": record.offset,
+                    "original": (record.value or b"").decode("utf-8", "replace"),
+                })
+            metrics.DEAD_LETTERED.labels(reason).inc()
+            self.stats.dead_lettered += 1
+        for effect in effects:
+            self._producer.send(self.settings.actions_topic, effect.user_id, _action_message(effect))
+        self._producer.flush()
+
+        self.archive.write_batch([a.event for a in fresh])
+        self._store_decisions(decision_rows)
+        self.state.mark_done([a.event for a in fresh])
+        self._consumer.commit(offsets)
+
+        self.stats.batches += 1
+        self.stats.effects += len(effects)
+        done_at = datetime.now(UTC)
+        for item in fresh:
+            metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
+        metrics.BATCH_SECONDS.observe(time.monotonic() - batch_started)
+        if self.stats.batches % 20 == 0:
+            metrics.LAG.set(self._consumer.lag())
+
+    def _count(self, event: Event) -> None:
+        metrics.EVENTS.labels(event.type).inc()
+        self.stats.processed += 1
+
+    def _parse(self, raw: bytes | None) -> tuple[Event | None, str, str]:
+        if raw is None:
+            return None, "empty", "record has no value"
+        if len(raw) > self.settings.max_event_bytes:
+            return None, "too_large", f"{len(raw)} bytes > {self.settings.max_event_bytes}"
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return None, "invalid_json", str(exc)
+        try:
+            return parse_event(data, internal=True), "", ""
+        except ValidationError as exc:
+            detail = "; ".join(str(d) for d in exc.details)
+            reason = "unknown_type" if any(d.field == "type" and "unknown" in d.message
+                                           for d in exc.details) else "invalid_event"
+            return None, reason, detail
+
+    def _queue_effect(self, pipe: Any, effect: Effect, now_ms: int) -> None:
+        ttl = self.settings.offer_ttl_seconds
+        if effect.kind == "offer":
+            self.offers.store_offer(pipe, effect.user_id, effect.payload, now_ms, ttl)
+        elif effect.kind == "recommendation":
+            self.offers.store_recommendation(pipe, effect.user_id, effect.payload["slot"],
+                                             effect.payload, ttl)
+        elif effect.kind == "segment":
+            pipe.sadd(keys.segments(effect.user_id), effect.payload["segment"])
+
+    def _store_decisions(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        with self.db.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO decisions (action_id, user_id, event_id, ruleset, ruleset_version,"
+                " rule, kind, payload, reason, model_versions, decided_at, event_ts) VALUES "
+                "(:action_id, :user_id, :event_id, :ruleset, :ruleset_version, :rule, :kind,"
+                " CAST(:payload AS jsonb), CAST(:reason AS jsonb), CAST(:model_versions AS jsonb),"
+                " now(), :event_ts) ON CONFLICT (action_id) DO NOTHING"), rows)
+
+    # -- deadlines: absences become timer events --------------------------------------
+    def _schedule_timers(self, pipe: Any, event: Event) -> None:
+        if event.type == "timer":
+            return
+        for name, delay_ms in self.runtime.idle_timers():
+            # GT: a late, older event never pulls a deadline earlier
+            pipe.zadd(keys.DEADLINES, {f"{event.user_id}|{name}": event.ts_ms + delay_ms}, gt=True)
+
+    def fire_due_timers(self, limit: int = 500) -> int:
+        """Produce a timer event for every deadline that passed (wall clock), then drop it.
+
+        Produced before removal: a crash in between re-fires the timer with the same
+        deterministic event id, which dedup drops."""
+        assert self._producer is not None
+        now_ms = int(time.time() * 1000)
+        due = self.redis.zrangebyscore(keys.DEADLINES, "-inf", now_ms, start=0, num=limit,
+                                       withscores=True)
+        if not due:
+            return 0
+        records = []
+        for member, score in due:
+            user_id, _, name = member.decode().rpartition("|")
+            due_ts = datetime.fromtimestamp(score / 1000, UTC)
+            records.append((user_id, {
+                "event_id": f"timer:{name}:{user_id}:{int(score)}", "type": "timer",
+                "user_id": user_id, "ts": format_ts(due_ts),
+                "properties": {"timer": name, "due": format_ts(due_ts)},
+            }))
+        self._producer.send_many(self.settings.events_topic, records)
+        pipe = self.redis.pipeline(transaction=False)
+        for member, score in due:
+            pipe.zrem(keys.DEADLINES, member)
+        pipe.execute()
+        return len(records)
+
+
+def _key(record: Any) -> str | None:
+    return record.key.decode("utf-8", "replace") if record.key else None
+
+
+def _service_of(exc: BaseException) -> str:
+    if isinstance(exc, redis.RedisError):
+        return "redis"
+    if isinstance(exc, OperationalError):
+        return "postgresql"
+    if isinstance(exc, ServiceUnavailable):
+        return exc.service.lower()
+    return "unknown"
+
+
+def _decision_row(effect: Effect, match: Match, model_versions: dict[str, int]) -> dict[str, Any]:
+    return {
+        "action_id": effect.action_id, "user_id": effect.user_id,
+        "event_id": effect.event.event_id, "ruleset": match.ruleset,
+        "ruleset_version": match.version, "rule": match.rule, "kind": effect.kind,
+        "payload": orjson.dumps(effect.payload).decode(),
+        "reason": orjson.dumps(match.reason).decode(),
+        "model_versions": orjson.dumps(model_versions).decode(),
+        "event_ts": effect.event.ts,
+    }
+
+
+def _action_message(effect: Effect) -> dict[str, Any]:
+    return {
+        "action_id": effect.action_id, "kind": effect.kind, "user_id": effect.user_id,
+        "event_id": effect.event.event_id, "ruleset": effect.match.ruleset,
+        "ruleset_version": effect.match.version, "rule": effect.match.rule,
+        "payload": effect.payload, "reason": effect.match.reason,
+        "decided_at": format_ts(datetime.now(UTC)),
+    }
+
+
+def run_worker(settings: Settings) -> int:
+    worker = Worker(settings, scorer=_load_scorer(settings))
+    worker.install_signal_handlers()
+    try:
+        worker.start()
+        worker.run()
+    except DecisionsError:
+        raise
+    finally:
+        worker.close()
+    return 0
+
+
+def _load_scorer(settings: Settings) -> Any | None:
+    try:
+        from decisions.ml.scoring import Scorer
+    except ImportError:
+        return None
+    try:
+        return Scorer(make_engine(str(settings.database_url), pool_size=1))
+    except Exception:  # a broken model registry must never stop decisions
+        log.exception("model scorer unavailable; rules on scores will not fire")
+        return None
+

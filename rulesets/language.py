@@ -1,0 +1,131 @@
+"""What the rule language knows: fields (with types), operators, actions.
+
+This catalog drives validation, compilation and the admin's field picker, so the three
+can never disagree. A field path is ``<source>.<name>``:
+
+- ``event.type``, ``event.<property>`` — the current event;
+- ``state.<feature>`` — the user's state as of the event (``decisions/state.lua``);
+- ``customer.<attribute>`` — customer attributes (PostgreSQL ``customers``);
+- ``user.segments`` — segments the user is in (customer record and rule-added);
+- ``score.<model>`` — model predictions (absent when no model is active: never matches);
+- ``time.hour`` / ``time.weekday`` — event time (UTC).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from decisions.events import EVENT_TYPES
+
+NUMBER, STRING, BOOL, LIST = "number", "string", "boolean", "list"
+
+
+@dataclass(frozen=True)
+class Field:
+    path: str
+    type: str
+    label: str
+    choices: tuple[str, ...] = ()
+
+
+EVENT_TYPE_CHOICES = (*EVENT_TYPES, "timer")
+WINDOWS = ("5m", "1h", "24h", "30d")
+STATE_TYPES = ("page_view", "product_view", "click", "add_to_cart", "remove_from_cart",
+               "purchase", "search")
+PAGES = ("home", "category", "product", "cart", "checkout", "search", "account")
+
+FIELDS: dict[str, Field] = {}
+
+
+def _add(path: str, type_: str, label: str, choices: tuple[str, ...] = ()) -> None:
+    FIELDS[path] = Field(path, type_, label, choices)
+
+
+_add("event.type", STRING, "Event type", EVENT_TYPE_CHOICES)
+for _name, _type, _label in (
+    ("page", STRING, "Page (page_view)"), ("url", STRING, "URL (page_view)"),
+    ("product_id", STRING, "Product id"), ("category", STRING, "Product category"),
+    ("price", NUMBER, "Price"), ("quantity", NUMBER, "Quantity"),
+    ("element", STRING, "Clicked element"), ("order_id", STRING, "Order id"),
+    ("total", NUMBER, "Order total"), ("query", STRING, "Search query"),
+    ("timer", STRING, "Timer name (timer events)"), ("granted", BOOL, "Consent granted"),
+):
+    _add(f"event.{_name}", _type, _label)
+for _name, _label in (
+    ("cart_value", "Cart value"), ("cart_items", "Items in cart (units)"),
+    ("cart_lines", "Distinct products in cart"), ("order_count", "Orders placed"),
+    ("lifetime_value", "Lifetime value"), ("session_events", "Events this session"),
+    ("session_product_views", "Product views this session"),
+    ("session_page_views", "Page views this session"),
+    ("session_seconds", "Seconds since session start"),
+    ("product_view_seconds", "Seconds on product pages this session"),
+    ("since_same_product_view", "Seconds since this product was viewed (-1: never)"),
+    ("days_since_first_seen", "Days since first visit"),
+    ("days_since_last_purchase", "Days since last purchase (-1: never)"),
+    ("distinct_categories_30d", "Categories viewed in 30 days"),
+):
+    _add(f"state.{_name}", NUMBER, _label)
+for _name, _label in (
+    ("cart_products", "Products in cart"), ("recent_products", "Recently viewed products"),
+    ("recent_categories", "Recently viewed categories"),
+):
+    _add(f"state.{_name}", LIST, _label)
+for _t in STATE_TYPES:
+    for _w in WINDOWS:
+        _add(f"state.count_{_t}_{_w}", NUMBER, f"Count of {_t} in the last {_w}")
+    _add(f"state.since_{_t}", NUMBER, f"Seconds since last {_t} (-1: never)")
+for _p in PAGES:
+    _add(f"state.since_page_{_p}", NUMBER, f"Seconds since last view of the {_p} page")
+_add("customer.tier", STRING, "Customer tier")
+_add("customer.country", STRING, "Country (ISO code)")
+_add("customer.consent", BOOL, "Personalization consent")
+_add("customer.signup_days", NUMBER, "Days since signup")
+_add("user.segments", LIST, "Segments")
+_add("time.hour", NUMBER, "Hour of day (UTC, event time)")
+_add("time.weekday", NUMBER, "Weekday (0 = Monday, event time)")
+_add("score.purchase_intent", NUMBER, "Purchase-intent score (0-1)")
+_add("score.churn_risk", NUMBER, "Churn-risk score (0-1)")
+
+# Open families: any page name, any model name, any custom customer attribute
+PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^state\.since_page_[a-z0-9_]{1,40}$"), NUMBER),
+    (re.compile(r"^score\.[a-z][a-z0-9_]{0,40}$"), NUMBER),
+)
+
+
+def field_type(path: str) -> str | None:
+    if path in FIELDS:
+        return FIELDS[path].type
+    for pattern, type_ in PATTERNS:
+        if pattern.match(path):
+            return type_
+    return None
+
+
+# operator -> (types it applies to, kind of value it takes)
+OPERATORS: dict[str, tuple[tuple[str, ...], str]] = {
+    "eq": ((NUMBER, STRING, BOOL), "same"),
+    "ne": ((NUMBER, STRING, BOOL), "same"),
+    "gt": ((NUMBER,), "same"),
+    "gte": ((NUMBER,), "same"),
+    "lt": ((NUMBER,), "same"),
+    "lte": ((NUMBER,), "same"),
+    "between": ((NUMBER,), "range"),
+    "within": ((NUMBER,), "same"),  # "seconds since" fields: 0 <= x <= value
+    "in": ((NUMBER, STRING), "list"),
+    "not_in": ((NUMBER, STRING), "list"),
+    "contains": ((LIST, STRING), "element"),
+    "prefix": ((STRING,), "same"),
+    "exists": ((NUMBER, STRING, BOOL, LIST), "none"),
+}
+OPERATOR_LABELS = {
+    "eq": "is", "ne": "is not", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤",
+    "between": "between", "within": "within (seconds)", "in": "is one of",
+    "not_in": "is none of", "contains": "contains", "prefix": "starts with",
+    "exists": "is known",
+}
+
+ACTIONS = ("discount", "recommend", "add_segment")
+RULE_KEYS = {"name", "description", "priority", "enabled", "active", "when", "then"}
+RULESET_KEYS = {"name", "description", "stacking", "four_eyes", "rules"}

@@ -1,0 +1,340 @@
+"""Validation is ours: durable_rules silently accepts what it does not understand.
+
+``validate(document)`` returns the normalised document or raises ``ValidationError``
+whose details name each problem by path (``rules[2].when.all[1].value``) and, when the
+document came from a file, by line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from decisions.errors import FieldError, ValidationError
+from rulesets.document import Lines, line_of
+from rulesets.language import (
+    ACTIONS,
+    BOOL,
+    LIST,
+    NUMBER,
+    OPERATORS,
+    RULE_KEYS,
+    RULESET_KEYS,
+    STRING,
+    field_type,
+)
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,99}$")
+STRATEGIES = ("covisit", "category_top", "top_sellers", "recently_viewed")
+_TYPE_WORD = {NUMBER: "a number", STRING: "a string", BOOL: "true or false", LIST: "a list"}
+
+
+class _Collector:
+    def __init__(self, lines: Lines | None) -> None:
+        self.errors: list[FieldError] = []
+        self.lines = lines or {}
+
+    def __call__(self, path: str, message: str) -> None:
+        self.errors.append(FieldError(path, message, line_of(self.lines, path)))
+
+
+def _show(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _value_ok(type_: str, v: Any) -> bool:
+    if type_ == NUMBER:
+        return _is_number(v)
+    if type_ == STRING:
+        return isinstance(v, str)
+    if type_ == BOOL:
+        return isinstance(v, bool)
+    return False
+
+
+def validate(document: Any, lines: Lines | None = None) -> dict[str, Any]:
+    err = _Collector(lines)
+    if not isinstance(document, dict):
+        err("", "a ruleset must be an object with name and rules")
+        raise ValidationError("invalid ruleset", err.errors)
+    for key in document:
+        if key not in RULESET_KEYS:
+            err(str(key), f"unknown field (expected one of {', '.join(sorted(RULESET_KEYS))})")
+    name = document.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        err("name", "required: lowercase letters, digits, - and _ (up to 100)")
+    if "description" in document and not isinstance(document["description"], str):
+        err("description", "expected a string")
+    for flag in ("stacking", "four_eyes"):
+        if flag in document and not isinstance(document[flag], bool):
+            err(flag, "expected true or false")
+    rules = document.get("rules")
+    if not isinstance(rules, list) or not rules:
+        err("rules", "required: a non-empty list of rules")
+        rules = []
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        _rule(rule, f"rules[{i}]", err, seen)
+    if err.errors:
+        raise ValidationError("invalid ruleset", err.errors)
+    return normalise(document)
+
+
+def _rule(rule: Any, path: str, err: _Collector, seen: dict[str, int]) -> None:
+    if not isinstance(rule, dict):
+        err(path, "expected an object")
+        return
+    for key in rule:
+        if key not in RULE_KEYS:
+            err(f"{path}.{key}", f"unknown field (expected one of {', '.join(sorted(RULE_KEYS))})")
+    name = rule.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        err(f"{path}.name", "required: lowercase letters, digits, - and _ (up to 100)")
+    elif name in seen:
+        err(f"{path}.name", f'duplicate rule name "{name}" (also rules[{seen[name]}])')
+    else:
+        seen[name] = int(path[6:-1])
+    if "description" in rule and not isinstance(rule["description"], str):
+        err(f"{path}.description", "expected a string")
+    if "priority" in rule and not (isinstance(rule["priority"], int)
+                                   and not isinstance(rule["priority"], bool)):
+        err(f"{path}.priority", f"expected a whole number, got {_show(rule['priority'])}")
+    if "enabled" in rule and not isinstance(rule["enabled"], bool):
+        err(f"{path}.enabled", "expected true or false")
+    _active(rule.get("active"), f"{path}.active", err)
+    if "when" not in rule:
+        err(f"{path}.when", "required: the conditions")
+    else:
+        bounds: dict[str, list[tuple[str, Any, str]]] = {}
+        _node(rule["when"], f"{path}.when", err, bounds)
+    then = rule.get("then")
+    if not isinstance(then, list) or not then:
+        err(f"{path}.then", "required: a non-empty list of actions")
+    else:
+        for j, action in enumerate(then):
+            _action(action, f"{path}.then[{j}]", err)
+
+
+def _active(active: Any, path: str, err: _Collector) -> None:
+    if active is None:
+        return
+    if not isinstance(active, dict):
+        err(path, "expected an object with from and/or until")
+        return
+    parsed = {}
+    for key, value in active.items():
+        if key not in ("from", "until"):
+            err(f"{path}.{key}", "unknown field (expected from, until)")
+            continue
+        if value is None:
+            continue
+        try:
+            if isinstance(value, datetime):
+                parsed[key] = value
+            else:
+                parsed[key] = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            err(f"{path}.{key}", f"expected an ISO 8601 date-time, got {_show(value)}")
+    if "from" in parsed and "until" in parsed:
+        try:
+            if parsed["from"] >= parsed["until"]:
+                err(path, "from must be before until")
+        except TypeError:
+            err(path, "from and until must both have a timezone or neither")
+
+
+def _node(node: Any, path: str, err: _Collector, bounds: dict[str, list[Any]]) -> None:
+    if not isinstance(node, dict):
+        err(path, "expected a condition object (all, any, not, or field/op/value)")
+        return
+    groups = [k for k in ("all", "any", "not") if k in node]
+    if groups:
+        if len(node) != 1:
+            err(path, "a group holds exactly one of all, any, not")
+            return
+        kind = groups[0]
+        child = node[kind]
+        if kind == "not":
+            _node(child, f"{path}.not", err, {})
+            return
+        if not isinstance(child, list) or not child:
+            err(f"{path}.{kind}", "empty condition group: add at least one condition")
+            return
+        local: dict[str, list[Any]] = {} if kind == "any" else bounds
+        for i, item in enumerate(child):
+            _node(item, f"{path}.{kind}[{i}]", err, local if kind == "all" else {})
+        if kind == "all":
+            _contradictions(local, path, err)
+        return
+    _leaf(node, path, err, bounds)
+
+
+def _leaf(node: dict[str, Any], path: str, err: _Collector, bounds: dict[str, list[Any]]) -> None:
+    for key in node:
+        if key not in ("field", "op", "value"):
+            err(f"{path}.{key}", "unknown field (expected field, op, value; or all/any/not)")
+    field = node.get("field")
+    op = node.get("op")
+    if not isinstance(field, str):
+        err(f"{path}.field", "required: a field such as state.cart_value")
+        return
+    ftype = field_type(field)
+    if ftype is None:
+        err(f"{path}.field", f'unknown field "{field}"')
+        return
+    if op not in OPERATORS:
+        err(f"{path}.op", f"unknown operator {_show(op)} (expected one of "
+            f"{', '.join(OPERATORS)})")
+        return
+    types, kind = OPERATORS[op]
+    if ftype not in types:
+        err(f"{path}.op", f'"{op}" does not apply to {field} ({ftype})')
+        return
+    value = node.get("value")
+    vpath = f"{path}.value"
+    if kind == "none":
+        if "value" in node:
+            err(vpath, '"exists" takes no value')
+        return
+    if "value" not in node:
+        err(vpath, "required")
+        return
+    if kind == "same":
+        if not _value_ok(ftype, value):
+            err(vpath, f"expected {_TYPE_WORD[ftype]}, got {_show(value)}")
+            return
+    elif kind == "range":
+        if not (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))):
+            err(vpath, f"expected [low, high] numbers, got {_show(value)}")
+            return
+        if value[0] > value[1]:
+            err(vpath, f"low {value[0]} is above high {value[1]}")
+            return
+    elif kind == "list":
+        if not isinstance(value, list) or not value:
+            err(vpath, f"expected a non-empty list, got {_show(value)}")
+            return
+        for i, item in enumerate(value):
+            if not _value_ok(ftype, item):
+                err(f"{vpath}[{i}]", f"expected {_TYPE_WORD[ftype]}, got {_show(item)}")
+    elif kind == "element":
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            err(vpath, f"expected a string or number, got {_show(value)}")
+            return
+        if ftype == STRING and not isinstance(value, str):
+            err(vpath, f"expected a string, got {_show(value)}")
+            return
+    if field == "event.type":
+        from rulesets.language import EVENT_TYPE_CHOICES
+
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and v not in EVENT_TYPE_CHOICES:
+                err(vpath, f'unknown event type "{v}"')
+    bounds.setdefault(field, []).append((op, value, path))
+
+
+def _contradictions(bounds: dict[str, list[Any]], path: str, err: _Collector) -> None:
+    """Detect conditions in one ``all`` group that can never hold together."""
+    for field, conds in bounds.items():
+        lo, hi = -math.inf, math.inf
+        lo_open = hi_open = False
+        equals: set[Any] = set()
+        for op, value, _ in conds:
+            if op == "eq":
+                equals.add(value if not isinstance(value, list) else tuple(value))
+            if not _is_number(value) and op not in ("between", "within"):
+                continue
+            if op in ("gt", "gte") and (value > lo or (value == lo and op == "gt")):
+                lo, lo_open = value, op == "gt"
+            elif op in ("lt", "lte") and (value < hi or (value == hi and op == "lt")):
+                hi, hi_open = value, op == "lt"
+            elif op == "eq":
+                if value > lo:
+                    lo, lo_open = value, False
+                if value < hi:
+                    hi, hi_open = value, False
+            elif op == "between":
+                lo, hi = max(lo, value[0]), min(hi, value[1])
+            elif op == "within":
+                lo, hi = max(lo, 0), min(hi, value)
+        empty = lo > hi or (lo == hi and (lo_open or hi_open))
+        if len(equals) > 1 or empty:
+            err(path, f"contradictory conditions on {field}: they can never all hold")
+
+
+def _action(action: Any, path: str, err: _Collector) -> None:
+    if not isinstance(action, dict) or len(action) != 1:
+        err(path, f"expected one action such as {{discount: {{percent: 10}}}} "
+            f"(one of {', '.join(ACTIONS)})")
+        return
+    (name, params), = action.items()
+    apath = f"{path}.{name}"
+    if name not in ACTIONS:
+        err(path, f'unknown action "{name}" (expected one of {", ".join(ACTIONS)})')
+        return
+    if not isinstance(params, dict):
+        err(apath, "expected an object of parameters")
+        return
+    allowed: dict[str, tuple[str, bool]]
+    if name == "discount":
+        allowed = {"percent": (NUMBER, False), "amount": (NUMBER, False), "code": (STRING, False),
+                   "min_basket": (NUMBER, False), "expires_minutes": (NUMBER, False),
+                   "per_user_cap": (NUMBER, False), "products": (LIST, False)}
+        has = [k for k in ("percent", "amount") if k in params]
+        if len(has) != 1:
+            err(apath, "give exactly one of percent or amount")
+        if _is_number(params.get("percent")) and not 0 < params["percent"] <= 100:
+            err(f"{apath}.percent", "must be above 0 and at most 100")
+        if _is_number(params.get("amount")) and params["amount"] <= 0:
+            err(f"{apath}.amount", "must be above 0")
+    elif name == "recommend":
+        allowed = {"strategy": (STRING, True), "slot": (STRING, True), "count": (NUMBER, False)}
+        if isinstance(params.get("strategy"), str) and params["strategy"] not in STRATEGIES:
+            err(f"{apath}.strategy", f'unknown strategy "{params["strategy"]}" '
+                f"(expected one of {', '.join(STRATEGIES)})")
+    else:
+        allowed = {"segment": (STRING, True)}
+    for key, value in params.items():
+        if key not in allowed:
+            err(f"{apath}.{key}", f"unknown parameter (expected one of {', '.join(allowed)})")
+        elif allowed[key][0] == LIST:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                err(f"{apath}.{key}", "expected a list of product ids")
+        elif not _value_ok(allowed[key][0], value):
+            err(f"{apath}.{key}", f"expected {_TYPE_WORD[allowed[key][0]]}, got {_show(value)}")
+    for key, (_, required) in allowed.items():
+        if required and key not in params:
+            err(f"{apath}.{key}", "required")
+    for key in ("expires_minutes", "per_user_cap", "count"):
+        if _is_number(params.get(key)) and params[key] <= 0:
+            err(f"{apath}.{key}", "must be above 0")
+
+
+def normalise(document: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults so stored versions and diffs are explicit."""
+    out = {
+        "name": document["name"],
+        "description": document.get("description", ""),
+        "stacking": bool(document.get("stacking", False)),
+        "four_eyes": bool(document.get("four_eyes", False)),
+        "rules": [],
+    }
+    for rule in document["rules"]:
+        active = rule.get("active") or {}
+        out["rules"].append({
+            "name": rule["name"],
+            "description": rule.get("description", ""),
+            "priority": int(rule.get("priority", 0)),
+            "enabled": bool(rule.get("enabled", True)),
+            "active": {k: (v.isoformat() if isinstance(v, datetime) else v)
+                       for k, v in active.items() if v is not None},
+            "when": rule["when"],
+            "then": rule["then"],
+        })
+    return out

@@ -6,7 +6,8 @@ line (no traceback) and exits non-zero.
 """
 
 MODULES = (
-    "decisions.commands.stack",     # up, migrate, worker, status
+    "decisions.commands.stack",     # up, migrate, status
+    "decisions.commands.worker",    # worker [--processes N]
     "decisions.commands.rulesets",  # rulesets validate/import/export/publish/rollback/diff
     "decisions.commands.apikeys",   # apikeys create/list/revoke
     "decisions.commands.catalog",   # catalog import

@@ -1,0 +1,222 @@
+"""Model artifacts: a compiled, numpy-only form of a trained model, stored with skops.
+
+Training turns the scikit-learn estimator into plain arrays (a linear model's weights, or
+the flattened trees of a gradient-boosting model) plus its calibration map. That form is
+
+* what is served: one event is scored in microseconds with a few numpy operations, where
+  scikit-learn's single-row ``predict_proba`` takes 0.3–0.9 ms;
+* what is evaluated, so the holdout figures describe exactly the served model;
+* safe to load: the skops file holds only numpy arrays and builtins; loading refuses any
+  other type, and the registry's SHA-256 is checked before skops even parses the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import skops.io as sio
+
+from decisions.errors import DecisionsError
+
+FORMAT = 1
+
+
+class ModelError(DecisionsError):
+    code = "model_error"
+
+
+class TamperedArtifact(ModelError):
+    code = "tampered_artifact"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class CompiledModel:
+    """A calibrated binary classifier over a fixed, named feature vector."""
+
+    name: str
+    features: tuple[str, ...]
+    kind: str  # "linear" | "trees"
+    arrays: dict[str, np.ndarray]
+    calibration: dict[str, Any]  # {"method": "isotonic", "x": [...], "y": [...]} or sigmoid a, b
+    threshold: float = 0.5
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        a = self.arrays
+        if self.kind == "linear":
+            self._w = np.ascontiguousarray(a["coef"], dtype=np.float64)
+            self._b = float(a["intercept"][0])
+        elif self.kind == "trees":
+            self._feat = a["feature"].astype(np.intp)
+            self._thr = a["threshold"].astype(np.float64)
+            self._left = a["left"].astype(np.intp)
+            self._right = a["right"].astype(np.intp)
+            self._mleft = a["missing_left"].astype(bool)
+            self._value = a["value"].astype(np.float64)
+            self._roots = a["roots"].astype(np.intp)
+            self._depth = int(a["depth"][0])
+            self._base = float(a["base"][0])
+        else:
+            raise ModelError(f"unknown model kind {self.kind!r}")
+        cal = self.calibration
+        if cal["method"] == "isotonic":
+            self._cx = np.asarray(cal["x"], dtype=np.float64)
+            self._cy = np.asarray(cal["y"], dtype=np.float64)
+        elif cal["method"] == "sigmoid":
+            self._ca, self._cb = float(cal["a"]), float(cal["b"])
+        else:
+            raise ModelError(f"unknown calibration {cal['method']!r}")
+
+    # -- one row (serving) ---------------------------------------------------------------
+    def raw(self, x: np.ndarray) -> float:
+        if self.kind == "linear":
+            return float(self._w @ x) + self._b
+        idx = self._roots
+        for _ in range(self._depth):
+            v = x[self._feat[idx]]
+            go_left = (v <= self._thr[idx]) | (np.isnan(v) & self._mleft[idx])
+            idx = np.where(go_left, self._left[idx], self._right[idx])
+        return self._base + float(self._value[idx].sum())
+
+    def predict(self, x: np.ndarray) -> float:
+        return self.calibrate(self.raw(x))
+
+    def calibrate(self, raw: float) -> float:
+        if self.calibration["method"] == "isotonic":
+            return float(np.interp(raw, self._cx, self._cy))
+        z = self._ca * raw + self._cb
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    # -- many rows (training, evaluation, drift) -----------------------------------------
+    def raw_batch(self, X: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        if self.kind == "linear":
+            return np.asarray(X @ self._w + self._b, dtype=np.float64)
+        out = np.empty(X.shape[0], dtype=np.float64)
+        for lo in range(0, X.shape[0], chunk):
+            part = X[lo : lo + chunk]
+            rows = np.arange(part.shape[0])[:, None]
+            idx = np.broadcast_to(self._roots, (part.shape[0], self._roots.shape[0]))
+            for _ in range(self._depth):
+                v = part[rows, self._feat[idx]]
+                go_left = (v <= self._thr[idx]) | (np.isnan(v) & self._mleft[idx])
+                idx = np.where(go_left, self._left[idx], self._right[idx])
+            out[lo : lo + chunk] = self._base + self._value[idx].sum(axis=1)
+        return out
+
+    def calibrate_batch(self, raw: np.ndarray) -> np.ndarray:
+        if self.calibration["method"] == "isotonic":
+            return np.interp(raw, self._cx, self._cy)
+        z = np.clip(self._ca * raw + self._cb, -700, 700)
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrate_batch(self.raw_batch(X))
+
+
+# -- compiling scikit-learn estimators ------------------------------------------------
+def linear_arrays(coef: np.ndarray, intercept: float, mean: np.ndarray | None = None,
+                  scale: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Fold a StandardScaler (mean, scale) into the weights of a linear model."""
+    w = np.asarray(coef, dtype=np.float64).ravel()
+    b = float(intercept)
+    if mean is not None and scale is not None:
+        w = w / scale
+        b = b - float(w @ mean)
+    return {"coef": w, "intercept": np.array([b])}
+
+
+def tree_arrays(estimator: Any) -> dict[str, np.ndarray]:
+    """Flatten a fitted binary HistGradientBoostingClassifier into global node arrays.
+
+    Leaves point at themselves, so every tree can be walked for the same number of steps
+    (the deepest tree's depth) with no per-tree branching.
+    """
+    predictors = [iteration[0] for iteration in estimator._predictors]
+    feats, thrs, lefts, rights, mlefts, values, roots = [], [], [], [], [], [], []
+    offset, depth = 0, 0
+    for predictor in predictors:
+        nodes = predictor.nodes
+        if nodes["is_categorical"].any():
+            raise ModelError("categorical splits are not supported by the compiled form")
+        n = nodes.shape[0]
+        own = np.arange(offset, offset + n)
+        leaf = nodes["is_leaf"].astype(bool)
+        feats.append(np.where(leaf, 0, nodes["feature_idx"]))
+        thrs.append(np.where(leaf, np.inf, nodes["num_threshold"]))
+        lefts.append(np.where(leaf, own, nodes["left"].astype(np.int64) + offset))
+        rights.append(np.where(leaf, own, nodes["right"].astype(np.int64) + offset))
+        mlefts.append(nodes["missing_go_to_left"].astype(bool))
+        values.append(np.where(leaf, nodes["value"], 0.0))
+        roots.append(offset)
+        depth = max(depth, int(nodes["depth"].max()))
+        offset += n
+    return {
+        "feature": np.concatenate(feats).astype(np.int64),
+        "threshold": np.concatenate(thrs).astype(np.float64),
+        "left": np.concatenate(lefts).astype(np.int64),
+        "right": np.concatenate(rights).astype(np.int64),
+        "missing_left": np.concatenate(mlefts).astype(np.int8),
+        "value": np.concatenate(values).astype(np.float64),
+        "roots": np.array(roots, dtype=np.int64),
+        "depth": np.array([depth], dtype=np.int64),
+        "base": np.array([float(np.ravel(estimator._baseline_prediction)[0])]),
+    }
+
+
+# -- storing --------------------------------------------------------------------------
+def dumps(model: CompiledModel) -> bytes:
+    doc = {
+        "format": FORMAT,
+        "name": model.name,
+        "features": list(model.features),
+        "kind": model.kind,
+        "arrays": model.arrays,
+        "calibration": {
+            k: (np.asarray(v, dtype=np.float64) if isinstance(v, list | np.ndarray) else v)
+            for k, v in model.calibration.items()
+        },
+        "threshold": float(model.threshold),
+        "meta": model.meta,
+    }
+    return bytes(sio.dumps(doc))
+
+
+def loads(data: bytes, expected_sha256: str) -> CompiledModel:
+    """Verify the checksum, refuse any non-builtin type, then load."""
+    actual = sha256(data)
+    if actual != expected_sha256:
+        raise TamperedArtifact(
+            f"model artifact checksum mismatch (expected {expected_sha256[:12]}…, "
+            f"got {actual[:12]}…): refusing to load it"
+        )
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # noqa: BLE001 - skops raises several types for bad input
+        raise TamperedArtifact(f"model artifact is not a readable skops file: {exc}") from None
+    if untrusted:
+        raise TamperedArtifact(
+            f"model artifact holds types that are not allowed: {', '.join(untrusted)}"
+        )
+    doc = sio.loads(data, trusted=[])
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelError("model artifact has an unknown format")
+    cal = {
+        k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in doc["calibration"].items()
+    }
+    return CompiledModel(
+        name=str(doc["name"]),
+        features=tuple(doc["features"]),
+        kind=str(doc["kind"]),
+        arrays=dict(doc["arrays"]),
+        calibration=cal,
+        threshold=float(doc["threshold"]),
+        meta=dict(doc.get("meta") or {}),
+    )

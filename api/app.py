@@ -1,0 +1,52 @@
+"""The storefront API app factory: settings, routes, middleware, error handlers. Wiring only."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from api.errors import EXCEPTION_HANDLERS
+from api.metrics import Metrics, MetricsMiddleware
+from api.routes import events, feedback, ops, privacy, reads
+from api.state import ApiState
+from decisions.settings import Settings
+
+
+def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> Starlette:
+    """``extra_routes`` (e.g. the admin UI mounted at /admin) share the app and lifespan."""
+    if not settings.redis_url or not settings.database_url or not settings.kafka_bootstrap:
+        from decisions.errors import ConfigError
+
+        raise ConfigError("the API needs DECISIONS_DATABASE_URL, DECISIONS_REDIS_URL and "
+                          "DECISIONS_KAFKA_BOOTSTRAP (or a running `decisions up`)")
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = ApiState.open(settings, metrics)
+        app.state.api = state
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
+            expose_headers=["ETag", "Retry-After"],
+            max_age=600,
+        ))
+    routes = [*reads.routes, *events.routes, *feedback.routes, *privacy.routes, *ops.routes,
+              *(extra_routes or [])]
+    return Starlette(routes=routes, middleware=middleware,
+                     exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

@@ -1,0 +1,58 @@
+"""``Authorization: Bearer dk_…`` → the key's scopes, or 401/403 as JSON.
+
+Keys are verified against PostgreSQL once and then trusted in-process for
+``DECISIONS_APIKEY_CACHE_SECONDS``. When PostgreSQL cannot be asked, a key verified
+earlier stays trusted; a key never seen before is *unverifiable*: read paths then serve
+the generic fallback content (which is public anyway), write paths answer 503.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from api.errors import Unavailable
+from api.state import ApiState
+from decisions import apikeys
+from decisions.apikeys import KeyInfo
+from decisions.errors import Forbidden, Unauthorized
+
+
+class Unverifiable(Unavailable):
+    """The key is well-formed but PostgreSQL cannot tell whether it is valid."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("PostgreSQL", retry_after, "cannot verify the API key")
+
+
+def bearer_key(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if not header:
+        raise Unauthorized("missing API key: send Authorization: Bearer <key>")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("expected Authorization: Bearer <key>")
+    return key.strip()
+
+
+async def authenticate(api: ApiState, request: Request, scope: str) -> KeyInfo:
+    """The verified key allowed ``scope``; raises Unauthorized, Forbidden or Unverifiable."""
+    key = bearer_key(request)
+    fresh, info = api.keys.get(key)
+    if not fresh:
+        if apikeys.split_key(key) is None:
+            raise Unauthorized("malformed API key")
+        try:
+            info = await api.db(apikeys.lookup, api.engine, key)
+            api.keys.put(key, info)
+        except Unauthorized:
+            api.keys.put(key, None)
+            raise
+        except Unavailable:
+            if not api.keys.known(key):
+                raise Unverifiable(api.db_breaker.retry_after()) from None
+            # a stale entry: trust what PostgreSQL said last time
+    if info is None:
+        raise Unauthorized("unknown or revoked API key")
+    if not info.allows(scope):
+        raise Forbidden(f"this API key lacks the {scope!r} scope")
+    return info

@@ -1,0 +1,293 @@
+"""The OpenAPI 3 document served at /openapi.json (checked against the app by schemathesis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from decisions.events import EVENT_TYPES
+from decisions.settings import Settings
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description,
+                           "content": {"application/json": {"schema": ERROR}}}
+    if retry_after:
+        out["headers"] = {"Retry-After": {"schema": {"type": "integer"},
+                                          "description": "seconds to wait"}}
+    return out
+
+
+def _ok(description: str, ref: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+AUTH_ERRORS = {
+    "401": _error("missing, malformed, unknown or revoked API key"),
+    "403": _error("the API key lacks the scope this operation needs"),
+}
+RATE = {"429": _error("rate limit of this API key exceeded", retry_after=True)}
+UNAVAILABLE = {"503": _error("a dependency this write needs is unavailable", retry_after=True)}
+USER_ID = {"name": "user_id", "in": "path", "required": True,
+           "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^/]+$"}}
+IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
+                 "schema": {"type": "string"},
+                 "description": "an ETag from an earlier response; 304 when unchanged"}
+CACHE_HEADERS = {
+    "ETag": {"schema": {"type": "string"}},
+    "Cache-Control": {"schema": {"type": "string"}, "description": "private, max-age=N"},
+}
+READ_ERRORS = {"304": {"description": "not modified (If-None-Match matched)",
+                       "headers": CACHE_HEADERS},
+               "400": _error("invalid user id or query parameter"), **AUTH_ERRORS, **RATE}
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    return {
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"},
+                    "details": {"type": "array", "items": {
+                        "type": "object", "required": ["field", "message"],
+                        "properties": {"field": {"type": "string"},
+                                       "message": {"type": "string"},
+                                       "line": {"type": "integer"}}}},
+                }}},
+        },
+        "Offer": {
+            "type": "object", "required": ["offer_id", "rule", "kind", "expires_at"],
+            "properties": {
+                "offer_id": {"type": "string"}, "rule": {"type": "string"},
+                "ruleset": {"type": "string"}, "ruleset_version": {"type": "integer"},
+                "kind": {"type": "string"},
+                "discount": {"type": "object", "properties": {
+                    "type": {"type": "string", "enum": ["percent", "amount"]},
+                    "value": {"type": "number"}, "code": {"type": "string"},
+                    "min_basket": {"type": "number"}}},
+                "products": {"type": "array", "items": {"type": "string"}},
+                "priority": {"type": "integer"}, "stackable": {"type": "boolean"},
+                "expires_at": {"type": "string", "format": "date-time"},
+                "reason": {"description": "why the rule fired (the facts it matched)"},
+            },
+        },
+        "Product": {
+            "type": "object", "required": ["id", "name", "price", "image_url", "category"],
+            "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"},
+                "price": {"type": "number"},
+                "image_url": {"type": ["string", "null"]},
+                "category": {"type": ["string", "null"]},
+            },
+        },
+        "Offers": {
+            "type": "object", "required": ["user_id", "personalized", "offers"],
+            "properties": {
+                "user_id": {"type": "string"},
+                "personalized": {"type": "boolean"},
+                "reason": {"type": "string", "description": "why fallback content was served",
+                           "enum": list(FALLBACK_REASONS)},
+                "offers": {"type": "array", "items": {"$ref": "#/components/schemas/Offer"}},
+            },
+        },
+        "Recommendations": {
+            "type": "object", "required": ["user_id", "slot", "personalized", "products"],
+            "properties": {
+                "user_id": {"type": "string"}, "slot": {"type": "string"},
+                "personalized": {"type": "boolean"},
+                "reason": {"type": "string", "enum": list(FALLBACK_REASONS)},
+                "strategy": {"type": ["string", "null"]},
+                "rule": {"type": ["string", "null"]},
+                "ruleset": {"type": ["string", "null"]},
+                "ruleset_version": {"type": ["integer", "null"]},
+                "products": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}},
+            },
+        },
+        "Event": {
+            "type": "object", "required": ["event_id", "type", "user_id", "ts"],
+            "additionalProperties": False,
+            "properties": {
+                "event_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                "type": {"type": "string", "enum": list(EVENT_TYPES)},
+                "user_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                "ts": {"type": "string", "format": "date-time"},
+                "properties": {"type": "object",
+                               "description": "per type, see DESIGN.md (e.g. add_to_cart: "
+                                              "product_id, price, quantity, category?)"},
+            },
+        },
+        "EventBatch": {"type": "array", "minItems": 1, "maxItems": settings.max_batch_events,
+                       "items": {"$ref": "#/components/schemas/Event"}},
+        "Accepted": {
+            "type": "object", "required": ["accepted", "event_ids"],
+            "properties": {"accepted": {"type": "integer"},
+                           "event_ids": {"type": "array", "items": {"type": "string"}}},
+        },
+        "Feedback": {
+            "type": "object", "required": ["user_id"], "additionalProperties": False,
+            "properties": {"user_id": {"type": "string", "minLength": 1, "maxLength": 200}},
+        },
+        "Redemption": {
+            "type": "object", "required": ["user_id"], "additionalProperties": False,
+            "properties": {"user_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                           "amount": {"type": "number", "minimum": 0,
+                                      "description": "order value"}},
+        },
+        "FeedbackRecorded": {
+            "type": "object",
+            "required": ["offer_id", "kind", "user_id", "rule", "ruleset", "duplicate"],
+            "properties": {
+                "offer_id": {"type": "string"},
+                "kind": {"type": "string", "enum": ["impression", "redeem"]},
+                "user_id": {"type": "string"}, "rule": {"type": ["string", "null"]},
+                "ruleset": {"type": ["string", "null"]},
+                "duplicate": {"type": "boolean",
+                              "description": "true when this feedback was already stored"},
+            },
+        },
+        "Erased": {
+            "type": "object", "required": ["user_id", "erased"],
+            "properties": {"user_id": {"type": "string"},
+                           "erased": {"type": "object",
+                                      "additionalProperties": {"type": "integer"}}},
+        },
+        "Export": {
+            "type": "object", "required": ["user_id", "postgres", "redis"],
+            "properties": {"user_id": {"type": "string"},
+                           "postgres": {"type": "object"}, "redis": {"type": "object"}},
+        },
+        "Ready": {
+            "type": "object", "required": ["status", "failed", "checks"],
+            "properties": {"status": {"type": "string", "enum": ["ready", "unavailable"]},
+                           "failed": {"type": "array", "items": {"type": "string"}},
+                           "checks": {"type": "object"}},
+        },
+    }
+
+
+FALLBACK_REASONS = ("auth_unavailable", "redis_unavailable", "database_unavailable",
+                    "consent_withdrawn", "no_offers", "no_recommendations")
+
+
+def _feedback(kind: str, body: str) -> dict[str, Any]:
+    return {"post": {
+        "operationId": f"offer_{kind}",
+        "summary": f"Record an offer {kind} (idempotent)",
+        "security": [{"bearer": []}],
+        "x-scope": "events:write",
+        "parameters": [{"name": "offer_id", "in": "path", "required": True,
+                        "schema": {"type": "string", "minLength": 1, "pattern": r"^[^/]+$"}}],
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{body}"}}}},
+        "responses": {
+            "201": _ok("stored", "FeedbackRecorded"),
+            "200": _ok("already stored earlier (nothing changed)", "FeedbackRecorded"),
+            "400": _error("body is not JSON"), **AUTH_ERRORS,
+            "404": _error("no such offer for this user"),
+            "413": _error("body too large"),
+            "422": _error("invalid body, per field"), **RATE, **UNAVAILABLE,
+        },
+    }}
+
+
+def document(settings: Settings) -> dict[str, Any]:
+    read_security: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "decisions storefront API", "version": "1",
+                 "description": "Offers and recommendations for storefronts, event collection, "
+                                "offer feedback and privacy requests. Authenticate with "
+                                "`Authorization: Bearer <API key>`."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "an API key dk_<prefix>_<secret>"}},
+            "schemas": _schemas(settings),
+        },
+        "paths": {
+            "/v1/users/{user_id}/offers": {"get": {
+                "operationId": "get_offers",
+                "summary": "The user's active offers, highest priority first",
+                "security": read_security, "x-scope": "offers:read",
+                "parameters": [USER_ID, IF_NONE_MATCH],
+                "responses": {"200": {**_ok("offers (personalized, or the fallback set)",
+                                            "Offers"), "headers": CACHE_HEADERS},
+                              **READ_ERRORS},
+            }},
+            "/v1/users/{user_id}/recommendations": {"get": {
+                "operationId": "get_recommendations",
+                "summary": "Recommended products for a slot (in stock, not already bought)",
+                "security": read_security, "x-scope": "offers:read",
+                "parameters": [
+                    USER_ID, IF_NONE_MATCH,
+                    {"name": "slot", "in": "query", "required": False,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 100,
+                                "default": "default"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}},
+                ],
+                "responses": {"200": {**_ok("products (personalized, or top sellers)",
+                                            "Recommendations"), "headers": CACHE_HEADERS},
+                              **READ_ERRORS},
+            }},
+            "/v1/events": {"post": {
+                "operationId": "post_events",
+                "summary": "Send one event or a batch; 202 once the broker acknowledged all",
+                "security": read_security, "x-scope": "events:write",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "oneOf": [{"$ref": "#/components/schemas/Event"},
+                              {"$ref": "#/components/schemas/EventBatch"}]}}}},
+                "responses": {
+                    "202": _ok("every event acknowledged by the broker", "Accepted"),
+                    "400": _error("body is not JSON"), **AUTH_ERRORS,
+                    "413": _error("body or batch too large"),
+                    "422": _error("invalid events, per field ([index].field in a batch); "
+                                  "nothing was accepted"),
+                    **RATE,
+                    "503": _error("the broker is unavailable; nothing was accepted, resend",
+                                  retry_after=True),
+                },
+            }},
+            "/v1/offers/{offer_id}/impression": _feedback("impression", "Feedback"),
+            "/v1/offers/{offer_id}/redeem": _feedback("redeem", "Redemption"),
+            "/v1/users/{user_id}": {"delete": {
+                "operationId": "erase_user",
+                "summary": "Erase everything held about the user (GDPR/CCPA)",
+                "security": read_security, "x-scope": "admin",
+                "parameters": [USER_ID],
+                "responses": {"200": _ok("counts of what was erased", "Erased"),
+                              "400": _error("invalid user id"), **AUTH_ERRORS, **UNAVAILABLE},
+            }},
+            "/v1/users/{user_id}/export": {"get": {
+                "operationId": "export_user",
+                "summary": "Everything held about the user",
+                "security": read_security, "x-scope": "admin",
+                "parameters": [USER_ID],
+                "responses": {"200": _ok("the user's data", "Export"),
+                              "400": _error("invalid user id"), **AUTH_ERRORS, **UNAVAILABLE},
+            }},
+            "/healthz": {"get": {"operationId": "healthz", "summary": "The process is up",
+                                 "security": [],
+                                 "responses": {"200": {"description": "ok", "content": {
+                                     "application/json": {"schema": {"type": "object"}}}}}}},
+            "/readyz": {"get": {"operationId": "readyz", "security": [],
+                                "summary": "Each dependency checked; names the failed ones",
+                                "responses": {"200": _ok("ready", "Ready"),
+                                              "503": {**_ok("not ready", "Ready"),
+                                                      "headers": {"Retry-After": {
+                                                          "schema": {"type": "integer"}}}}}}},
+            "/metrics": {"get": {"operationId": "metrics", "security": [],
+                                 "summary": "Prometheus metrics",
+                                 "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {
+                                                           "schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "security": [],
+                                      "summary": "This document",
+                                      "responses": {"200": {"description": "OpenAPI 3",
+                                                            "content": {"application/json": {
+                                                                "schema": {"type": "object"}}}}}}},
+        },
+    }

@@ -1,0 +1,108 @@
+"""POST /v1/events: one event or a list, validated, produced to Kafka, 202 once acked.
+
+A batch is all or nothing: if any event is invalid, none is sent and the 422 names every
+bad field as ``[index].field``. 202 is sent only after the broker acknowledged every
+record (``acks=all``); otherwise 503 with Retry-After, and the client resends the batch
+(the worker drops duplicates by ``event_id``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import authenticate
+from api.errors import BadRequest, PayloadTooLarge
+from api.responses import json_response
+from api.state import ApiState, get_api
+from api.store import REDIS_ERRORS
+from decisions.errors import FieldError, RateLimited, ValidationError
+from decisions.events import Event, parse_event
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before the body was read") from None
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise BadRequest("empty body", [FieldError("body", "expected a JSON object or list")])
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("body is not valid JSON", [FieldError("body", str(exc))]) from None
+
+
+async def check_rate(api: ApiState, key_prefix: str) -> None:
+    """Fail open: when Redis is down, writes are not refused for want of a rate limit."""
+    if not api.redis_breaker.allow():
+        return
+    try:
+        verdict = await api.redis.rate_limit(key_prefix)
+    except REDIS_ERRORS as exc:
+        api.redis_breaker.failure(exc)
+        return
+    api.redis_breaker.success()
+    if not verdict.allowed:
+        api.metrics.rate_limited.inc()
+        raise RateLimited("rate limit exceeded for this API key", verdict.retry_after)
+
+
+def validate(api: ApiState, data: Any) -> list[Event]:
+    settings = api.settings
+    batch = isinstance(data, list)
+    items = data if batch else [data]
+    if batch and not items:
+        raise ValidationError("empty batch", [FieldError("body", "expected at least one event")])
+    if len(items) > settings.max_batch_events:
+        raise PayloadTooLarge(
+            f"{len(items)} events in one request; at most {settings.max_batch_events}")
+    events: list[Event] = []
+    errors: list[FieldError] = []
+    for i, item in enumerate(items):
+        prefix = f"[{i}]." if batch else ""
+        try:
+            event = parse_event(item, prefix=prefix)
+        except ValidationError as exc:
+            errors.extend(exc.details)
+            continue
+        if len(orjson.dumps(item)) > settings.max_event_bytes:
+            errors.append(FieldError(prefix.rstrip(".") or "body",
+                                     f"event larger than {settings.max_event_bytes} bytes"))
+            continue
+        events.append(event)
+    if errors:
+        count = "1 invalid event" if not batch else "invalid events in the batch"
+        raise ValidationError(f"{count}; nothing was accepted", errors)
+    return events
+
+
+async def post_events(request: Request) -> Response:
+    api = get_api(request)
+    key = await authenticate(api, request, "events:write")
+    await check_rate(api, key.prefix)
+    body = await read_body(request, api.settings.api_max_body_bytes)
+    events = validate(api, parse_json(body))
+    await api.produce([(e.user_id, e.to_dict()) for e in events])
+    return json_response(request, {"accepted": len(events),
+                                   "event_ids": [e.event_id for e in events]}, status=202)
+
+
+routes = [Route("/v1/events", post_events, methods=["POST"])]

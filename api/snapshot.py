@@ -1,0 +1,102 @@
+"""What the API keeps in memory, refreshed in the background every few seconds.
+
+- the catalog (from PostgreSQL ``products``), so recommendations never query PostgreSQL;
+- the top-sellers snapshot (from Redis ``d:top``), the generic fallback products;
+- the users whose consent is withdrawn in the ``customers`` table.
+
+A failed refresh keeps the last good copy: an outage that starts after the first load
+costs nothing on the read path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, or_, select
+
+from decisions import catalog
+from decisions.catalog import CatalogProduct
+from decisions.errors import ConfigError
+from decisions.models import Customer
+
+
+@dataclass
+class Snapshot:
+    products: dict[str, CatalogProduct] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    top_sellers: list[str] = field(default_factory=list)
+    no_consent: frozenset[str] = frozenset()
+    database_loaded: bool = False
+
+    def set_catalog(self, products: list[CatalogProduct], no_consent: frozenset[str]) -> None:
+        self.products = {p.product_id: p for p in products}
+        self.order = [p.product_id for p in products]
+        self.no_consent = no_consent
+        self.database_loaded = True
+
+    def join(self, product_ids: list[str], limit: int, exclude: set[str] | frozenset[str]
+             = frozenset()) -> list[dict[str, Any]]:
+        """Catalog products for ids, in order: unknown, out-of-stock, excluded ones dropped."""
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for pid in product_ids:
+            product = self.products.get(pid)
+            if product is None or not product.in_stock or pid in exclude or pid in seen:
+                continue
+            seen.add(pid)
+            out.append(product.to_api())
+            if len(out) >= limit:
+                break
+        return out
+
+
+def load_database(engine: Engine) -> tuple[list[CatalogProduct], frozenset[str]]:
+    """Blocking: the catalog and the users who withdrew consent (run in a thread)."""
+    products = catalog.load(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Customer.user_id).where(
+                or_(Customer.consent.is_(False), Customer.attributes["consent"].astext == "false")
+            )
+        ).scalars()
+        no_consent = frozenset(rows)
+    return products, no_consent
+
+
+@dataclass(frozen=True)
+class FallbackContent:
+    """Default offers and products served when personalization is unavailable."""
+
+    offers: tuple[dict[str, Any], ...] = ()
+    products: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def from_file(cls, path: str) -> FallbackContent:
+        if not path:
+            return cls()
+        try:
+            data = orjson.loads(Path(path).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(f"DECISIONS_API_FALLBACK_FILE={path}: {exc}") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(k, []), list) for k in ("offers", "products")
+        ):
+            raise ConfigError(
+                f"DECISIONS_API_FALLBACK_FILE={path}: expected {{\"offers\": [...], "
+                "\"products\": [...]}"
+            )
+        return cls(tuple(data.get("offers", [])), tuple(data.get("products", [])))
+
+    def fallback_products(self, snapshot: Snapshot, limit: int,
+                          exclude: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """Top sellers in stock, else the catalog in order, else the file's products."""
+        found = snapshot.join(snapshot.top_sellers, limit, exclude)
+        if len(found) < limit:
+            have = {p["id"] for p in found}
+            found += snapshot.join(snapshot.order, limit - len(found), exclude | have)
+        if not found:
+            found = [dict(p) for p in self.products[:limit]]
+        return found

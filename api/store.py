@@ -1,0 +1,170 @@
+"""The API's own wrapper around the asyncio Redis client.
+
+Every hot read is one round trip: the rate-limit script and the user's keys go in one
+pipeline. Timeouts are a few milliseconds (``DECISIONS_REDIS_TIMEOUT_MS``) and there are
+no client-side retries: a slow or dead Redis fails fast and the caller serves fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from api.ratelimit import ALLOW, BUCKET_SCRIPT, Verdict, bucket_key
+from decisions import keys
+from decisions.settings import Settings
+
+REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class OffersView:
+    verdict: Verdict
+    customer: bytes | None
+    offers: list[bytes]
+
+
+@dataclass(frozen=True)
+class RecsView:
+    verdict: Verdict
+    customer: bytes | None
+    recommendation: bytes | None
+    bought: set[bytes]
+
+
+class RedisStore:
+    def __init__(self, settings: Settings) -> None:
+        timeout = settings.redis_timeout_ms / 1000
+        self.rate = settings.rate_limit_per_second
+        self.burst = settings.rate_limit_burst
+        self.client = aioredis.Redis.from_url(
+            str(settings.redis_url),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        # Admin paths (erasure, export) may scan many keys: they get a roomier timeout.
+        self.slow_client = aioredis.Redis.from_url(
+            str(settings.redis_url), socket_timeout=max(timeout, 2.0),
+            socket_connect_timeout=max(timeout, 1.0), retry=Retry(NoBackoff(), 0),
+        )
+        self._bucket_sha = ""
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.slow_client.aclose()
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def _pipeline(self, key_prefix: str, queue: Any) -> list[Any]:
+        """Run the rate-limit script plus ``queue(pipe)``'s commands in one round trip."""
+        if not self._bucket_sha:
+            self._bucket_sha = await self.client.script_load(BUCKET_SCRIPT)
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(self._bucket_sha, 1, bucket_key(key_prefix), self.rate, self.burst)
+            queue(pipe)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:  # Redis restarted or flushed its script cache
+                if attempt == 2:
+                    raise
+                self._bucket_sha = await self.client.script_load(BUCKET_SCRIPT)
+        raise AssertionError("unreachable")
+
+    async def rate_limit(self, key_prefix: str) -> Verdict:
+        replies = await self._pipeline(key_prefix, lambda pipe: None)
+        return Verdict.from_reply(replies[0])
+
+    async def offers_view(self, key_prefix: str, user_id: str) -> OffersView:
+        def queue(pipe: Any) -> None:
+            pipe.get(keys.customer(user_id))
+            pipe.hvals(keys.offers(user_id))
+
+        bucket, customer, offers = await self._pipeline(key_prefix, queue)
+        return OffersView(Verdict.from_reply(bucket), customer, offers)
+
+    async def recs_view(self, key_prefix: str, user_id: str, slot: str) -> RecsView:
+        def queue(pipe: Any) -> None:
+            pipe.get(keys.customer(user_id))
+            pipe.hget(keys.recs(user_id), slot)
+            pipe.smembers(keys.bought(user_id))
+
+        bucket, customer, rec, bought = await self._pipeline(key_prefix, queue)
+        return RecsView(Verdict.from_reply(bucket), customer, rec, set(bought))
+
+    async def top_sellers(self, count: int = 200) -> list[str]:
+        ids = await self.client.zrevrange(keys.TOP, 0, count - 1)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def offer(self, user_id: str, offer_id: str) -> bytes | None:
+        value = await self.client.hget(keys.offers(user_id), offer_id)
+        return value if isinstance(value, bytes) else None
+
+    # -- erasure and export -------------------------------------------------------------
+
+    async def user_keys(self, user_id: str) -> list[bytes]:
+        found: list[bytes] = []
+        async for key in self.slow_client.scan_iter(match=keys.user_pattern(user_id), count=1000):
+            found.append(key)
+        return found
+
+    async def user_deadlines(self, user_id: str) -> list[tuple[bytes, float]]:
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in user_id)
+        members: list[tuple[bytes, float]] = []
+        async for member, score in self.slow_client.zscan_iter(
+            keys.DEADLINES, match=escaped + "|*", count=1000
+        ):
+            if member.startswith(user_id.encode() + b"|"):
+                members.append((member, score))
+        return members
+
+    async def erase_user(self, user_id: str) -> dict[str, int]:
+        found = await self.user_keys(user_id)
+        deleted = 0
+        for start in range(0, len(found), 500):
+            deleted += int(await self.slow_client.delete(*found[start : start + 500]))
+        deadlines = [m for m, _ in await self.user_deadlines(user_id)]
+        removed = 0
+        for start in range(0, len(deadlines), 500):
+            chunk = deadlines[start : start + 500]
+            removed += int(await self.slow_client.zrem(keys.DEADLINES, *chunk))
+        return {"redis_keys": deleted, "deadlines": removed}
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in sorted(await self.user_keys(user_id)):
+            out[key.decode()] = await self._dump(key)
+        deadlines = await self.user_deadlines(user_id)
+        return {"keys": out, "deadlines": {m.decode(): s for m, s in deadlines}}
+
+    async def _dump(self, key: bytes) -> Any:
+        client = self.slow_client
+        kind = _text(await client.type(key))
+        if kind == "string":
+            return _text(await client.get(key))
+        if kind == "hash":
+            return {_text(k): _text(v) for k, v in (await client.hgetall(key)).items()}
+        if kind == "set":
+            return sorted(_text(v) for v in await client.smembers(key))
+        if kind == "zset":
+            pairs: Any = await client.zrange(key, 0, -1, withscores=True)
+            return [[_text(m), s] for m, s in pairs]
+        if kind == "list":
+            return [_text(v) for v in await client.lrange(key, 0, -1)]
+        return None
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+__all__ = ["ALLOW", "REDIS_ERRORS", "OffersView", "RecsView", "RedisStore"]

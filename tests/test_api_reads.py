@@ -6,17 +6,6 @@ from dataclasses import replace
 
 import orjson
 import redis
-from tests.api_fixtures import (  # noqa: F401 - fixtures
-    KeyMaker,
-    api_settings,
-    auth,
-    client,
-    demo_catalog,
-    make_key,
-    offer,
-    store_offer,
-    store_recs,
-)
 from sqlalchemy import Engine, insert
 from starlette.testclient import TestClient
 
@@ -24,6 +13,9 @@ from api.app import create_app
 from decisions import keys
 from decisions.models import Customer
 from decisions.settings import Settings
+from tests.api_helpers import KeyMaker, auth, offer, store_offer, store_recs
+
+pytest_plugins = ["tests.api_fixtures"]
 
 
 def test_offers_are_prioritized_and_unexpired(

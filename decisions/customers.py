@@ -1,11 +1,15 @@
 """Customer attributes from PostgreSQL, cached in Redis (``d:cust:{uid}``).
 
-Whoever changes a customer calls ``invalidate``; the cache also expires on its own.
+Invalidation on change: whoever changes a customer through our code calls
+``invalidate``; changes made by other systems are found by ``invalidate_changed``, which
+the worker runs every reload interval (rows whose ``updated_at`` moved past a watermark,
+with a few seconds of overlap for transactions that committed late). The cache also
+expires on its own after ``CACHE_TTL`` seconds.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -14,6 +18,7 @@ from sqlalchemy import Engine, text
 from decisions import keys
 
 CACHE_TTL = 300
+OVERLAP = timedelta(seconds=5)  # a transaction's now() is its start, not its commit
 
 
 def _row_to_attrs(row: Any, today: date) -> dict[str, Any]:
@@ -33,6 +38,7 @@ class CustomerCache:
     def __init__(self, client: Any, engine: Engine) -> None:
         self.client = client
         self.engine = engine
+        self._watermark: datetime | None = None
 
     def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
         unique = list(dict.fromkeys(user_ids))
@@ -65,6 +71,25 @@ class CustomerCache:
 
     def invalidate(self, user_id: str) -> None:
         self.client.delete(keys.customer(user_id))
+
+    def invalidate_changed(self, limit: int = 10_000) -> int:
+        """Drop cached entries of customers changed since the last call; returns how many."""
+        with self.engine.connect() as conn:
+            if self._watermark is None:
+                self._watermark = conn.execute(text("SELECT now()")).scalar_one()
+                return 0
+            rows = conn.execute(
+                text("SELECT user_id, updated_at FROM customers WHERE updated_at > :since "
+                     "ORDER BY updated_at LIMIT :limit"),
+                {"since": self._watermark - OVERLAP, "limit": limit},
+            ).all()
+        if not rows:
+            return 0
+        self.client.delete(*[keys.customer(r.user_id) for r in rows])
+        newest = max(r.updated_at for r in rows)
+        if newest > self._watermark:
+            self._watermark = newest
+        return len(rows)
 
     def set_consent(self, user_id: str, granted: bool) -> None:
         with self.engine.begin() as conn:

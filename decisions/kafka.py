@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.structs import TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from decisions.errors import ServiceUnavailable
 from decisions.settings import Settings
@@ -87,11 +88,13 @@ class Producer:
         except (KafkaError, OSError) as exc:
             raise _unavailable(settings, exc) from None
 
-    def send(self, topic: str, key: str | None, value: Any) -> Any:
+    def send(self, topic: str, key: str | None, value: Any,
+             headers: list[tuple[str, bytes]] | None = None) -> Any:
         data = value if isinstance(value, bytes) else orjson.dumps(value)
         try:
             return self._producer.send(
-                topic, key=key.encode() if key is not None else None, value=data
+                topic, key=key.encode() if key is not None else None, value=data,
+                headers=headers,
             )
         except KafkaError as exc:
             raise _unavailable(self.settings, exc) from None
@@ -117,11 +120,42 @@ class Producer:
         self._producer.close(timeout=5)
 
 
+class GroupRebalanced(Exception):
+    """A commit was refused because the group rebalanced during the batch.
+
+    Nothing is lost: the batch's effects are idempotent and the partition's new owner
+    replays it from the last committed offset."""
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: Consumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked: %s", _names(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.owner.generation += 1
+        log.info("partitions assigned: %s", _names(assigned))
+
+
+def _names(parts: Iterable[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}/{tp.partition}" for tp in sorted(parts)) or "(none)"
+
+
 class Consumer:
-    """A consumer-group member with manual commits (offsets only after effects are stored)."""
+    """A consumer-group member with manual commits (offsets only after effects are stored).
+
+    In-flight work is bounded: one poll returns at most ``batch_size`` records, and the
+    fetcher buffers at most ``worker_fetch_max_bytes`` ahead of processing. kafka-python
+    fetches only inside ``poll``, so while a batch is processed (or retried, paused)
+    nothing more is read: a slow Redis or broker slows consumption, memory stays flat.
+    """
 
     def __init__(self, settings: Settings, topics: Sequence[str], **overrides: Any) -> None:
         self.settings = settings
+        self.generation = 0  # bumped on every assignment (tests and logs)
+        fetch_max = max(64 * 1024, settings.worker_fetch_max_bytes)
         options: dict[str, Any] = {
             "bootstrap_servers": settings.kafka_bootstrap,
             "group_id": settings.group_id,
@@ -130,12 +164,15 @@ class Consumer:
             "session_timeout_ms": settings.session_timeout_ms,
             "heartbeat_interval_ms": settings.heartbeat_interval_ms,
             "max_poll_records": settings.batch_size,
+            "fetch_max_bytes": fetch_max,
+            "max_partition_fetch_bytes": max(settings.max_event_bytes + 1024, fetch_max // 4),
             "client_id": "decisions-worker",
         }
         options.update(overrides)
         check_reachable(settings)
         try:
-            self._consumer = KafkaConsumer(*topics, **options)
+            self._consumer = KafkaConsumer(**options)
+            self._consumer.subscribe(list(topics), listener=_Listener(self))
         except (KafkaError, OSError) as exc:
             raise _unavailable(settings, exc) from None
 
@@ -147,14 +184,18 @@ class Consumer:
         return records
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        from kafka.structs import OffsetAndMetadata
-
-        self._consumer.commit(
-            {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
-        )
+        try:
+            self._consumer.commit(
+                {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+            )
+        except CommitFailedError as exc:
+            raise GroupRebalanced(str(exc)) from None
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._consumer.paused())
 
     def pause(self) -> None:
         self._consumer.pause(*self._consumer.assignment())

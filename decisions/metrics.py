@@ -18,3 +18,5 @@ LAG = Gauge("decisions_consumer_lag", "Records behind the end of the assigned pa
 RULESET_VERSION = Gauge("decisions_ruleset_active_version", "Active version", ["ruleset"])
 RETRIES = Counter("decisions_dependency_retries_total", "Batch retries after a dependency failed",
                   ["service"])
+SCORER_ERRORS = Counter("decisions_scorer_errors_total",
+                        "Model scorer failures (the event is decided without scores)", ["stage"])

@@ -64,6 +64,14 @@ class Settings:
     database_timeout_ms: int = 500
     kafka_ack_timeout_seconds: float = 5.0
     event_retention_days: int = 400
+    admin_session_seconds: int = 8 * 3600
+    admin_login_max_failures: int = 5
+    admin_login_lockout_seconds: int = 900
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
+    worker_fetch_max_bytes: int = 4 * 1024 * 1024
+    worker_retry_max_seconds: float = 5.0
+    worker_lag_interval_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -10,6 +10,11 @@ Offsets are committed only after every effect of the batch is stored; a crash an
 before that replays the batch, and deterministic action ids make the replay write the
 same effects again instead of new ones. When Redis, PostgreSQL or the broker fails, the
 batch is retried with backoff from the committed offsets; nothing is committed meanwhile.
+
+Backpressure: one batch at a time. A poll returns at most ``batch_size`` records and the
+fetcher buffers at most ``worker_fetch_max_bytes`` ahead; while a batch is processed or
+retried (partitions paused) nothing more is fetched, so a slow dependency slows
+consumption instead of growing memory. ``Stats.max_in_flight`` records the bound held.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 import orjson
 import redis
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
@@ -34,9 +40,9 @@ from decisions.archive import EventArchive
 from decisions.customers import CustomerCache
 from decisions.db import make_engine
 from decisions.engine import Match, RuleEngine, build_fact
-from decisions.errors import DecisionsError, ServiceUnavailable, ValidationError
+from decisions.errors import ServiceUnavailable, ValidationError
 from decisions.events import Event, format_ts, parse_event
-from decisions.kafka import Consumer, Producer, ensure_topics
+from decisions.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
 from decisions.offers import OfferStore
 from decisions.recommend import Recommender, update_popularity
 from decisions.settings import Settings
@@ -56,6 +62,10 @@ class Stats:
     batches: int = 0
     effects: int = 0
     reloads: int = 0
+    retries: int = 0
+    rebalances: int = 0
+    max_in_flight: int = 0  # most records held at once (bounded by batch_size)
+    scorer_errors: int = 0
 
 
 @dataclass
@@ -118,9 +128,13 @@ class Worker:
         self.customers = CustomerCache(self.redis, self.db)
         self.recommender = Recommender(self.redis)
         self.archive = EventArchive(self.db)
-        self.runtime = Runtime(RulesetStore(self.db), RuleEngine(), settings.reload_interval_seconds)
+        self.runtime = Runtime(RulesetStore(self.db), RuleEngine(),
+                               settings.reload_interval_seconds)
+        self._drop_deadline = self.redis.register_script(DROP_DEADLINE)
         self.scorer = scorer
         self.stats = Stats()
+        self._scorer_checked = 0.0
+        self._lag_checked = 0.0
         self._stop = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -165,27 +179,80 @@ class Worker:
                     + self.stats.duplicates >= max_messages:
                 break
             try:
-                self.runtime.refresh()
-                if self.scorer is not None:
-                    self.scorer.refresh()
+                self.refresh()
                 self.fire_due_timers()
                 records = self._consumer.poll(self.settings.poll_timeout_ms)
                 if records:
                     last_record = time.monotonic()
+                    self.stats.max_in_flight = max(self.stats.max_in_flight, len(records))
                     self.process(records)
+                self._update_lag()
                 backoff = 0.1
-            except (redis.ConnectionError, redis.TimeoutError, OperationalError,
-                    ServiceUnavailable) as exc:
-                service = _service_of(exc)
-                metrics.RETRIES.labels(service).inc()
-                log.warning("%s unavailable (%s); retrying in %.1fs without committing",
-                            service, type(exc).__name__, backoff)
-                self._consumer.pause()
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                self._consumer.seek_to_committed()
-                self._consumer.resume()
+            except GroupRebalanced as exc:
+                # another member owns some partitions now; it replays from the committed
+                # offsets (effects are idempotent). Our positions reset on reassignment.
+                self.stats.rebalances += 1
+                log.info("commit refused after a rebalance (%s); continuing", exc)
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                    OperationalError, ServiceUnavailable, KafkaError) as exc:
+                backoff = self._retry(exc, backoff)
         return self.stats
+
+    def refresh(self) -> None:
+        """Between batches: a new ruleset version, changed customers, new model versions."""
+        if self.runtime.refresh():
+            self.stats.reloads += 1
+            self.customers.invalidate_changed()
+        now = time.monotonic()
+        if now - self._scorer_checked >= self.settings.reload_interval_seconds:
+            self._scorer_checked = now
+            self.customers.invalidate_changed()
+            if self.scorer is not None:
+                try:
+                    self.scorer.refresh()
+                except Exception:  # noqa: BLE001 - models must never stop decisions
+                    metrics.SCORER_ERRORS.labels("refresh").inc()
+                    log.warning("model scorer refresh failed", exc_info=True)
+
+    def _retry(self, exc: BaseException, backoff: float) -> float:
+        """A dependency failed mid-batch: pause, wait, rewind to the committed offsets."""
+        assert self._consumer is not None
+        service = _service_of(exc)
+        metrics.RETRIES.labels(service).inc()
+        self.stats.retries += 1
+        log.warning("%s unavailable (%s: %s); retrying in %.1fs without committing",
+                    service, type(exc).__name__, exc, backoff)
+        try:
+            self._consumer.pause()
+            deadline = time.monotonic() + backoff
+            while not self._stop and time.monotonic() < deadline:
+                time.sleep(min(0.05, backoff))
+            self._consumer.seek_to_committed()
+            self._consumer.resume()
+        except KafkaError as again:  # the broker is away too: the next round retries
+            log.warning("cannot rewind to the committed offsets yet: %s", again)
+        return min(backoff * 2, self.settings.worker_retry_max_seconds)
+
+    def _update_lag(self) -> None:
+        assert self._consumer is not None
+        now = time.monotonic()
+        if now - self._lag_checked < self.settings.worker_lag_interval_seconds:
+            return
+        self._lag_checked = now
+        metrics.LAG.set(self._consumer.lag())
+
+    def _score(self, snapshot: dict[str, Any], customer: dict[str, Any],
+               ) -> tuple[dict[str, float], dict[str, int]]:
+        if self.scorer is None:
+            return {}, {}
+        try:
+            scores, versions = self.scorer.score(snapshot, customer)
+            return dict(scores), dict(versions)
+        except Exception:  # noqa: BLE001 - decide without scores rather than not at all
+            metrics.SCORER_ERRORS.labels("score").inc()
+            self.stats.scorer_errors += 1
+            log.debug("model scoring failed", exc_info=True)
+            return {}, {}
 
     # -- one batch ---------------------------------------------------------------------
     def process(self, records: Sequence[Any]) -> None:
@@ -233,10 +300,7 @@ class Worker:
             if customer.get("consent") is False:
                 self._count(event)
                 continue
-            scores: dict[str, float] = {}
-            model_versions: dict[str, int] = {}
-            if self.scorer is not None:
-                scores, model_versions = self.scorer.score(item.snapshot, customer)
+            scores, model_versions = self._score(item.snapshot, customer)
             fact = build_fact(event, item.snapshot, customer, scores)
             for compiled in self.runtime.active:
                 matches = self.runtime.engine.evaluate(compiled, event, fact)
@@ -257,15 +321,13 @@ class Worker:
 
         for record, reason, detail in dead:
             self._producer.send(
-                self.settings.dead_letter_topic, _key(record), {
-                    "reason": reason, "detail": detail, "topic": record.topic,
-                    "partition": record.partition, "offset": record.offset,
-                    "original": (record.value or b"").decode("utf-8", "replace"),
-                })
+                self.settings.dead_letter_topic, _key(record), record.value or b"",
+                headers=_dead_letter_headers(record, reason, detail))
             metrics.DEAD_LETTERED.labels(reason).inc()
             self.stats.dead_lettered += 1
         for effect in effects:
-            self._producer.send(self.settings.actions_topic, effect.user_id, _action_message(effect))
+            self._producer.send(self.settings.actions_topic, effect.user_id,
+                                _action_message(effect))
         self._producer.flush()
 
         self.archive.write_batch([a.event for a in fresh])
@@ -279,8 +341,6 @@ class Worker:
         for item in fresh:
             metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
         metrics.BATCH_SECONDS.observe(time.monotonic() - batch_started)
-        if self.stats.batches % 20 == 0:
-            metrics.LAG.set(self._consumer.lag())
 
     def _count(self, event: Event) -> None:
         metrics.EVENTS.labels(event.type).inc()
@@ -339,8 +399,8 @@ class Worker:
         deterministic event id, which dedup drops."""
         assert self._producer is not None
         now_ms = int(time.time() * 1000)
-        due = self.redis.zrangebyscore(keys.DEADLINES, "-inf", now_ms, start=0, num=limit,
-                                       withscores=True)
+        due: list[tuple[bytes, float]] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            keys.DEADLINES, "-inf", now_ms, start=0, num=limit, withscores=True)
         if not due:
             return 0
         records = []
@@ -355,13 +415,28 @@ class Worker:
         self._producer.send_many(self.settings.events_topic, records)
         pipe = self.redis.pipeline(transaction=False)
         for member, score in due:
-            pipe.zrem(keys.DEADLINES, member)
+            # only if unchanged: another worker may have pushed the deadline meanwhile
+            self._drop_deadline(keys=[keys.DEADLINES], args=[member, int(score)], client=pipe)
         pipe.execute()
         return len(records)
 
 
+DROP_DEADLINE = """
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if cur and tonumber(cur) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
 def _key(record: Any) -> str | None:
     return record.key.decode("utf-8", "replace") if record.key else None
+
+
+def _dead_letter_headers(record: Any, reason: str, detail: str) -> list[tuple[str, bytes]]:
+    """The dead letter's value is the original bytes; why and where from go in headers."""
+    return [("dlq.reason", reason.encode()), ("dlq.detail", detail[:2000].encode()),
+            ("dlq.topic", record.topic.encode()), ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode())]
 
 
 def _service_of(exc: BaseException) -> str:
@@ -371,6 +446,8 @@ def _service_of(exc: BaseException) -> str:
         return "postgresql"
     if isinstance(exc, ServiceUnavailable):
         return exc.service.lower()
+    if isinstance(exc, KafkaError):
+        return "kafka"
     return "unknown"
 
 
@@ -397,15 +474,22 @@ def _action_message(effect: Effect) -> dict[str, Any]:
 
 
 def run_worker(settings: Settings) -> int:
+    """One worker process: consume until SIGTERM/SIGINT, finish the batch, commit, exit."""
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host,
+                 settings.worker_metrics_port)
     worker = Worker(settings, scorer=_load_scorer(settings))
     worker.install_signal_handlers()
     try:
         worker.start()
-        worker.run()
-    except DecisionsError:
-        raise
+        stats = worker.run()
     finally:
         worker.close()
+    log.info("worker stopped: %d processed, %d dead-lettered, %d duplicates, %d batches",
+             stats.processed, stats.dead_lettered, stats.duplicates, stats.batches)
     return 0
 
 

@@ -294,6 +294,7 @@ class Worker:
                 granted = bool(event.properties.get("granted"))
                 self.customers.set_consent(event.user_id, granted)
                 customer = {**customer, "consent": granted}
+                customers[event.user_id] = customer  # later events of this batch see it
             if not item.duplicate:
                 update_popularity(pipe, event, item.snapshot)
                 self._schedule_timers(pipe, event)

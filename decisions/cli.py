@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        for noisy in ("kafka", "alembic", "uvicorn.error"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
         code = args.handler(args, settings)
     except DecisionsError as exc:
         print(f"decisions: {exc}", file=sys.stderr)

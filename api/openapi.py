@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from decisions.events import EVENT_TYPES
+from decisions.events import EVENT_TYPES, PROPERTIES
 from decisions.settings import Settings
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -31,7 +31,8 @@ AUTH_ERRORS = {
 RATE = {"429": _error("rate limit of this API key exceeded", retry_after=True)}
 UNAVAILABLE = {"503": _error("a dependency this write needs is unavailable", retry_after=True)}
 USER_ID = {"name": "user_id", "in": "path", "required": True,
-           "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^/]+$"}}
+           "schema": {"type": "string", "minLength": 1, "maxLength": 200,
+                      "pattern": r"^[^/]*\S[^/]*$"}}
 IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
                  "schema": {"type": "string"},
                  "description": "an ETag from an earlier response; 304 when unchanged"}
@@ -107,19 +108,9 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "products": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}},
             },
         },
-        "Event": {
-            "type": "object", "required": ["event_id", "type", "user_id", "ts"],
-            "additionalProperties": False,
-            "properties": {
-                "event_id": {"type": "string", "minLength": 1, "maxLength": 200},
-                "type": {"type": "string", "enum": list(EVENT_TYPES)},
-                "user_id": {"type": "string", "minLength": 1, "maxLength": 200},
-                "ts": {"type": "string", "format": "date-time"},
-                "properties": {"type": "object",
-                               "description": "per type, see DESIGN.md (e.g. add_to_cart: "
-                                              "product_id, price, quantity, category?)"},
-            },
-        },
+        "Event": {"oneOf": [{"$ref": f"#/components/schemas/{_event_name(t)}"}
+                            for t in EVENT_TYPES]},
+        **{_event_name(t): _event_schema(t) for t in EVENT_TYPES},
         "EventBatch": {"type": "array", "minItems": 1, "maxItems": settings.max_batch_events,
                        "items": {"$ref": "#/components/schemas/Event"}},
         "Accepted": {
@@ -129,11 +120,13 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "Feedback": {
             "type": "object", "required": ["user_id"], "additionalProperties": False,
-            "properties": {"user_id": {"type": "string", "minLength": 1, "maxLength": 200}},
+            "properties": {"user_id": {"type": "string", "minLength": 1, "maxLength": 200,
+                                        "pattern": NON_BLANK}},
         },
         "Redemption": {
             "type": "object", "required": ["user_id"], "additionalProperties": False,
-            "properties": {"user_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "properties": {"user_id": {"type": "string", "minLength": 1, "maxLength": 200,
+                                        "pattern": NON_BLANK},
                            "amount": {"type": "number", "minimum": 0,
                                       "description": "order value"}},
         },
@@ -165,6 +158,44 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "properties": {"status": {"type": "string", "enum": ["ready", "unavailable"]},
                            "failed": {"type": "array", "items": {"type": "string"}},
                            "checks": {"type": "object"}},
+        },
+    }
+
+
+NON_BLANK = r"\S"  # at least one character that is not white space
+JSON_TYPES = {str: "string", int: "integer", float: "number", list: "array", bool: "boolean"}
+PROPERTY_LIMITS: dict[str, dict[str, Any]] = {
+    "price": {"minimum": 0}, "quantity": {"minimum": 1},
+    "items": {"items": {"type": "object", "required": ["product_id", "price", "quantity"],
+                        "properties": {"product_id": {"type": "string"},
+                                       "price": {"type": "number"},
+                                       "quantity": {"type": "integer"}}}},
+}
+
+
+def _event_name(event_type: str) -> str:
+    return "Event_" + event_type
+
+
+def _event_schema(event_type: str) -> dict[str, Any]:
+    """One event type's JSON Schema, from the same table ``parse_event`` validates with."""
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    for name, (types, needed) in PROPERTIES[event_type].items():
+        kind = "number" if float in types else JSON_TYPES[types[0]]
+        props[name] = {"type": kind, **PROPERTY_LIMITS.get(name, {})}
+        if needed:
+            required.append(name)
+    ident = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NON_BLANK}
+    return {
+        "type": "object", "additionalProperties": False,
+        "required": ["event_id", "type", "user_id", "ts", "properties"],
+        "properties": {
+            "event_id": ident, "user_id": ident,
+            "type": {"type": "string", "enum": [event_type]},
+            "ts": {"type": "string", "format": "date-time",
+                   "description": "event time, ISO 8601 with a time zone"},
+            "properties": {"type": "object", "required": required, "properties": props},
         },
     }
 

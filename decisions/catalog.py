@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,15 @@ def parse_row(row: dict[str, Any], line: int) -> tuple[CatalogProduct | None, li
 
 def read_file(path: Path) -> list[CatalogProduct]:
     """Parse a ``.csv`` or ``.jsonl`` catalog; ValidationError names file and line."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
+        raise ValidationError(f"{path}: expected a .csv or .jsonl file")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValidationError(f"{path}: cannot read ({exc.strerror})") from None
     rows: list[tuple[int, Any]] = []
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+    if suffix != ".csv":
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -120,7 +124,7 @@ def read_file(path: Path) -> list[CatalogProduct]:
                     f"{path}: invalid catalog",
                     [FieldError("", f"invalid JSON ({exc})", number)],
                 ) from None
-    elif path.suffix.lower() == ".csv":
+    else:
         reader = csv.DictReader(io.StringIO(text))
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
@@ -130,8 +134,6 @@ def read_file(path: Path) -> list[CatalogProduct]:
             )
         for row in reader:
             rows.append((reader.line_num, {k: v for k, v in row.items() if k is not None}))
-    else:
-        raise ValidationError(f"{path}: expected a .csv or .jsonl file")
     products: list[CatalogProduct] = []
     errors: list[FieldError] = []
     seen: set[str] = set()
@@ -190,7 +192,5 @@ def load(engine: Engine) -> list[CatalogProduct]:
 
 
 def _natural(value: str) -> tuple[Any, ...]:
-    import re
-
     return tuple(int(part) if part.isdigit() else part
                  for part in re.split(r"(\d+)", value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -50,8 +51,8 @@ def seed(redis_client: redis.Redis, engine: Engine, user: str) -> None:
 def held(redis_client: redis.Redis, engine: Engine, user: str) -> list[str]:
     """Every trace of the user: Redis keys and members, PostgreSQL rows."""
     found = [k.decode() for k in redis_client.scan_iter(count=1000) if user.encode() in k]
-    found += [m.decode() for m in redis_client.zrange(keys.DEADLINES, 0, -1)
-              if m.decode().startswith(user + "|")]
+    members: Any = redis_client.zrange(keys.DEADLINES, 0, -1)
+    found += [m.decode() for m in members if m.decode().startswith(user + "|")]
     with engine.connect() as conn:
         for table in ("customers", "decisions", "offer_feedback", "events"):
             count = conn.execute(text(f"SELECT count(*) FROM {table} WHERE user_id = :u"),

@@ -65,6 +65,27 @@ async def check_rate(api: ApiState, key_prefix: str) -> None:
         raise RateLimited("rate limit exceeded for this API key", verdict.retry_after)
 
 
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def normalize(item: Any) -> Any:
+    """JSON has one number type: a whole-number quantity written ``2.0`` is the integer 2."""
+    props = item.get("properties") if isinstance(item, dict) else None
+    if not isinstance(props, dict):
+        return item
+    props = dict(props)
+    if "quantity" in props:
+        props["quantity"] = _integral(props["quantity"])
+    if isinstance(props.get("items"), list):
+        props["items"] = [
+            {**line, "quantity": _integral(line["quantity"])}
+            if isinstance(line, dict) and "quantity" in line else line
+            for line in props["items"]
+        ]
+    return {**item, "properties": props}
+
+
 def validate(api: ApiState, data: Any) -> list[Event]:
     settings = api.settings
     batch = isinstance(data, list)
@@ -78,6 +99,7 @@ def validate(api: ApiState, data: Any) -> list[Event]:
     errors: list[FieldError] = []
     for i, item in enumerate(items):
         prefix = f"[{i}]." if batch else ""
+        item = normalize(item)
         try:
             event = parse_event(item, prefix=prefix)
         except ValidationError as exc:

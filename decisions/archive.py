@@ -21,20 +21,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, text
-from sqlalchemy.dialects.postgresql import insert
+import orjson
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from decisions.db import utcnow
 from decisions.events import Event
-from decisions.models import ArchivedEvent
 
 log = logging.getLogger(__name__)
 
 PARTITION = re.compile(r"^events_(\d{4})_(\d{2})$")
 _LOCK = "decisions.events.partitions"
-_TABLE: Table = ArchivedEvent.__table__  # type: ignore[assignment]
-_ROWS_PER_INSERT = 5000  # 6 bind parameters a row; PostgreSQL allows 65,535 a statement
+_INSERT = text(
+    "INSERT INTO events (event_id, ts, user_id, type, properties, received_at) "
+    "SELECT i, t, u, y, p::jsonb, :now FROM unnest("
+    "CAST(:ids AS text[]), CAST(:ts AS timestamptz[]), CAST(:users AS text[]), "
+    "CAST(:types AS text[]), CAST(:props AS text[])) AS r(i, t, u, y, p) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
 
 
 def month_start(ts: datetime) -> datetime:
@@ -66,33 +70,25 @@ class EventArchive:
 
     # -- writing -----------------------------------------------------------------------
     def write_batch(self, events: list[Event]) -> int:
-        """Archive ``events``; duplicates (same event_id and ts) are skipped. Returns rows new."""
+        """Archive ``events`` in one statement; duplicates (same event_id and ts) are skipped.
+
+        The rows travel as six arrays unnested server-side (``INSERT … SELECT FROM unnest``):
+        one round trip and six bind parameters whatever the batch size, several times
+        faster than a multi-row VALUES list. Returns how many rows were new.
+        """
         if not events:
             return 0
         self.ensure_partitions(e.ts for e in events)
-        now = utcnow()
-        rows = [
-            {
-                "event_id": e.event_id,
-                "ts": e.ts,
-                "user_id": e.user_id,
-                "type": e.type,
-                "properties": e.properties,
-                "received_at": now,
-            }
-            for e in events
-        ]
-        new = 0
+        params = {
+            "ids": [e.event_id for e in events],
+            "ts": [e.ts for e in events],
+            "users": [e.user_id for e in events],
+            "types": [e.type for e in events],
+            "props": [orjson.dumps(e.properties).decode() for e in events],
+            "now": utcnow(),
+        }
         with self.engine.begin() as conn:
-            for i in range(0, len(rows), _ROWS_PER_INSERT):
-                stmt = (
-                    insert(_TABLE)
-                    .values(rows[i : i + _ROWS_PER_INSERT])
-                    .on_conflict_do_nothing()
-                    .returning(_TABLE.c.event_id)
-                )
-                new += len(conn.execute(stmt).all())
-        return new
+            return len(conn.execute(_INSERT, params).all())
 
     def ensure_partitions(self, timestamps: Iterable[datetime]) -> None:
         """Create the monthly partitions of ``timestamps`` plus this month and the next."""

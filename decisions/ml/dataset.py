@@ -264,3 +264,38 @@ def table_from_archive(
         churn_days=churn_days,
         data_end=read_end,
     )
+
+
+def live_rows(
+    model: str,
+    snapshots: Iterable[tuple[Event, Mapping[str, Any]]],
+    start: datetime,
+    end: datetime,
+    customers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> np.ndarray:
+    """Feature rows (all features) the model would score in ``[start, end)``, no labels.
+
+    The same row selection as :func:`build_table`, for comparing live traffic with the
+    training rows (drift).
+    """
+    customers = customers or {}
+    extractor = Extractor(ALL_FEATURES)
+    lo, hi = start.timestamp(), end.timestamp()
+    rows: list[list[float]] = []
+    day_last: dict[tuple[str, int], tuple[float, Mapping[str, Any]]] = {}
+    for event, snapshot in snapshots:
+        t = event.ts.timestamp()
+        if not lo <= t < hi:
+            continue
+        if model == PURCHASE_INTENT:
+            if event.type not in NO_ROW_TYPES:
+                rows.append(extractor.values(snapshot, customers.get(event.user_id)))
+        elif event.type != "timer":
+            orders = snapshot.get("order_count", 0)
+            if isinstance(orders, int | float) and orders >= 1:
+                key = (event.user_id, int(t // 86400))
+                if key not in day_last or day_last[key][0] <= t:
+                    day_last[key] = (t, snapshot)
+    for (uid, _day), (_t, snapshot) in day_last.items():
+        rows.append(extractor.values(snapshot, customers.get(uid)))
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(ALL_FEATURES))

@@ -11,11 +11,11 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
+from decisions import state
 from decisions.archive import EventArchive
 from decisions.errors import Conflict
 from decisions.events import Event
 from decisions.ml import pipeline, registry
-from decisions import state
 from decisions.ml.dataset import CHURN_RISK, PURCHASE_INTENT, Table, build_table
 from decisions.ml.synthetic import generate
 from decisions.ml.train import time_split, train

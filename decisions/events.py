@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,7 +81,16 @@ def parse_ts(value: str) -> datetime:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
+    if types == NUMBER:
+        return "a number"
     return _TYPE_NAMES.get(types[0], types[0].__name__)
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
 
 
 def _is(value: Any, types: tuple[type, ...]) -> bool:
@@ -137,7 +147,7 @@ def parse_event(data: Any, *, prefix: str = "", internal: bool = False) -> Event
                     err(f"properties.{name}", f"required for {etype}")
                 continue
             if not _is(props[name], types):
-                err(f"properties.{name}", f"expected {_type_name(types)}, got {props[name]!r}")
+                err(f"properties.{name}", f"expected {_type_name(types)}, got {_show(props[name])}")
         _check_values(etype, props, err)
     if errors:
         raise ValidationError("invalid event", errors)

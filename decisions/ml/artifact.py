@@ -206,16 +206,29 @@ def loads(data: bytes, expected_sha256: str) -> CompiledModel:
             f"model artifact holds types that are not allowed: {', '.join(untrusted)}"
         )
     doc = sio.loads(data, trusted=[])
+    try:
+        return _from_doc(doc)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelError(f"model artifact does not have the expected structure: {exc!r}") from None
+
+
+def _from_doc(doc: Any) -> CompiledModel:
+    """Only plain data is accepted: every array must be a numeric numpy array."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelError("model artifact has an unknown format")
+    arrays = doc["arrays"]
+    if not isinstance(arrays, dict) or not all(
+        isinstance(v, np.ndarray) and v.dtype.kind in "biuf" for v in arrays.values()
+    ):
+        raise ModelError("model artifact arrays must be numeric numpy arrays")
     cal = {
         k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in doc["calibration"].items()
     }
     return CompiledModel(
         name=str(doc["name"]),
-        features=tuple(doc["features"]),
+        features=tuple(str(f) for f in doc["features"]),
         kind=str(doc["kind"]),
-        arrays=dict(doc["arrays"]),
+        arrays=dict(arrays),
         calibration=cal,
         threshold=float(doc["threshold"]),
         meta=dict(doc.get("meta") or {}),

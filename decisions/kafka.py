@@ -13,6 +13,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from decisions import metrics
 from decisions.errors import ServiceUnavailable
 from decisions.settings import Settings
 
@@ -133,9 +134,12 @@ class _Listener(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("partitions revoked: %s", _names(revoked))
+        metrics.ASSIGNED.set(0)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.owner.generation += 1
+        metrics.ASSIGNED.set(len(assigned))
+        metrics.REBALANCES.inc()
         log.info("partitions assigned: %s", _names(assigned))
 
 

@@ -20,3 +20,5 @@ RETRIES = Counter("decisions_dependency_retries_total", "Batch retries after a d
                   ["service"])
 SCORER_ERRORS = Counter("decisions_scorer_errors_total",
                         "Model scorer failures (the event is decided without scores)", ["stage"])
+ASSIGNED = Gauge("decisions_assigned_partitions", "Partitions this worker process owns")
+REBALANCES = Counter("decisions_rebalances_total", "Partition assignments received")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,6 +79,7 @@ class Runtime:
     marker: str | None = None
     checked: float = 0.0
     cache: dict[tuple[str, int], CompiledRuleset] = field(default_factory=dict)
+    uses_scores: bool = False  # some active rule reads score.<model>
 
     def refresh(self, force: bool = False) -> bool:
         now = time.monotonic()
@@ -99,6 +100,8 @@ class Runtime:
             metrics.RULESET_VERSION.labels(item.name).set(item.version)
         self.active = active
         self.marker = marker
+        self.uses_scores = any(path.startswith("score.") for compiled in active
+                               for rule in compiled.rules.values() for path in rule.fields)
         log.info("rulesets active: %s", marker or "(none)")
         return True
 
@@ -118,7 +121,11 @@ def _timer_names(rule: Any) -> list[str]:
 
 
 class Worker:
-    def __init__(self, settings: Settings, *, scorer: Any | None = None) -> None:
+    def __init__(self, settings: Settings, *, scorer: Any | None = None,
+                 scorer_factory: Callable[[], Any | None] | None = None) -> None:
+        """``scorer``: a ready ``decisions.ml.scoring.Scorer``-like object; or
+        ``scorer_factory``, called once the first active rule reads a score (the model
+        stack is heavy to import: a worker whose rules need no scores never loads it)."""
         self.settings = settings
         self.redis = redis.Redis.from_url(str(settings.redis_url), socket_timeout=5,
                                           socket_connect_timeout=2)
@@ -132,6 +139,7 @@ class Worker:
                                settings.reload_interval_seconds)
         self._drop_deadline = self.redis.register_script(DROP_DEADLINE)
         self.scorer = scorer
+        self._scorer_factory = scorer_factory
         self.stats = Stats()
         self._scorer_checked = 0.0
         self._lag_checked = 0.0
@@ -207,6 +215,10 @@ class Worker:
         if now - self._scorer_checked >= self.settings.reload_interval_seconds:
             self._scorer_checked = now
             self.customers.invalidate_changed()
+            if self.scorer is None and self._scorer_factory is not None \
+                    and self.runtime.uses_scores:
+                factory, self._scorer_factory = self._scorer_factory, None
+                self.scorer = factory()
             if self.scorer is not None:
                 try:
                     self.scorer.refresh()
@@ -243,7 +255,7 @@ class Worker:
 
     def _score(self, snapshot: dict[str, Any], customer: dict[str, Any],
                ) -> tuple[dict[str, float], dict[str, int]]:
-        if self.scorer is None:
+        if self.scorer is None or not self.runtime.uses_scores:
             return {}, {}
         try:
             scores, versions = self.scorer.score(snapshot, customer)
@@ -482,7 +494,7 @@ def run_worker(settings: Settings) -> int:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host,
                  settings.worker_metrics_port)
-    worker = Worker(settings, scorer=_load_scorer(settings))
+    worker = Worker(settings, scorer_factory=lambda: _load_scorer(settings))
     worker.install_signal_handlers()
     try:
         worker.start()
@@ -497,11 +509,10 @@ def run_worker(settings: Settings) -> int:
 def _load_scorer(settings: Settings) -> Any | None:
     try:
         from decisions.ml.scoring import Scorer
-    except ImportError:
-        return None
-    try:
+
         return Scorer(make_engine(str(settings.database_url), pool_size=1))
-    except Exception:  # a broken model registry must never stop decisions
+    except Exception:  # noqa: BLE001 - a missing or broken model stack never stops decisions
+        metrics.SCORER_ERRORS.labels("load").inc()
         log.exception("model scorer unavailable; rules on scores will not fire")
         return None
 

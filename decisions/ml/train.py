@@ -212,7 +212,8 @@ def train(
     }
     fit_X = split.fit.columns(names)
     reference = drift.reference(names, fit_X, model.predict_batch(fit_X))
-    log.info("trained %s with %s: holdout %s", table.model, chosen, metrics["holdout"])
+    log.info("trained %s with %s: holdout ROC AUC %s, PR AUC %s", table.model, chosen,
+             metrics["holdout"]["roc_auc"], metrics["holdout"]["pr_auc"])
     return TrainResult(model, chosen, metrics, reference, split.holdout, candidates)
 
 

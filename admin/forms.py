@@ -1,0 +1,288 @@
+"""The rule editor's form <-> the rule document.
+
+Every input is named by its document path (``rules[0].when.all[1].value``), so the
+errors ``rulesets.validate`` reports land next to the input they concern. Form values
+are converted by the field's type from the language catalog; a value that does not
+convert is kept as typed, so validation names it instead of the form dropping it.
+
+Helper inputs start with ``_``: ``<group>._kind`` (all/any), ``<action>._kind``
+(discount/recommend/add_segment), ``<action>.discount._type`` / ``._value``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from rulesets.language import (
+    ACTIONS,
+    BOOL,
+    FIELDS,
+    LIST,
+    NUMBER,
+    OPERATOR_LABELS,
+    OPERATORS,
+    field_type,
+)
+
+Form = Mapping[str, Any]
+ACTION_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    # action -> (param, type, label); discount's percent/amount is the _type/_value pair
+    "discount": (("code", "string", "Code shown to the shopper"),
+                 ("min_basket", NUMBER, "Minimum basket"),
+                 ("expires_minutes", NUMBER, "Expires after (minutes)"),
+                 ("per_user_cap", NUMBER, "Active offers per user"),
+                 ("products", LIST, "Only for products (ids, comma-separated)")),
+    "recommend": (("strategy", "string", "Strategy"), ("slot", "string", "Slot"),
+                  ("count", NUMBER, "How many products")),
+    "add_segment": (("segment", "string", "Segment"),),
+}
+ACTION_LABELS = {"discount": "Discount", "recommend": "Recommendation",
+                 "add_segment": "Add to segment"}
+SOURCES = (("event", "Event"), ("state", "User state"), ("customer", "Customer"),
+           ("user", "Segments"), ("time", "Time"), ("score", "Model scores"))
+
+
+def new_rule() -> dict[str, Any]:
+    return {"name": "", "description": "", "priority": 0, "enabled": True,
+            "when": {"all": [{"field": "event.type", "op": "eq", "value": "add_to_cart"}]},
+            "then": [{"discount": {"percent": 10, "expires_minutes": 60}}]}
+
+
+def _text(form: Form, name: str) -> str:
+    value = form.get(name, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def number(raw: str) -> Any:
+    """"12" -> 12, "12.5" -> 12.5, anything else stays the string typed."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return raw
+    return int(value) if value.is_integer() and "." not in raw and "e" not in raw.lower() \
+        else value
+
+
+def typed(ftype: str | None, raw: str) -> Any:
+    if ftype == NUMBER:
+        return number(raw)
+    if ftype == BOOL:
+        return {"true": True, "false": False}.get(raw.lower(), raw)
+    return raw
+
+
+def _indices(form: Form, prefix: str) -> list[tuple[str, int]]:
+    """``(kind, index)`` of the children ``prefix.all[i]`` / ``prefix.any[i]`` in the form."""
+    pattern = re.compile(re.escape(prefix) + r"\.(all|any)\[(\d+)\]")
+    found = set()
+    for key in form:
+        m = pattern.match(key)
+        if m:
+            found.add((m[1], int(m[2])))
+    return sorted(found, key=lambda t: t[1])
+
+
+def parse_node(form: Form, path: str) -> dict[str, Any]:
+    if f"{path}.field" in form or f"{path}.op" in form:
+        return parse_leaf(form, path)
+    if any(k.startswith(f"{path}.not.") for k in form):
+        return {"not": parse_node(form, f"{path}.not")}
+    children = _indices(form, path)
+    kind = _text(form, f"{path}._kind")
+    if kind not in ("all", "any"):
+        kind = children[0][0] if children else "all"
+    return {kind: [parse_node(form, f"{path}.{k}[{i}]") for k, i in children]}
+
+
+def parse_leaf(form: Form, path: str) -> dict[str, Any]:
+    field = _text(form, f"{path}.field")
+    op = _text(form, f"{path}.op")
+    leaf: dict[str, Any] = {"field": field, "op": op}
+    ftype = field_type(field)
+    kind = OPERATORS[op][1] if op in OPERATORS else "same"
+    if kind == "none":
+        return leaf
+    if kind == "range":
+        low, high = _text(form, f"{path}.value[0]"), _text(form, f"{path}.value[1]")
+        if low or high:
+            leaf["value"] = [number(low), number(high)]
+        return leaf
+    raw = _text(form, f"{path}.value")
+    if not raw:
+        return leaf
+    if kind == "list":
+        items = [p.strip() for p in raw.split(",") if p.strip()]
+        leaf["value"] = [typed(ftype, p) for p in items]
+    elif kind == "element":
+        leaf["value"] = raw
+    else:
+        leaf["value"] = typed(ftype, raw)
+    return leaf
+
+
+def parse_action(form: Form, path: str) -> dict[str, Any]:
+    kind = _text(form, f"{path}._kind")
+    if kind not in ACTIONS:
+        return {kind or "action": {}}
+    params: dict[str, Any] = {}
+    if kind == "discount":
+        dtype = _text(form, f"{path}.discount._type") or "percent"
+        raw = _text(form, f"{path}.discount._value")
+        if raw:
+            params[dtype if dtype in ("percent", "amount") else "percent"] = number(raw)
+    for name, ptype, _ in ACTION_PARAMS[kind]:
+        raw = _text(form, f"{path}.{kind}.{name}")
+        if not raw:
+            continue
+        if ptype == LIST:
+            params[name] = [p.strip() for p in raw.split(",") if p.strip()]
+        else:
+            params[name] = typed(ptype, raw)
+    return {kind: params}
+
+
+def parse_rule(form: Form, index: int) -> dict[str, Any]:
+    p = f"rules[{index}]"
+    rule: dict[str, Any] = {"name": _text(form, f"{p}.name")}
+    description = _text(form, f"{p}.description")
+    if description:
+        rule["description"] = description
+    priority = _text(form, f"{p}.priority")
+    if priority:
+        rule["priority"] = number(priority)
+    rule["enabled"] = f"{p}.enabled" in form
+    active = {}
+    for key in ("from", "until"):
+        raw = _text(form, f"{p}.active.{key}")
+        if raw:
+            active[key] = _utc(raw)
+    if active:
+        rule["active"] = active
+    rule["when"] = parse_node(form, f"{p}.when")
+    pattern = re.compile(re.escape(p) + r"\.then\[(\d+)\]\._kind$")
+    actions = sorted(int(m[1]) for k in form if (m := pattern.match(k)))
+    rule["then"] = [parse_action(form, f"{p}.then[{j}]") for j in actions]
+    return rule
+
+
+def _utc(raw: str) -> str:
+    """A ``datetime-local`` value (no zone) is read as UTC."""
+    if re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d", raw):
+        return raw + ":00Z"
+    if re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", raw):
+        return raw + "Z"
+    return raw
+
+
+def parse_settings(form: Form) -> dict[str, Any]:
+    """The ruleset-level fields: name, description, stacking, four_eyes."""
+    out: dict[str, Any] = {"name": _text(form, "name")}
+    if _text(form, "description"):
+        out["description"] = _text(form, "description")
+    out["stacking"] = "stacking" in form
+    out["four_eyes"] = "four_eyes" in form
+    return out
+
+
+# -- rendering helpers ---------------------------------------------------------------
+def value_text(node: dict[str, Any]) -> str:
+    """The text a single value input shows (lists comma-separated, booleans lower case)."""
+    value = node.get("value")
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(value_text({"value": v}) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def range_text(node: dict[str, Any], i: int) -> str:
+    value = node.get("value")
+    if isinstance(value, list) and len(value) > i:
+        return value_text({"value": value[i]})
+    return ""
+
+
+def value_kind(node: dict[str, Any]) -> str:
+    op = node.get("op")
+    return OPERATORS[op][1] if op in OPERATORS else "same"
+
+
+def to_source(rule: dict[str, Any], fmt: str = "yaml") -> str:
+    if fmt == "json":
+        return json.dumps(rule, indent=2, ensure_ascii=False)
+    return yaml.safe_dump(rule, sort_keys=False, allow_unicode=True, width=88)
+
+
+def field_catalog() -> list[dict[str, Any]]:
+    """The field picker's groups: every field the language knows, by source."""
+    groups = []
+    for source, label in SOURCES:
+        items = [f for f in FIELDS.values() if f.path.startswith(source + ".")]
+        groups.append({"label": label, "fields": items})
+    return groups
+
+
+def catalog_json() -> str:
+    """Field types and choices, and which operators apply to which types, for editor.js."""
+    return json.dumps({
+        "fields": {f.path: {"type": f.type, "choices": list(f.choices)} for f in FIELDS.values()},
+        "operators": {op: {"types": list(types), "kind": kind, "label": OPERATOR_LABELS[op]}
+                      for op, (types, kind) in OPERATORS.items()},
+    })
+
+
+# -- structural edits (the editor's add/remove buttons) -------------------------------
+_TOKEN = re.compile(r"([a-z_]+)(?:\[(\d+)\])?")
+
+
+def _resolve(rule: dict[str, Any], path: str) -> tuple[Any, Any]:
+    """(parent container, key) of ``path`` inside ``rule`` (path relative to the rule)."""
+    parent: Any = None
+    key: Any = None
+    node: Any = rule
+    for part in path.split("."):
+        m = _TOKEN.fullmatch(part)
+        if m is None:
+            raise KeyError(path)
+        parent, key = node, m[1]
+        node = node[m[1]]
+        if m[2] is not None:
+            parent, key = node, int(m[2])
+            node = node[int(m[2])]
+    return parent, key
+
+
+def blank_condition() -> dict[str, Any]:
+    return {"field": "state.cart_value", "op": "gt"}
+
+
+def edit(rule: dict[str, Any], command: str, prefix: str) -> dict[str, Any]:
+    """Apply ``add_condition:<group>``, ``add_group:<group>``, ``remove:<node>``,
+    ``add_action`` or ``remove_action:<j>`` (paths as in the form) to a parsed rule."""
+    verb, _, target = command.partition(":")
+    rel = target[len(prefix) + 1:] if target.startswith(prefix + ".") else ""
+    try:
+        if verb == "add_action":
+            rule["then"].append({"discount": {"percent": 10, "expires_minutes": 60}})
+        elif verb == "remove_action":
+            rule["then"].pop(int(target))
+        elif verb in ("add_condition", "add_group") and rel:
+            parent, key = _resolve(rule, rel)
+            group = parent[key]
+            kind = "all" if "all" in group else "any"
+            group[kind].append(blank_condition() if verb == "add_condition"
+                               else {"any": [blank_condition()]})
+        elif verb == "remove" and rel:
+            parent, key = _resolve(rule, rel)
+            if isinstance(parent, list):
+                parent.pop(key)
+    except (KeyError, IndexError, ValueError, TypeError):
+        pass  # a stale button: nothing to do
+    return rule

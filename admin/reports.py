@@ -1,0 +1,81 @@
+"""Rule performance over a period: fires, impressions, redemptions, conversion, discount.
+
+Fires and offers come from ``decisions`` (what the worker decided, by decision time);
+impressions and redemptions from ``offer_feedback`` (reported by the storefront). The
+discount granted is summed over redemptions: the offer's ``amount``, or its ``percent`` of
+the order value the storefront reported with the redemption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+
+@dataclass
+class RulePerformance:
+    rule: str
+    fires: int = 0
+    offers: int = 0
+    impressions: int = 0
+    redemptions: int = 0
+    discount: float = 0.0
+
+    @property
+    def conversion(self) -> float | None:
+        return self.redemptions / self.impressions if self.impressions else None
+
+
+def performance(db: Engine, ruleset: str, start: datetime, end: datetime,
+                rules: list[str] | None = None) -> list[RulePerformance]:
+    """One row per rule (rules of the current version first, then any others that fired)."""
+    out: dict[str, RulePerformance] = {r: RulePerformance(r) for r in rules or []}
+
+    def row(rule: str) -> RulePerformance:
+        return out.setdefault(rule, RulePerformance(rule))
+
+    period = {"rs": ruleset, "a": start, "b": end}
+    with db.connect() as conn:
+        for rule, fires, offers in conn.execute(text(
+                "SELECT rule, count(DISTINCT event_id), count(*) FILTER (WHERE kind = 'offer') "
+                "FROM decisions WHERE ruleset = :rs AND decided_at >= :a AND decided_at < :b "
+                "GROUP BY rule"), period):
+            row(rule).fires, row(rule).offers = int(fires), int(offers)
+        for rule, kind, n in conn.execute(text(
+                "SELECT rule, kind, count(*) FROM offer_feedback WHERE ruleset = :rs "
+                "AND at >= :a AND at < :b AND rule IS NOT NULL GROUP BY rule, kind"), period):
+            if kind == "impression":
+                row(rule).impressions = int(n)
+            elif kind == "redeem":
+                row(rule).redemptions = int(n)
+        for rule, terms, amount in conn.execute(text(
+                "SELECT f.rule, d.payload -> 'discount', f.amount FROM offer_feedback f "
+                "JOIN decisions d ON d.action_id = f.offer_id WHERE f.ruleset = :rs "
+                "AND f.kind = 'redeem' AND f.at >= :a AND f.at < :b"), period):
+            row(rule).discount += granted(terms, amount)
+    return list(out.values())
+
+
+def granted(terms: Any, order_value: float | None) -> float:
+    if not isinstance(terms, dict):
+        return 0.0
+    value = float(terms.get("value") or 0)
+    if terms.get("type") == "amount":
+        return value
+    return value * float(order_value or 0) / 100.0
+
+
+def daily_fires(db: Engine, ruleset: str, start: datetime,
+                end: datetime) -> dict[str, dict[date, int]]:
+    """rule -> day -> fires, for the chart."""
+    out: dict[str, dict[date, int]] = {}
+    with db.connect() as conn:
+        for rule, day, n in conn.execute(text(
+                "SELECT rule, (decided_at AT TIME ZONE 'UTC')::date, count(DISTINCT event_id) "
+                "FROM decisions WHERE ruleset = :rs AND decided_at >= :a AND decided_at < :b "
+                "GROUP BY 1, 2"), {"rs": ruleset, "a": start, "b": end}):
+            out.setdefault(rule, {})[day] = int(n)
+    return out

@@ -1,0 +1,126 @@
+// Rule editor: type-aware operator and value inputs, and the source kept in sync.
+// Without this script the editor still works: "Check and update source" re-renders.
+(() => {
+  const form = document.getElementById("rule-form");
+  if (!form) return;
+  const catalog = JSON.parse(form.dataset.catalog);
+  const source = document.getElementById("source");
+  const status = document.querySelector(".sync-status");
+  let sourceEdited = false;
+  let timer = null;
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function idOf(path) { return "f-" + path.replace(/[^A-Za-z0-9_]+/g, "-").replace(/^-|-$/g, ""); }
+
+  function fieldSpec(path) { return catalog.fields[path] || { type: "string", choices: [] }; }
+
+  function refreshOperators(row) {
+    const fieldSel = row.querySelector(".cond-field");
+    const opSel = row.querySelector(".cond-op");
+    const spec = fieldSpec(fieldSel.value);
+    const current = opSel.value;
+    opSel.textContent = "";
+    let keep = false;
+    for (const [op, info] of Object.entries(catalog.operators)) {
+      if (!info.types.includes(spec.type)) continue;
+      const option = el("option", { value: op }, info.label);
+      if (op === current) { option.selected = true; keep = true; }
+      opSel.appendChild(option);
+    }
+    if (!keep && opSel.options.length) opSel.options[0].selected = true;
+  }
+
+  function refreshValue(row) {
+    const path = row.dataset.path;
+    const spec = fieldSpec(row.querySelector(".cond-field").value);
+    const op = catalog.operators[row.querySelector(".cond-op").value];
+    const kind = op ? op.kind : "same";
+    const cell = row.querySelector(".value-cell");
+    const old = cell.querySelector(".cond-value");
+    const oldValue = old ? old.value : "";
+    cell.textContent = "";
+    const label = (forId, text) => el("label", { class: "sr-only", for: forId }, text);
+    if (kind === "none") {
+      cell.appendChild(el("span", { class: "muted" }, "no value needed"));
+    } else if (kind === "range") {
+      for (const [i, word] of [[0, "from"], [1, "to"]]) {
+        const name = `${path}.value[${i}]`;
+        cell.appendChild(label(idOf(name), word));
+        cell.appendChild(el("input", { type: "number", step: "any", class: "cond-value",
+          id: idOf(name), name, placeholder: word }));
+        if (i === 0) cell.appendChild(el("span", {}, "and"));
+      }
+    } else {
+      const name = `${path}.value`;
+      cell.appendChild(label(idOf(name), "Value"));
+      let input;
+      if (kind === "same" && (spec.type === "boolean" || spec.choices.length)) {
+        input = el("select", { class: "cond-value", id: idOf(name), name });
+        for (const v of spec.type === "boolean" ? ["true", "false"] : spec.choices) {
+          const option = el("option", { value: v }, v);
+          if (v === oldValue) option.selected = true;
+          input.appendChild(option);
+        }
+      } else {
+        const numeric = kind === "same" && spec.type === "number";
+        input = el("input", { type: numeric ? "number" : "text", class: "cond-value",
+          id: idOf(name), name });
+        if (numeric) input.setAttribute("step", "any");
+        if (kind === "list") input.setAttribute("placeholder", "values, comma-separated");
+        if (!numeric || !isNaN(Number(oldValue))) input.value = oldValue;
+      }
+      cell.appendChild(input);
+    }
+  }
+
+  form.addEventListener("change", (event) => {
+    const target = event.target;
+    const row = target.closest(".cond-row");
+    if (row && target.classList.contains("cond-field")) { refreshOperators(row); refreshValue(row); }
+    else if (row && target.classList.contains("cond-op")) refreshValue(row);
+    if (target.classList.contains("action-kind")) {
+      const box = target.closest(".action");
+      for (const params of box.querySelectorAll(".action-params")) {
+        const on = params.dataset.kind === target.value;
+        params.hidden = !on;
+        for (const input of params.querySelectorAll("input, select")) input.disabled = !on;
+      }
+    }
+    if (target === source) return;
+    if (target.id === "format") { sourceEdited = false; }
+    scheduleSync();
+  });
+  form.addEventListener("input", (event) => {
+    if (event.target === source) {
+      sourceEdited = true;
+      status.textContent = "Source edited: apply it to the form";
+      return;
+    }
+    scheduleSync();
+  });
+
+  function scheduleSync() {
+    if (sourceEdited) return;
+    clearTimeout(timer);
+    timer = setTimeout(sync, 250);
+  }
+
+  async function sync() {
+    const data = new FormData(form);
+    data.delete("source");
+    try {
+      const response = await fetch(form.dataset.sourceUrl, { method: "POST", body: data,
+        headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" });
+      if (!response.ok) { status.textContent = "Source not updated (" + response.status + ")"; return; }
+      const body = await response.json();
+      if (!sourceEdited) { source.value = body.source; status.textContent = "In sync with the form"; }
+    } catch (err) {
+      status.textContent = "Source not updated: " + err;
+    }
+  }
+})();

@@ -1,0 +1,40 @@
+"""Login throttling in Redis: failures counted per user name and per client address.
+
+Keys (prefix ``d:admin:``): ``d:admin:fail:u:<name>`` and ``d:admin:fail:ip:<address>``,
+each a counter that expires ``lockout_seconds`` after its first failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PREFIX = "d:admin:fail:"
+
+
+class LoginThrottle:
+    def __init__(self, client: Any, max_failures: int, lockout_seconds: int) -> None:
+        self.client = client
+        self.max_failures = max_failures
+        self.lockout = lockout_seconds
+
+    def _keys(self, username: str, address: str) -> list[str]:
+        return [f"{PREFIX}u:{username.lower()[:100]}", f"{PREFIX}ip:{address}"]
+
+    def locked_for(self, username: str, address: str) -> int:
+        """Seconds until sign-in is allowed again (0: allowed now)."""
+        wait = 0
+        for key in self._keys(username, address):
+            count = self.client.get(key)
+            if count is not None and int(count) >= self.max_failures:
+                wait = max(wait, int(self.client.ttl(key)), 1)
+        return wait
+
+    def failed(self, username: str, address: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self._keys(username, address):
+            pipe.incr(key)
+            pipe.expire(key, self.lockout, nx=True)
+        pipe.execute()
+
+    def succeeded(self, username: str) -> None:
+        self.client.delete(f"{PREFIX}u:{username.lower()[:100]}")

@@ -1,0 +1,160 @@
+"""The rule editor: form-based condition builder, action forms, synced YAML/JSON source.
+
+``POST`` with ``action``: ``save`` (validate the whole ruleset with this rule in place and
+store the draft), ``update_source`` (form -> source, and check), ``apply_source``
+(source -> form, and check). ``/source`` answers editor.js with the source as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from admin import forms
+from admin.services import services
+from admin.templating import flash, redirect
+from admin.views.common import Form, field, page
+from admin.views.render import render
+from admin.views.rulesets import working
+from decisions.errors import Conflict, FieldError, NotFound, ValidationError
+from rulesets.document import parse_text
+from rulesets.language import ACTIONS, FIELDS, OPERATOR_LABELS, OPERATORS
+from rulesets.validate import STRATEGIES, validate
+
+STRUCTURAL = ("add_condition", "add_group", "remove", "add_action", "remove_action")
+
+
+def _errors(details: list[FieldError]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for d in details:
+        out.setdefault(d.field, []).append(d.message)
+    return out
+
+
+def _check(doc: dict[str, Any]) -> dict[str, list[str]]:
+    try:
+        validate(doc)
+    except ValidationError as exc:
+        return _errors(exc.details)
+    return {}
+
+
+def _context(name: str | None, index: int, rule: dict[str, Any], settings: dict[str, Any],
+             revision: int, errors: dict[str, list[str]], source: str, fmt: str,
+             message: str = "", is_new_rule: bool = False) -> dict[str, Any]:
+    return {
+        "name": name, "index": index, "rule": rule, "settings": settings, "revision": revision,
+        "errors": errors, "source": source, "fmt": fmt, "message": message,
+        "is_new_rule": is_new_rule, "p": f"rules[{index}]",
+        "groups": forms.field_catalog(), "operators": OPERATORS, "catalog_fields": FIELDS,
+        "operator_labels": OPERATOR_LABELS, "actions": ACTIONS,
+        "action_labels": forms.ACTION_LABELS, "action_params": forms.ACTION_PARAMS,
+        "strategies": STRATEGIES, "catalog": forms.catalog_json(), "forms": forms,
+    }
+
+
+@page("editor")
+def edit_rule(request: Request, form: Form) -> Response:
+    name = request.path_params["name"]
+    index_param = request.path_params.get("index")
+    work = working(request, name)
+    rules = work.document["rules"]
+    is_new = index_param is None
+    index = len(rules) if index_param is None else int(index_param)
+    if index > len(rules) or (not is_new and index == len(rules)):
+        raise NotFound(f"ruleset {name} has no rule {index + 1}")
+    settings = {k: v for k, v in work.document.items() if k != "rules"}
+    if request.method == "GET":
+        rule = forms.new_rule() if is_new else rules[index]
+        return render(request, "editor.html", _context(
+            name, index, rule, settings, work.revision, {}, forms.to_source(rule), "yaml",
+            is_new_rule=is_new))
+    return _post(request, form, name, index, settings, rules, is_new)
+
+
+@page("editor")
+def new_ruleset(request: Request, form: Form) -> Response:
+    settings: dict[str, Any] = {"name": "", "description": "", "stacking": False,
+                                "four_eyes": False}
+    if request.method == "GET":
+        rule = forms.new_rule()
+        return render(request, "editor.html", _context(
+            None, 0, rule, settings, 0, {}, forms.to_source(rule), "yaml", is_new_rule=True))
+    settings = forms.parse_settings(form)
+    return _post(request, form, None, 0, settings, [], True)
+
+
+def _post(request: Request, form: Form, name: str | None, index: int,
+          settings: dict[str, Any], rules: list[dict[str, Any]], is_new: bool) -> Response:
+    action = field(form, "action", "save")
+    fmt = field(form, "format", "yaml")
+    fmt = fmt if fmt in ("yaml", "json") else "yaml"
+    try:
+        revision = int(field(form, "revision") or 0)
+    except ValueError:
+        revision = 0
+    source = form.get("source")
+    source = source if isinstance(source, str) else ""
+    errors: dict[str, list[str]] = {}
+    if action == "apply_source":
+        try:
+            rule, _ = parse_text(source, "source")
+        except ValidationError as exc:
+            rule = forms.parse_rule(form, index)
+            errors["source"] = [str(d) for d in exc.details] or [exc.message]
+        if not isinstance(rule, dict):
+            errors["source"] = ["the source must describe one rule (name, when, then)"]
+            rule = forms.parse_rule(form, index)
+    else:
+        rule = forms.parse_rule(form, index)
+    if action.split(":")[0] in STRUCTURAL:
+        rule = forms.edit(rule, action, f"rules[{index}]")
+        return render(request, "editor.html", _context(
+            name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,
+            is_new_rule=is_new))
+    doc = {**settings, "rules": [*rules[:index], rule, *rules[index + 1:]]}
+    if "source" not in errors:
+        errors.update(_check(doc))
+    if action != "save" or errors:
+        status = 422 if errors and action == "save" else 200
+        return render(request, "editor.html", _context(
+            name, index, rule, settings, revision, errors,
+            source if "source" in errors else forms.to_source(rule, fmt), fmt,
+            is_new_rule=is_new), status=status)
+    store = services(request).store
+    user = request.scope["admin_user"]
+    if name is None and doc["name"] in store.names():
+        errors["name"] = [f'a ruleset named "{doc["name"]}" exists already']
+        return render(request, "editor.html", _context(
+            name, index, rule, settings, revision, errors, forms.to_source(rule, fmt), fmt,
+            message="Fix the problems marked below.", is_new_rule=is_new), status=422)
+    try:
+        info = store.save_draft(doc, user.username, expected_revision=revision)
+    except Conflict as exc:
+        return render(request, "editor.html", _context(
+            name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,
+            message=exc.message, is_new_rule=is_new), status=409)
+    flash(request, f"Rule {rule['name']} saved to the draft of {info.name} "
+                   f"(revision {info.revision}). Try it, then publish.")
+    return redirect(request, "ruleset", name=info.name)
+
+
+@page("editor")
+def rule_source(request: Request, form: Form) -> Response:
+    """Form -> source for editor.js (the form is not saved)."""
+    index = int(field(form, "index") or 0)
+    fmt = field(form, "format", "yaml")
+    rule = forms.parse_rule(form, index)
+    return JSONResponse({"source": forms.to_source(rule, "json" if fmt == "json" else "yaml")})
+
+
+routes = [
+    Route("/new-ruleset", new_ruleset, methods=["GET", "POST"], name="new_ruleset"),
+    Route("/rulesets/{name}/rules/new", edit_rule, methods=["GET", "POST"], name="new_rule"),
+    Route("/rulesets/{name}/rules/{index:int}", edit_rule, methods=["GET", "POST"],
+          name="edit_rule"),
+    Route("/editor/source", rule_source, methods=["POST"], name="rule_source"),
+]

@@ -1,0 +1,102 @@
+"""The 'try it' panel: pick a user (or paste an event and a profile), choose a 'now', and
+see which rules would fire and why. Nothing is stored, nothing is sent."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from admin.services import services
+from admin.trial import SAMPLE_EVENT, SAMPLE_PROFILE, decide, gather, parse_inputs
+from admin.views.common import Form, field, page
+from admin.views.render import render
+from admin.views.rulesets import working
+from decisions.errors import NotFound, ValidationError
+from rulesets.validate import validate
+
+
+def _now_text(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _parse_now(raw: str) -> datetime | None:
+    if not raw:
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@page("viewer")
+def trial(request: Request, form: Form) -> Response:
+    name = request.path_params["name"]
+    svc = services(request)
+    work = working(request, name)
+    values = {
+        "which": field(form, "which", "draft" if work.draft else "published"),
+        "user_id": field(form, "user_id"),
+        "now": field(form, "now") or _now_text(datetime.now(UTC)),
+        "event": field(form, "event") or json.dumps(SAMPLE_EVENT, indent=2),
+        "profile": field(form, "profile") if request.method == "POST"
+        else json.dumps(SAMPLE_PROFILE, indent=2),
+    }
+    context: dict[str, Any] = {"name": name, "work": work, "values": values, "errors": {},
+                               "outcome": None, "inputs": None, "label": ""}
+    if request.method == "GET":
+        return render(request, "trial.html", context)
+    errors: dict[str, str] = {}
+    now = _parse_now(values["now"])
+    if now is None:
+        errors["now"] = "expected a date and time such as 2026-11-26T12:00:00 (UTC)"
+    event_data: Any = None
+    profile: Any = None
+    try:
+        event_data = json.loads(values["event"])
+    except json.JSONDecodeError as exc:
+        errors["event"] = f"not valid JSON: {exc.msg} (line {exc.lineno})"
+    try:
+        profile = json.loads(values["profile"]) if values["profile"] else {}
+    except json.JSONDecodeError as exc:
+        errors["profile"] = f"not valid JSON: {exc.msg} (line {exc.lineno})"
+    if values["user_id"] and isinstance(event_data, dict):
+        event_data["user_id"] = values["user_id"]
+    if values["which"] == "published":
+        if work.active_version is None:
+            errors["which"] = "this ruleset has no published version yet"
+            document, label = work.document, ""
+        else:
+            version = svc.store.get_version(name, work.active_version)
+            document, label = version.document, f"published version {version.version}"
+    else:
+        if work.draft is None:
+            errors["which"] = "there is no draft: choose the published version"
+        document, label = work.document, f"draft revision {work.revision}"
+    if not errors and now is not None:
+        try:
+            event, profile = parse_inputs(event_data, profile, now)
+            inputs = gather(svc.db, svc.redis, event, profile,
+                            use_history=bool(values["user_id"]))
+            with svc.engine_lock:
+                context["outcome"] = decide(svc.rule_engine, validate(document), inputs, now)
+            context["inputs"] = inputs
+            context["label"] = label
+        except ValidationError as exc:
+            for d in exc.details or []:
+                key = d.field.split(".")[0] if d.field else "event"
+                errors[key] = (errors.get(key, "") + f" {d.field}: {d.message}").strip()
+            if not exc.details:
+                errors["event"] = exc.message
+        except NotFound as exc:
+            errors["which"] = exc.message
+    context["errors"] = errors
+    return render(request, "trial.html", context, status=422 if errors else 200)
+
+
+routes = [Route("/rulesets/{name}/try", trial, methods=["GET", "POST"], name="trial")]

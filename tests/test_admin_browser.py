@@ -1,0 +1,224 @@
+"""The marketer's flows end to end in headless Chromium against a real served admin.
+
+Sign in, build the high-value-cart rule with the form builder (seeing and fixing a
+validation error), try it against an event, publish, see the running worker use the new
+version (its offer appears in Redis), roll back (the offer no longer fires), run a
+backtest, and look at history, diff, audit and performance. A screenshot of each main
+page goes to ``var/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import uvicorn
+from sqlalchemy import Engine
+
+from admin.app import create_app
+from admin.users import create_user
+from decisions.kafka import Producer
+from decisions.offers import active_offers
+from decisions.settings import Secret, Settings
+from decisions.stack.process import free_port, port_open
+from rulesets.document import read_file
+from rulesets.store import RulesetStore
+from tests.helpers import STARTER, event, minutes, now, running_worker, wait_for
+
+pytestmark = pytest.mark.browser
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def served(settings: Settings, clean_db: Engine) -> Iterator[str]:
+    """The admin served by uvicorn in a thread; the store holds version 1 (win-back only)."""
+    admin_settings = replace(settings, secret_key=Secret("browser-test-secret"))
+    for name, role in (("maria", "editor"), ("paul", "publisher")):
+        create_user(clean_db, name, f"{name}-password", role)
+    data, _ = read_file(STARTER)
+    data["rules"] = [r for r in data["rules"] if r["name"] == "win-back"]
+    RulesetStore(clean_db).import_document(data, "seed", "first version: win-back only")
+    app = create_app(admin_settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not port_open("127.0.0.1", port):
+        assert time.monotonic() < deadline, "admin server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    app.state.admin.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Any, base: str, username: str) -> None:
+    page.goto(base + "/")
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(f"{username}-password")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base + "/")
+
+
+def produce_cart(settings: Settings, user: str) -> None:
+    t0 = now() - minutes(3)
+    producer = Producer(settings)
+    producer.send_many(settings.events_topic, [(e["user_id"], e) for e in (
+        event("page_view", user, t0, page="checkout"),
+        event("add_to_cart", user, t0 + minutes(1), product_id="p-1", price=250.0,
+              quantity=1, category="shoes"),
+    )])
+    producer.close()
+
+
+def offers_of(client: redis.Redis, user: str) -> list[dict[str, Any]]:
+    return active_offers(client, user, datetime.now().astimezone())
+
+
+def test_marketer_flow(browser: Any, served: str, settings: Settings,
+                       redis_client: redis.Redis) -> None:
+    base = served
+    context = browser.new_context(viewport={"width": 1366, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.on("dialog", lambda dialog: dialog.accept())
+    with running_worker(settings) as worker:
+        # -- sign in -----------------------------------------------------------------
+        page.goto(base + "/")
+        assert "/login" in page.url
+        shot(page, "01-sign-in")
+        sign_in(page, base, "maria")
+        assert page.get_by_text("Signed in as maria (editor)").is_visible()
+        shot(page, "02-rulesets")
+
+        # -- build high-value-cart with the form builder -----------------------------
+        page.get_by_role("link", name="storefront").click()
+        page.get_by_role("link", name="Add a rule").click()
+        p = "#f-rules-1"
+        page.locator(f"{p}-name").fill("High value cart")
+        page.locator(f"{p}-description").fill("Cart over $200 and a recent checkout view")
+        page.locator(f"{p}-priority").fill("100")
+        page.locator(f"{p}-when-all-0-op").select_option("in")
+        page.locator(f"{p}-when-all-0-value").fill("add_to_cart, page_view")
+        page.get_by_role("button", name="+ Condition").click()
+        page.locator(f"{p}-when-all-1-field").select_option("state.cart_value")
+        page.locator(f"{p}-when-all-1-op").select_option("gt")
+        page.locator(f"{p}-when-all-1-value").fill("200")
+        page.get_by_role("button", name="+ Condition").click()
+        page.locator(f"{p}-when-all-2-field").select_option("state.since_page_checkout")
+        page.locator(f"{p}-when-all-2-op").select_option("within")
+        page.locator(f"{p}-when-all-2-value").fill("300")
+        page.locator(f"{p}-then-0-discount-_value").fill("10")
+        page.locator(f"{p}-then-0-discount-code").fill("CART10")
+        page.locator(f"{p}-then-0-discount-expires_minutes").fill("60")
+        # the source follows the form (editor.js asks the server to render it)
+        page.wait_for_function(
+            "document.getElementById('source').value.includes('CART10')")
+        page.get_by_role("button", name="Save draft").click()
+
+        # -- the validation error sits next to the rule name; fix it -------------------
+        error = page.locator(f"{p}-name-error")
+        assert "lowercase letters" in error.inner_text()
+        assert page.locator(f"{p}-name").get_attribute("aria-invalid") == "true"
+        shot(page, "03-editor-validation-error")
+        page.locator(f"{p}-name").fill("high-value-cart")
+        page.get_by_role("button", name="Save draft").click()
+        page.wait_for_url(base + "/rulesets/storefront")
+        assert page.get_by_text("Rule high-value-cart saved to the draft").is_visible()
+        shot(page, "04-ruleset-with-draft")
+        page.get_by_role("link", name="Edit high-value-cart").click()
+        shot(page, "05-rule-editor")
+
+        # -- try it ----------------------------------------------------------------------
+        page.get_by_role("link", name="storefront", exact=True).click()
+        page.get_by_role("link", name="Try it").click()
+        page.get_by_role("button", name="Try it").click()
+        hit = page.locator(".card.fired")
+        assert "high-value-cart" in hit.inner_text()
+        assert "state.cart_value" in hit.inner_text() and "250" in hit.inner_text()
+        assert "10% off" in hit.inner_text()
+        shot(page, "06-try-it")
+        assert offers_of(redis_client, "u-try") == []  # no side effect
+
+        # -- an editor cannot publish; a publisher can -----------------------------------
+        page.get_by_role("link", name="Rules", exact=True).click()
+        assert page.get_by_role("button", name="Publish draft").count() == 0
+        page.get_by_role("button", name="Sign out").click()
+        sign_in(page, base, "paul")
+        page.goto(base + "/rulesets/storefront")
+        page.get_by_label("Comment").fill("Add the high-value cart offer")
+        page.get_by_role("button", name="Publish draft").click()
+        assert page.get_by_text("Published storefront version 2").is_visible()
+        shot(page, "07-history")
+
+        # -- the running worker uses version 2 -------------------------------------------
+        wait_for(lambda: "storefront:2" in (worker.runtime.marker or ""), timeout=15)
+        produce_cart(settings, "u-v2")
+        offers = wait_for(lambda: offers_of(redis_client, "u-v2"), timeout=30)
+        assert offers[0]["rule"] == "high-value-cart"
+        assert offers[0]["ruleset_version"] == 2
+        assert offers[0]["discount"]["code"] == "CART10"
+
+        # -- diff, then roll back to version 1 -------------------------------------------
+        page.get_by_role("link", name="Diff with 1").first.click()
+        assert page.get_by_text("rule high-value-cart added").is_visible()
+        shot(page, "08-diff")
+        page.get_by_role("link", name="History").click()
+        page.get_by_role("button", name="Roll back to version 1").click()
+        assert page.get_by_text("Rolled back: version 3").is_visible()
+        wait_for(lambda: "storefront:3" in (worker.runtime.marker or ""), timeout=15)
+        before = worker.stats.processed
+        produce_cart(settings, "u-v3")
+        wait_for(lambda: worker.stats.processed >= before + 2, timeout=30)
+        assert offers_of(redis_client, "u-v3") == []
+
+        # -- backtest the live rules over today's stored events --------------------------
+        page.get_by_role("link", name="Backtest").click()
+        page.get_by_role("button", name="Run backtest").click()
+        page.wait_for_selector("text=Results", timeout=20_000)
+        shot(page, "09-backtest")
+
+    # -- audit log, performance, not-found page -----------------------------------------
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("User").select_option("paul")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("table.list tbody tr")
+    assert rows.count() == 2  # publish and rollback
+    shot(page, "10-audit")
+    page.goto(base + "/rulesets/storefront/performance")
+    assert page.locator("table.numbers").get_by_text("high-value-cart").is_visible()
+    shot(page, "11-performance")
+    page.goto(base + "/rulesets/nope")
+    assert page.get_by_role("heading", name="Not found").is_visible()
+    shot(page, "12-not-found")
+    context.close()

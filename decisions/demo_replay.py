@@ -26,8 +26,11 @@ def load_catalog(engine: Engine) -> int:
 
 def sample_events(now: datetime | None = None) -> list[dict[str, Any]]:
     """The bundled stream, stamped so it ends just now, with ids unique to this replay."""
-    raw = [json.loads(line) for line in DEMO.joinpath("events.jsonl").read_text().splitlines()
-           if line.strip()]
+    raw = [
+        json.loads(line)
+        for line in DEMO.joinpath("events.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     run = uuid.uuid4().hex[:6]
     end = now or datetime.now(UTC)
     last = max(e["offset_s"] for e in raw)

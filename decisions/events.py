@@ -44,7 +44,13 @@ PROPERTIES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 # Produced by the worker's deadline schedule, never accepted from the storefront.
 INTERNAL_TYPES = {"timer": {"timer": ((str,), True), "due": ((str,), False)}}
 EVENT_TYPES = tuple(PROPERTIES)
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "a boolean"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    bool: "a boolean",
+}
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,9 @@ def parse_event(data: Any, *, prefix: str = "", internal: bool = False) -> Event
         errors.append(FieldError(prefix + name, message))
 
     if not isinstance(data, dict):
-        raise ValidationError("invalid event", [FieldError(prefix.rstrip("."), "expected a JSON object")])
+        raise ValidationError(
+            "invalid event", [FieldError(prefix.rstrip("."), "expected a JSON object")]
+        )
     known = {"event_id", "type", "user_id", "ts", "properties"}
     for key in data:
         if key not in known:

@@ -60,8 +60,9 @@ class OfferStore:
             client=pipe,
         )
 
-    def store_recommendation(self, pipe: Any, user_id: str, slot: str, rec: dict[str, Any],
-                             ttl_s: int) -> None:
+    def store_recommendation(
+        self, pipe: Any, user_id: str, slot: str, rec: dict[str, Any], ttl_s: int
+    ) -> None:
         pipe.hset(keys.recs(user_id), slot, orjson.dumps(rec))
         pipe.expire(keys.recs(user_id), ttl_s)
 
@@ -93,5 +94,12 @@ def expires_at(ts_ms: int) -> str:
     return format_ts(datetime.fromtimestamp(ts_ms / 1000).astimezone())
 
 
-__all__ = ["OfferStore", "action_id", "active_offers", "select_offers", "public_offer",
-           "expires_at", "parse_ts"]
+__all__ = [
+    "OfferStore",
+    "action_id",
+    "active_offers",
+    "select_offers",
+    "public_offer",
+    "expires_at",
+    "parse_ts",
+]

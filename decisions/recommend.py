@@ -24,7 +24,9 @@ def update_popularity(pipe: Any, event: Event, snapshot: dict[str, Any]) -> None
     if event.type in ("product_view", "add_to_cart") and isinstance(props.get("product_id"), str):
         product = props["product_id"]
         weight = 2 if event.type == "add_to_cart" else 1
-        for other in [p for p in snapshot.get("recent_products", []) if p != product][:COVISIT_WITH]:
+        for other in [p for p in snapshot.get("recent_products", []) if p != product][
+            :COVISIT_WITH
+        ]:
             pipe.zincrby(keys.covisit(product), weight, other)
             pipe.zincrby(keys.covisit(other), weight, product)
             pipe.zremrangebyrank(keys.covisit(other), 0, -COVISIT_KEEP - 1)
@@ -43,8 +45,9 @@ class Recommender:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def recommend(self, user_id: str, snapshot: dict[str, Any], strategy: str,
-                  count: int) -> tuple[list[str], str]:
+    def recommend(
+        self, user_id: str, snapshot: dict[str, Any], strategy: str, count: int
+    ) -> tuple[list[str], str]:
         """Products for one user and the strategy that produced them (after fallbacks)."""
         exclude = set(self._bought(user_id)) | set(snapshot.get("cart_products", []))
         order = {
@@ -56,8 +59,11 @@ class Recommender:
         chosen: list[str] = []
         used = strategy
         for step in order:
-            found = [p for p in self._products(step, snapshot, count * 3)
-                     if p not in exclude and p not in chosen]
+            found = [
+                p
+                for p in self._products(step, snapshot, count * 3)
+                if p not in exclude and p not in chosen
+            ]
             if found and not chosen:
                 used = step
             chosen.extend(found[: count - len(chosen)])
@@ -75,8 +81,9 @@ class Recommender:
             scores: Counter[str] = Counter()
             recent = list(snapshot.get("recent_products", []))[:COVISIT_WITH]
             for product in recent:
-                for other, score in self.client.zrevrange(keys.covisit(product), 0, n,
-                                                          withscores=True):
+                for other, score in self.client.zrevrange(
+                    keys.covisit(product), 0, n, withscores=True
+                ):
                     scores[other.decode()] += score
             for product in recent:
                 scores.pop(product, None)
@@ -84,7 +91,8 @@ class Recommender:
         if step == "category_top":
             out: list[str] = []
             for category in list(snapshot.get("recent_categories", []))[:3]:
-                out += [p.decode() for p in self.client.zrevrange(keys.top_category(category),
-                                                                   0, n)]
+                out += [
+                    p.decode() for p in self.client.zrevrange(keys.top_category(category), 0, n)
+                ]
             return out
         return [p.decode() for p in self.client.zrevrange(keys.TOP, 0, n)]

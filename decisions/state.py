@@ -56,8 +56,15 @@ class StateStore:
         product = props.get("product_id") or ""
         self._script(
             keys=[keys.tag(event.user_id)],
-            args=[event.event_id, event.type, event.ts_ms, orjson.dumps(props), self.ttl,
-                  page if isinstance(page, str) else "", product if isinstance(product, str) else ""],
+            args=[
+                event.event_id,
+                event.type,
+                event.ts_ms,
+                orjson.dumps(props),
+                self.ttl,
+                page if isinstance(page, str) else "",
+                product if isinstance(product, str) else "",
+            ],
             client=pipe,
         )
 
@@ -82,8 +89,9 @@ class StateStore:
         pipe.execute()
 
 
-def replay(events: Iterable[Event], client: redis.Redis, prefix: str,
-           batch: int = 500) -> Iterator[tuple[Event, dict[str, Any]]]:
+def replay(
+    events: Iterable[Event], client: redis.Redis, prefix: str, batch: int = 500
+) -> Iterator[tuple[Event, dict[str, Any]]]:
     """Run history through the same Lua code under scratch user ids (``prefix`` + user id).
 
     Used to build training tables and backtests: the snapshot of each event is exactly
@@ -94,9 +102,7 @@ def replay(events: Iterable[Event], client: redis.Redis, prefix: str,
     chunk: list[Event] = []
 
     def flush() -> Iterator[tuple[Event, dict[str, Any]]]:
-        scratch = [
-            Event(e.event_id, e.type, prefix + e.user_id, e.ts, e.properties) for e in chunk
-        ]
+        scratch = [Event(e.event_id, e.type, prefix + e.user_id, e.ts, e.properties) for e in chunk]
         for original, applied in zip(chunk, store.apply_batch(scratch), strict=True):
             if not applied.done:
                 yield original, applied.snapshot

@@ -45,8 +45,9 @@ def check_redis(url: str) -> None:
         client.ping()
         client.close()
     except (redis.RedisError, OSError, ValueError) as exc:
-        raise ServiceUnavailable("Redis", redact(url), "DECISIONS_REDIS_URL",
-                                 type(exc).__name__) from None
+        raise ServiceUnavailable(
+            "Redis", redact(url), "DECISIONS_REDIS_URL", type(exc).__name__
+        ) from None
 
 
 def start_services(settings: Settings, stack: EmbeddedStack) -> Settings:
@@ -85,8 +86,9 @@ def import_starters(settings: Settings) -> list[str]:
         starter = Path(str(resources.files("rulesets").joinpath("starter")))
         for path in sorted(starter.glob("*.y*ml")) + sorted(starter.glob("*.json")):
             data, lines = read_file(path)
-            store.import_document(data, "decisions-up", f"starter ruleset from {path.name}",
-                                  lines=lines)
+            store.import_document(
+                data, "decisions-up", f"starter ruleset from {path.name}", lines=lines
+            )
             names.append(str(data.get("name")))
         return names
     finally:
@@ -107,8 +109,9 @@ def development_key(settings: Settings) -> str:
                 return key
             except DecisionsError:
                 pass
-        key, _ = apikeys.create_key(engine, "development (decisions up)",
-                                    ["offers:read", "events:write", "admin"])
+        key, _ = apikeys.create_key(
+            engine, "development (decisions up)", ["offers:read", "events:write", "admin"]
+        )
         path.write_text(key + "\n")
         os.chmod(path, 0o600)
         return key
@@ -118,11 +121,13 @@ def development_key(settings: Settings) -> str:
 
 def worker_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "DECISIONS_DATABASE_URL": str(settings.database_url),
-        "DECISIONS_REDIS_URL": str(settings.redis_url),
-        "DECISIONS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
-    })
+    env.update(
+        {
+            "DECISIONS_DATABASE_URL": str(settings.database_url),
+            "DECISIONS_REDIS_URL": str(settings.redis_url),
+            "DECISIONS_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+        }
+    )
     return env
 
 
@@ -152,14 +157,18 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
                 o = offers[0]
                 d = o["discount"]
                 amount = f"{d['value']}%" if d["type"] == "percent" else f"${d['value']}"
-                say(f"  offer for {user}: {amount} off, code {d.get('code', '-')} "
-                    f"(rule {o['rule']}, ruleset {o['ruleset']} v{o['ruleset_version']})")
+                say(
+                    f"  offer for {user}: {amount} off, code {d.get('code', '-')} "
+                    f"(rule {o['rule']}, ruleset {o['ruleset']} v{o['ruleset_version']})"
+                )
         time.sleep(0.5)
     client.close()
     if shown:
         first = sorted(shown)[0]
-        say(f"\n  try it: curl -s -H 'Authorization: Bearer {key}' "
-            f"{api_url}/v1/users/{first}/offers")
+        say(
+            f"\n  try it: curl -s -H 'Authorization: Bearer {key}' "
+            f"{api_url}/v1/users/{first}/offers"
+        )
     else:
         say("  demo: no offer visible yet; see var/worker.log")
 
@@ -186,8 +195,10 @@ class Up:
     def run(self) -> int:
         if not self.acquire():
             data = stackfile.read(self.settings) or {}
-            say(f"decisions is already running in {self.settings.var_dir.resolve()} "
-                f"(pid {data.get('pid', '?')}):")
+            say(
+                f"decisions is already running in {self.settings.var_dir.resolve()} "
+                f"(pid {data.get('pid', '?')}):"
+            )
             for k in ("api_url", "admin_url"):
                 if k in data:
                     say(f"  {k}: {data[k]}")
@@ -215,8 +226,10 @@ class Up:
         api_url = f"http://{self.host}:{port}"
         say("  starting the worker ...")
         self.worker = Child(
-            "worker", [sys.executable, "-m", "decisions.cli", "worker"],
-            settings.var_dir / "worker.log", env=worker_env(settings),
+            "worker",
+            [sys.executable, "-m", "decisions.cli", "worker"],
+            settings.var_dir / "worker.log",
+            env=worker_env(settings),
         )
         server, thread = self.serve(settings, port)
         data = {
@@ -245,8 +258,10 @@ Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
             demo(settings, api_url, key)
         while thread.is_alive():
             if self.worker.proc.poll() is not None:
-                say(f"decisions: the worker exited (code {self.worker.proc.returncode}); "
-                    f"see {self.worker.log_path}")
+                say(
+                    f"decisions: the worker exited (code {self.worker.proc.returncode}); "
+                    f"see {self.worker.log_path}"
+                )
                 server.should_exit = True
                 thread.join(10)
                 return 1
@@ -267,8 +282,9 @@ Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
         if create_admin is not None:
             routes.append(Mount("/admin", app=create_admin(settings), name="admin"))
         app = create_app(settings, extra_routes=routes)
-        config = uvicorn.Config(app, host=self.host, port=port, log_level="warning",
-                                access_log=False)
+        config = uvicorn.Config(
+            app, host=self.host, port=port, log_level="warning", access_log=False
+        )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         thread = threading.Thread(target=server.run, name="api", daemon=True)

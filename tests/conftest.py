@@ -92,7 +92,10 @@ def redis_client(services: dict[str, str]) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def settings(
-    services: dict[str, str], database_url: str, clean_db: Engine, redis_client: redis.Redis,
+    services: dict[str, str],
+    database_url: str,
+    clean_db: Engine,
+    redis_client: redis.Redis,
     tmp_path: Path,
 ) -> Settings:
     """Settings pointing at the real services, with topics and group unique to this test."""

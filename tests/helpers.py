@@ -20,10 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 STARTER = ROOT / "rulesets" / "starter" / "storefront.yaml"
 
 
-def event(etype: str, user: str, at: datetime, event_id: str | None = None,
-          **props: Any) -> dict[str, Any]:
-    return {"event_id": event_id or uuid.uuid4().hex, "type": etype, "user_id": user,
-            "ts": at.astimezone(UTC).isoformat().replace("+00:00", "Z"), "properties": props}
+def event(
+    etype: str, user: str, at: datetime, event_id: str | None = None, **props: Any
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id or uuid.uuid4().hex,
+        "type": etype,
+        "user_id": user,
+        "ts": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "properties": props,
+    }
 
 
 def now() -> datetime:

@@ -20,7 +20,9 @@ def _env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
 
 
 def test_bad_lines_are_reported_with_line_numbers(
-    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _env(monkeypatch, settings)
@@ -38,7 +40,9 @@ def test_bad_lines_are_reported_with_line_numbers(
 
 
 def test_a_good_file_is_produced(
-    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import json
@@ -49,8 +53,12 @@ def test_a_good_file_is_produced(
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     assert main(["events", "send", str(path)]) == 0
     assert "sent 5 events" in capsys.readouterr().out
-    consumer = KafkaConsumer(settings.events_topic, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    consumer = KafkaConsumer(
+        settings.events_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=2000,
+    )
     got = {json.loads(r.value)["event_id"] for r in consumer}
     consumer.close()
     assert got == {e["event_id"] for e in events}

@@ -26,22 +26,35 @@ def test_high_value_cart_offer_end_to_end(settings: Settings, redis_client: redi
     import_starter(settings)
     ensure_topics(settings)
     t0 = now() - minutes(10)
-    dup = event("add_to_cart", "u-hit", t0 + minutes(2), product_id="p-1", price=150.0,
-                quantity=1, category="shoes")
+    dup = event(
+        "add_to_cart",
+        "u-hit",
+        t0 + minutes(2),
+        product_id="p-1",
+        price=150.0,
+        quantity=1,
+        category="shoes",
+    )
     produce(
         settings,
         # hit: checkout viewed 2 minutes before the cart passes $200; the cart event twice
         event("page_view", "u-hit", t0, page="checkout"),
         event("add_to_cart", "u-hit", t0 + minutes(1), product_id="p-2", price=80.0, quantity=1),
-        dup, dup,
+        dup,
+        dup,
         # miss: the checkout view is 6 minutes before the cart event
         event("page_view", "u-late", t0, page="checkout"),
-        event("add_to_cart", "u-late", t0 + minutes(6), product_id="p-1", price=250.0,
-              quantity=1),
+        event("add_to_cart", "u-late", t0 + minutes(6), product_id="p-1", price=250.0, quantity=1),
         # removes count: the cart drops back under $200 before the checkout view
         event("add_to_cart", "u-removed", t0, product_id="p-1", price=150.0, quantity=2),
-        event("remove_from_cart", "u-removed", t0 + minutes(1), product_id="p-1", price=150.0,
-              quantity=1),
+        event(
+            "remove_from_cart",
+            "u-removed",
+            t0 + minutes(1),
+            product_id="p-1",
+            price=150.0,
+            quantity=1,
+        ),
         event("page_view", "u-removed", t0 + minutes(2), page="checkout"),
     )
     with running_worker(settings) as worker:

@@ -29,22 +29,34 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def test_up_demo_serves_offers_and_stops_cleanly(tmp_path: Path) -> None:
     env = _env(tmp_path)
     log = open(tmp_path / "up.out", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "decisions.cli", "up", "--demo"],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "decisions.cli", "up", "--demo"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     stack_file = tmp_path / "var" / "stack.json"
     try:
         wait_for(stack_file.exists, timeout=90)
         stack = json.loads(stack_file.read_text())
-        for key in ("api_url", "admin_url", "database_url", "redis_url", "kafka_bootstrap",
-                    "api_key"):
+        for key in (
+            "api_url",
+            "admin_url",
+            "database_url",
+            "redis_url",
+            "kafka_bootstrap",
+            "api_key",
+        ):
             assert stack[key], key
         auth = {"Authorization": f"Bearer {stack['api_key']}"}
         assert httpx.get(stack["api_url"] + "/healthz", timeout=5).status_code == 200
 
         def demo_offer() -> dict | None:
             for i in range(1, 31):
-                r = httpx.get(f"{stack['api_url']}/v1/users/demo-{i}/offers", headers=auth,
-                              timeout=5)
+                r = httpx.get(
+                    f"{stack['api_url']}/v1/users/demo-{i}/offers", headers=auth, timeout=5
+                )
                 assert r.status_code == 200, r.text
                 offers = r.json()["offers"]
                 if any(o["rule"] == "high-value-cart" for o in offers):
@@ -58,8 +70,14 @@ def test_up_demo_serves_offers_and_stops_cleanly(tmp_path: Path) -> None:
         assert {"offer_id", "rule", "ruleset_version", "kind", "expires_at", "reason"} <= set(offer)
 
         # a second `up` in the same folder reports the running one
-        second = subprocess.run([sys.executable, "-m", "decisions.cli", "up"], cwd=tmp_path,
-                                env=env, capture_output=True, text=True, timeout=30)
+        second = subprocess.run(
+            [sys.executable, "-m", "decisions.cli", "up"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert second.returncode == 1
         assert "already running" in second.stdout
         assert stack["api_url"] in second.stdout
@@ -84,10 +102,18 @@ def test_unreachable_service_is_one_clear_line(tmp_path: Path) -> None:
     env = _env(tmp_path)
     env["DECISIONS_REDIS_URL"] = "redis://127.0.0.1:1/0"
     env["DECISIONS_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/x"
-    done = subprocess.run([sys.executable, "-m", "decisions.cli", "up"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "decisions.cli", "up"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("decisions: cannot reach PostgreSQL at postgresql://postgres@127.0.0.1:1/x")
+    assert lines[-1].startswith(
+        "decisions: cannot reach PostgreSQL at postgresql://postgres@127.0.0.1:1/x"
+    )
     assert "DECISIONS_DATABASE_URL" in lines[-1]

@@ -18,9 +18,12 @@ def register(sub: Any) -> None:
     events = sub.add_parser("events", help="send events to the events topic")
     verbs = events.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
-    send = verbs.add_parser("send", help="validate a JSON-lines file and produce every event",
-                            description="Every line is checked first; with any bad line "
-                            "nothing is sent and each problem is listed as file:line.")
+    send = verbs.add_parser(
+        "send",
+        help="validate a JSON-lines file and produce every event",
+        description="Every line is checked first; with any bad line "
+        "nothing is sent and each problem is listed as file:line.",
+    )
     send.add_argument("file", type=Path, help="JSON lines, one event per line ('-' = stdin)")
     send.set_defaults(handler=cmd_send)
 

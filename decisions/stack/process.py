@@ -75,7 +75,9 @@ class Child:
                 return
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{self.name} did not become ready in {timeout:.0f}s; see {self.log_path}")
+        raise RuntimeError(
+            f"{self.name} did not become ready in {timeout:.0f}s; see {self.log_path}"
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:

@@ -42,7 +42,9 @@ PROPERTIES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "consent": {"granted": ((bool,), True)},
 }
 # Produced by the worker's deadline schedule, never accepted from the storefront.
-INTERNAL_TYPES = {"timer": {"timer": ((str,), True), "due": ((str,), False)}}
+INTERNAL_TYPES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "timer": {"timer": ((str,), True), "due": ((str,), False)}
+}
 EVENT_TYPES = tuple(PROPERTIES)
 _TYPE_NAMES = {
     str: "a string",
@@ -128,7 +130,10 @@ def parse_event(data: Any, *, prefix: str = "", internal: bool = False) -> Event
         elif len(value) > MAX_ID:
             err(key, f"longer than {MAX_ID} characters")
     etype = data.get("type")
-    schema = {**PROPERTIES, **(INTERNAL_TYPES if internal else {})}
+    schema: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+        **PROPERTIES,
+        **(INTERNAL_TYPES if internal else {}),
+    }
     if etype is None:
         err("type", "required")
     elif etype not in schema:
@@ -164,10 +169,10 @@ def parse_event(data: Any, *, prefix: str = "", internal: bool = False) -> Event
 
 
 def _check_values(etype: str, props: dict[str, Any], err: Any) -> None:
-    price = props.get("price")
+    price: Any = props.get("price")
     if _is(price, NUMBER) and price < 0:
         err("properties.price", "must not be negative")
-    qty = props.get("quantity")
+    qty: Any = props.get("quantity")
     if etype in ("add_to_cart", "remove_from_cart") and _is(qty, (int,)) and qty <= 0:
         err("properties.quantity", "must be at least 1")
     if etype == "purchase" and isinstance(props.get("items"), list):

@@ -86,7 +86,7 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
-    def with_services(self, **urls: str) -> Settings:
+    def with_services(self, **urls: Any) -> Settings:
         return replace(self, **urls)
 
 

@@ -286,7 +286,6 @@ Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
             app, host=self.host, port=port, log_level="warning", access_log=False
         )
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         thread = threading.Thread(target=server.run, name="api", daemon=True)
         thread.start()
         deadline = time.monotonic() + 20

@@ -50,7 +50,7 @@ def bar_chart(rows: list[RulePerformance], width: int = 760, height: int = 280) 
     chart = Chart(width, height, left=left, bottom=height - bottom)
     chart.legend = [(css, label) for _, label, css in SERIES]
     plot_h = height - top - bottom
-    top_value = nice_max(max([getattr(r, s) for r in rows for s, _, _ in SERIES] or [0]))
+    top_value = max(4.0, nice_max(max([getattr(r, s) for r in rows for s, _, _ in SERIES] or [0])))
     for i in range(5):
         value = top_value * i / 4
         y = top + plot_h - plot_h * i / 4

@@ -6,6 +6,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from admin.forms import canonical
 from rulesets.document import dump_yaml
 
 
@@ -20,8 +21,8 @@ class Row:
 
 def side_by_side(before: dict[str, Any] | None, after: dict[str, Any] | None,
                  context: int = 3) -> list[Row]:
-    a = dump_yaml(before).splitlines() if before else []
-    b = dump_yaml(after).splitlines() if after else []
+    a = dump_yaml(canonical(before)).splitlines() if before else []
+    b = dump_yaml(canonical(after)).splitlines() if after else []
     rows: list[Row] = []
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
     for group in matcher.get_grouped_opcodes(context):

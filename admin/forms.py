@@ -214,7 +214,45 @@ def value_kind(node: dict[str, Any]) -> str:
     return OPERATORS[op][1] if op in OPERATORS else "same"
 
 
+RULESET_ORDER = ("name", "description", "stacking", "four_eyes", "rules")
+RULE_ORDER = ("name", "description", "priority", "enabled", "active", "when", "then")
+LEAF_ORDER = ("field", "op", "value")
+
+
+def _ordered(d: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    head = {k: d[k] for k in order if k in d}
+    return head | {k: v for k, v in d.items() if k not in head}
+
+
+def canonical_node(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    if "field" in node or "op" in node:
+        return _ordered(node, LEAF_ORDER)
+    return {k: [canonical_node(c) for c in v] if isinstance(v, list) else canonical_node(v)
+            for k, v in node.items()}
+
+
+def canonical_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """Keys in reading order (PostgreSQL's JSONB sorts them its own way); no empty
+    ``active``."""
+    out = _ordered(rule, RULE_ORDER)
+    if not out.get("active"):
+        out.pop("active", None)
+    if "when" in out:
+        out["when"] = canonical_node(out["when"])
+    return out
+
+
+def canonical(document: dict[str, Any]) -> dict[str, Any]:
+    out = _ordered(document, RULESET_ORDER)
+    if isinstance(out.get("rules"), list):
+        out["rules"] = [canonical_rule(r) if isinstance(r, dict) else r for r in out["rules"]]
+    return out
+
+
 def to_source(rule: dict[str, Any], fmt: str = "yaml") -> str:
+    rule = canonical_rule(rule)
     if fmt == "json":
         return json.dumps(rule, indent=2, ensure_ascii=False)
     return yaml.safe_dump(rule, sort_keys=False, allow_unicode=True, width=88)

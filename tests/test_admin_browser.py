@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 import uvicorn
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from admin.app import create_app
 from admin.users import create_user
@@ -105,7 +105,13 @@ def offers_of(client: redis.Redis, user: str) -> list[dict[str, Any]]:
     return active_offers(client, user, datetime.now().astimezone())
 
 
-def test_marketer_flow(browser: Any, served: str, settings: Settings,
+def archived(engine: Engine, user: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM events WHERE user_id = :u"),
+                                {"u": user}).scalar_one())
+
+
+def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: Engine,
                        redis_client: redis.Redis) -> None:
     base = served
     context = browser.new_context(viewport={"width": 1366, "height": 860})
@@ -189,7 +195,18 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings,
         assert offers[0]["ruleset_version"] == 2
         assert offers[0]["discount"]["code"] == "CART10"
 
+        # -- backtest version 2 over today's stored events (the worker archived them) -----
+        wait_for(lambda: archived(clean_db, "u-v2") == 2, timeout=15)
+        page.get_by_role("link", name="Backtest").click()
+        page.get_by_role("button", name="Run backtest").click()
+        page.wait_for_selector("h2:has-text('Results')", timeout=20_000)
+        row = page.locator("table.numbers tbody tr", has_text="high-value-cart")
+        cells = row.locator("td").all_inner_texts()
+        assert cells == ["high-value-cart", "1", "1", "1", "25.00"]  # 10% of a $250 cart
+        shot(page, "09-backtest")
+
         # -- diff, then roll back to version 1 -------------------------------------------
+        page.get_by_role("link", name="History").click()
         page.get_by_role("link", name="Diff with 1").first.click()
         assert page.get_by_text("rule high-value-cart added").is_visible()
         shot(page, "08-diff")
@@ -201,12 +218,6 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings,
         produce_cart(settings, "u-v3")
         wait_for(lambda: worker.stats.processed >= before + 2, timeout=30)
         assert offers_of(redis_client, "u-v3") == []
-
-        # -- backtest the live rules over today's stored events --------------------------
-        page.get_by_role("link", name="Backtest").click()
-        page.get_by_role("button", name="Run backtest").click()
-        page.wait_for_selector("text=Results", timeout=20_000)
-        shot(page, "09-backtest")
 
     # -- audit log, performance, not-found page -----------------------------------------
     page.get_by_role("link", name="Audit log").click()

@@ -98,10 +98,26 @@ def test_up_demo_serves_offers_and_stops_cleanly(tmp_path: Path) -> None:
     assert not stack_file.exists()
 
 
-def test_unreachable_service_is_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("setting", "url", "service"),
+    [
+        ("DECISIONS_DATABASE_URL", "postgresql://postgres:secret@127.0.0.1:1/x", "PostgreSQL"),
+        ("DECISIONS_REDIS_URL", "redis://127.0.0.1:1/0", "Redis"),
+        ("DECISIONS_KAFKA_BOOTSTRAP", "127.0.0.1:1", "Kafka"),
+    ],
+)
+def test_unreachable_service_is_one_clear_line(
+    tmp_path: Path, services: dict[str, str], setting: str, url: str, service: str
+) -> None:
     env = _env(tmp_path)
-    env["DECISIONS_REDIS_URL"] = "redis://127.0.0.1:1/0"
-    env["DECISIONS_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/x"
+    env.update(
+        {
+            "DECISIONS_DATABASE_URL": services["database_url"],
+            "DECISIONS_REDIS_URL": services["redis_url"],
+            "DECISIONS_KAFKA_BOOTSTRAP": services["kafka_bootstrap"],
+        }
+    )
+    env[setting] = url
     done = subprocess.run(
         [sys.executable, "-m", "decisions.cli", "up"],
         cwd=tmp_path,
@@ -113,7 +129,7 @@ def test_unreachable_service_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith(
-        "decisions: cannot reach PostgreSQL at postgresql://postgres@127.0.0.1:1/x"
-    )
-    assert "DECISIONS_DATABASE_URL" in lines[-1]
+    shown = url.replace(":secret@", ":***@")
+    assert lines[-1].startswith(f"decisions: cannot reach {service} at {shown}"), lines
+    assert setting in lines[-1]
+    assert "secret" not in done.stderr

@@ -32,7 +32,7 @@ class Match:
     reason: dict[str, Any]
 
 
-class _Host(durable.Host):  # type: ignore[misc]
+class _Host(durable.Host):
     def __init__(self, fired: list[str]) -> None:
         super().__init__()
         self._fired = fired
@@ -107,7 +107,7 @@ class RuleEngine:
         posted: dict[str, Any] = {
             k: v for k, v in fact.items() if not isinstance(v, list | dict) and v is not None
         }
-        for key, check in compiled.derived.items():
+        for key, check in compiled.derived_by_type.get(event.type, {}).items():
             posted[key] = 1 if check(fact) else 0
         self._counter += 1
         posted["sid"] = SID

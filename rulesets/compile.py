@@ -43,6 +43,9 @@ class CompiledRule:
     fields: list[str]  # field paths the conditions read, for "why"
     event_types: tuple[str, ...]
     timers: list[str] = field(default_factory=list)  # timer events the rule waits for
+    when: dict[str, Any] = field(default_factory=dict)  # the source conditions (explain)
+    active: dict[str, str] = field(default_factory=dict)  # active window: from / until
+    derived: list[str] = field(default_factory=list)  # derived predicates it reads
 
 
 @dataclass
@@ -54,6 +57,8 @@ class CompiledRuleset:
     rules: dict[str, CompiledRule]
     by_type: dict[str, dict[str, Any]]  # event type -> durable_rules ruleset definition
     derived: dict[str, Predicate] = field(default_factory=dict)
+    # event type -> the derived predicates its rules read (only those are computed)
+    derived_by_type: dict[str, dict[str, Predicate]] = field(default_factory=dict)
 
     def durable_name(self, event_type: str) -> str:
         return f"{self.name}--v{self.version}--{self.digest[:8]}--{event_type}"
@@ -68,6 +73,7 @@ class _Compiler:
         self.derived: dict[str, Predicate] = {}
         self.fields: list[str] = []
         self.timers: list[str] = []
+        self.used: list[str] = []  # derived predicates of the rule being compiled
 
     def node(self, node: dict[str, Any], negate: bool = False) -> dict[str, Any]:
         if "all" in node or "any" in node:
@@ -96,7 +102,8 @@ class _Compiler:
                 return {"$or": [{"$lt": {key: 0}}, {"$gt": {key: value}}]}
             return {"$and": [{"$gte": {key: 0}}, {"$lte": {key: value}}]}
         if op == "exists":
-            return {"$nex": {key: 1}} if negate else {"$ex": {key: 1}}
+            # durable_rules' $nex loops forever when it matches: derive "missing" instead
+            return self.derive(key, op, value, negate) if negate else {"$ex": {key: 1}}
         if negate and op in NEGATE:
             op = NEGATE[op]
             negate = False
@@ -119,7 +126,9 @@ class _Compiler:
 
         def check(fact: dict[str, Any]) -> bool:
             got = fact.get(key)
-            if got is None:
+            if op == "exists":
+                return (got is not None) != negate
+            if got is None:  # a missing value never matches, negated or not
                 return False
             if op == "contains":
                 ok = value in got if isinstance(got, list | str) else False
@@ -130,6 +139,8 @@ class _Compiler:
             return ok != negate
 
         self.derived[name] = check
+        if name not in self.used:
+            self.used.append(name)
         return {name: 1}
 
 
@@ -158,11 +169,13 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
     compiler = _Compiler()
     rules: dict[str, CompiledRule] = {}
     by_type: dict[str, dict[str, Any]] = {}
+    derived_by_type: dict[str, dict[str, Predicate]] = {}
     for rule in document["rules"]:
         if not rule.get("enabled", True):
             continue
         compiler.fields = []
         compiler.timers = []
+        compiler.used = []
         cond = compiler.node(rule["when"])
         parts = cond["$and"] if "$and" in cond else [cond]
         active = rule.get("active") or {}
@@ -174,13 +187,17 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
         types = _event_types(rule["when"])
         rules[rule["name"]] = CompiledRule(
             rule["name"], int(rule.get("priority", 0)), list(rule["then"]),
-            list(compiler.fields), types, list(compiler.timers),
+            list(compiler.fields), types, list(compiler.timers), rule["when"],
+            {k: str(v) for k, v in active.items() if v}, list(compiler.used),
         )
         for etype in types:
             by_type.setdefault(etype, {})["r_" + rule["name"]] = {
                 "all": [{"m": match}], "run": rule["name"],
             }
+            wanted = derived_by_type.setdefault(etype, {})
+            for name in compiler.used:
+                wanted[name] = compiler.derived[name]
     return CompiledRuleset(
         document["name"], version, bool(document.get("stacking", False)), digest(document),
-        rules, by_type, compiler.derived,
+        rules, by_type, compiler.derived, derived_by_type,
     )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from decisions.db import utcnow
 from decisions.errors import Conflict, Forbidden, NotFound, ValidationError
+from rulesets.diff import diff_documents
 from rulesets.models import AuditEntry, Ruleset, RulesetDraft, RulesetVersion
 from rulesets.validate import validate
 
@@ -92,6 +93,29 @@ class RulesetStore:
             return list(s.scalars(select(RulesetVersion).where(
                 RulesetVersion.ruleset_id == rs.id).order_by(RulesetVersion.version.desc())))
 
+    def document(self, name: str, version: int | str | None = None) -> dict[str, Any]:
+        """A version's document; ``"draft"`` for the draft, None for the active version."""
+        if version == "draft":
+            draft = self.draft(name)
+            if draft is None:
+                raise NotFound(f'ruleset "{name}" has no draft')
+            return draft.document
+        if isinstance(version, str):
+            version = _version_number(version)
+        return self.get_version(name, version).document
+
+    def diff(self, name: str, a: int | str, b: int | str) -> dict[str, Any]:
+        """A structured diff from version ``a`` to version ``b`` (either may be "draft")."""
+        return diff_documents(self.document(name, a), self.document(name, b))
+
+    def audit(self, name: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Audit entries, newest first (of one ruleset, or of all)."""
+        with Session(self.engine) as s:
+            stmt = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if name is not None:
+                stmt = stmt.where(AuditEntry.ruleset == name)
+            return list(s.scalars(stmt))
+
     def draft(self, name: str) -> DraftInfo | None:
         with Session(self.engine) as s:
             rs = self._ruleset(s, name)
@@ -103,9 +127,15 @@ class RulesetStore:
 
     # -- writing -----------------------------------------------------------------------
     def save_draft(self, document: Any, actor: str, *, expected_revision: int | None = None,
+                   base_version: int | None = None,
                    lines: dict[str, int] | None = None) -> DraftInfo:
-        """Validate and store the draft. ``expected_revision`` guards against lost updates:
-        saving over a newer draft is refused, naming who changed it and when."""
+        """Validate and store the draft, guarding against lost updates.
+
+        ``expected_revision`` is the draft revision the editor loaded: saving over a newer
+        draft, or over a draft that has been published since, is refused. ``base_version``
+        is the published version the editor started from when there was no draft: saving
+        after someone else published a newer version is refused. Both refusals name who
+        made the newer change and when."""
         doc = validate(document, lines)
         with Session(self.engine) as s, s.begin():
             rs = s.scalar(select(Ruleset).where(Ruleset.name == doc["name"]).with_for_update())
@@ -118,6 +148,18 @@ class RulesetStore:
             draft = s.get(RulesetDraft, rs.id, with_for_update=True)
             before = draft.document if draft else None
             if draft is None:
+                stale = expected_revision is not None or (
+                    base_version is not None and rs.active_version != base_version)
+                if stale and rs.active_version is not None:
+                    latest = s.scalar(select(RulesetVersion).where(
+                        RulesetVersion.ruleset_id == rs.id,
+                        RulesetVersion.version == rs.active_version))
+                    assert latest is not None
+                    raise Conflict(
+                        f'"{doc["name"]}" was changed since you started editing: version '
+                        f"{latest.version} was published by {latest.author} at "
+                        f"{latest.created_at:%Y-%m-%d %H:%M:%S} UTC; reload and apply your "
+                        "change again")
                 draft = RulesetDraft(ruleset_id=rs.id, document=doc, revision=1,
                                      base_version=rs.active_version, updated_by=actor,
                                      updated_at=utcnow())
@@ -156,7 +198,8 @@ class RulesetStore:
                 if approved_by is None:
                     raise Forbidden(f'ruleset "{name}" needs a second person to approve publishing')
                 if approved_by == draft.updated_by:
-                    raise Forbidden("the approver must be someone other than the draft's last editor")
+                    raise Forbidden(
+                        "the approver must be someone other than the draft's last editor")
             version = self._new_version(s, rs, doc, actor, comment, approved_by)
             s.delete(draft)
             self._audit(s, actor, "publish", name, version, self._active_doc(s, rs, version - 1),
@@ -215,10 +258,18 @@ class RulesetStore:
         rs.active_version = version
         rs.updated_at = utcnow()
         s.flush()
-        s.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": f"{rs.name}:{version}"})
+        s.execute(text("SELECT pg_notify(:c, :p)"),
+                  {"c": NOTIFY_CHANNEL, "p": f"{rs.name}:{version}"})
         return version
 
     def _audit(self, s: Session, actor: str, action: str, ruleset: str | None,
                version: int | None, before: Any, after: Any, comment: str = "") -> None:
         s.add(AuditEntry(actor=actor, action=action, ruleset=ruleset, version=version,
                          before=before, after=after, comment=comment, at=utcnow()))
+
+
+def _version_number(text_: str) -> int:
+    try:
+        return int(text_.lstrip("v"))
+    except ValueError:
+        raise ValidationError(f'"{text_}" is not a version: give a number or "draft"') from None

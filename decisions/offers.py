@@ -6,7 +6,10 @@ Offer JSON (the API returns these fields, DESIGN.md):
 "stackable", "expires_at", "created_at", "reason", "event_id"}``
 
 ``offer_id`` is deterministic (event id + ruleset + rule), so a replayed event never
-creates a second offer; the per-user cap (``d:offrule``) keeps one active offer per rule.
+creates a second offer. Per user and rule (``d:offrule``): while an offer of a rule is
+active (unexpired) the rule makes no other; and an offer carrying ``per_user_cap`` N is
+refused when the rule already made N offers to that user in the last 30 days (their
+creation times are kept in the same hash, field ``<ruleset>/<rule>|times``).
 """
 
 from __future__ import annotations
@@ -21,20 +24,35 @@ import redis
 from decisions import keys
 from decisions.events import format_ts, parse_ts
 
-# KEYS: offers hash, offer-rule hash. ARGV: offer_id, rule key, offer JSON, now_ms, ttl_s, cap
+# KEYS: offers hash, offer-rule hash. ARGV: offer_id, rule key, offer JSON, now_ms, ttl_s,
+# cap (offers of this rule per user in 30 days; 0: no cap)
 STORE_OFFER = """
+local now = tonumber(ARGV[4])
 local existing = redis.call('HGET', KEYS[2], ARGV[2])
 if existing and existing ~= ARGV[1] then
   local cur = redis.call('HGET', KEYS[1], existing)
   if cur then
     local exp = tonumber(cjson.decode(cur)['expires_ms'] or 0)
-    if exp > tonumber(ARGV[4]) then return 0 end
+    if exp > now then return 0 end
   end
 end
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local cap = tonumber(ARGV[6]) or 0
+local field = ARGV[2] .. '|times'
+local kept = {}
+if cap > 0 then
+  for t in string.gmatch(redis.call('HGET', KEYS[2], field) or '', '[^,]+') do
+    if tonumber(t) > now - 2592000000 then table.insert(kept, t) end
+  end
+  if #kept >= cap then return 0 end
+  table.insert(kept, tostring(now))
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+if cap > 0 then redis.call('HSET', KEYS[2], field, table.concat(kept, ',')) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+local keep = math.max(tonumber(ARGV[5]), cap > 0 and 2678400 or 0)
+if redis.call('TTL', KEYS[2]) < keep then redis.call('EXPIRE', KEYS[2], keep) end
 return 1
 """
 
@@ -56,7 +74,8 @@ class OfferStore:
         rule_key = f"{offer['ruleset']}/{offer['rule']}"
         self._store(
             keys=[keys.offers(user_id), keys.offer_rules(user_id)],
-            args=[offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, ttl_s],
+            args=[offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, ttl_s,
+                  int(offer.get("per_user_cap") or 0)],
             client=pipe,
         )
 

@@ -72,7 +72,7 @@ def line_of(lines: Lines, path: str) -> int | None:
             return lines[path]
         cut = max(path.rfind("."), path.rfind("["))
         path = path[:cut] if cut > 0 else ""
-    return None
+    return lines.get("")  # the document itself
 
 
 def dump_yaml(document: dict[str, Any]) -> str:

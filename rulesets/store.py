@@ -146,7 +146,8 @@ class RulesetStore:
                 s.flush()
                 self._audit(s, actor, "create", doc["name"], None, None, doc)
             draft = s.get(RulesetDraft, rs.id, with_for_update=True)
-            before = draft.document if draft else None
+            # before: the draft replaced, else the published version the draft starts from
+            before = draft.document if draft else self._active_doc(s, rs, rs.active_version)
             if draft is None:
                 stale = expected_revision is not None or (
                     base_version is not None and rs.active_version != base_version)

@@ -7,6 +7,7 @@ document came from a file, by line.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from datetime import datetime
@@ -17,6 +18,7 @@ from rulesets.document import Lines, line_of
 from rulesets.language import (
     ACTIONS,
     BOOL,
+    FIELDS,
     LIST,
     NUMBER,
     OPERATORS,
@@ -153,6 +155,9 @@ def _node(node: Any, path: str, err: _Collector, bounds: dict[str, list[Any]]) -
     if not isinstance(node, dict):
         err(path, "expected a condition object (all, any, not, or field/op/value)")
         return
+    if not node:
+        err(path, "empty condition: give all, any, not, or field/op/value")
+        return
     groups = [k for k in ("all", "any", "not") if k in node]
     if groups:
         if len(node) != 1:
@@ -186,7 +191,10 @@ def _leaf(node: dict[str, Any], path: str, err: _Collector, bounds: dict[str, li
         return
     ftype = field_type(field)
     if ftype is None:
-        err(f"{path}.field", f'unknown field "{field}"')
+        close = difflib.get_close_matches(field, FIELDS, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        kind = "state feature" if field.startswith("state.") else "field"
+        err(f"{path}.field", f'unknown {kind} "{field}"{hint}')
         return
     if op not in OPERATORS:
         err(f"{path}.op", f"unknown operator {_show(op)} (expected one of "

@@ -181,9 +181,7 @@ def _utc(raw: str) -> str:
 
 def parse_settings(form: Form) -> dict[str, Any]:
     """The ruleset-level fields: name, description, stacking, four_eyes."""
-    out: dict[str, Any] = {"name": _text(form, "name")}
-    if _text(form, "description"):
-        out["description"] = _text(form, "description")
+    out: dict[str, Any] = {"name": _text(form, "name"), "description": _text(form, "description")}
     out["stacking"] = "stacking" in form
     out["four_eyes"] = "four_eyes" in form
     return out

@@ -171,7 +171,7 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         page.get_by_role("button", name="Try it").click()
         hit = page.locator(".card.fired")
         assert "high-value-cart" in hit.inner_text()
-        assert "state.cart_value" in hit.inner_text() and "250" in hit.inner_text()
+        assert "Cart value > 200 — is 250" in hit.inner_text()
         assert "10% off" in hit.inner_text()
         shot(page, "06-try-it")
         assert offers_of(redis_client, "u-try") == []  # no side effect

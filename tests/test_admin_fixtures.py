@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -90,3 +91,63 @@ def signed_in(admin_app: Starlette, admin_users: dict[str, str]
 
 def post(client: TestClient, path: str, token: str, **data: Any) -> Any:
     return client.post(path, data={"csrf_token": token, **data}, follow_redirects=False)
+
+
+class _FormFields(HTMLParser):
+    """What a browser would submit from the first ``<form>`` with ``id`` (no JS)."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id = form_id
+        self.inside = False
+        self.fields: list[tuple[str, str]] = []
+        self._select: str | None = None
+        self._first_option: str | None = None
+        self._selected = False
+        self._textarea: str | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and a.get("id") == self.form_id:
+            self.inside = True
+        if not self.inside or "disabled" in a:
+            return
+        name = a.get("name")
+        if tag == "input" and name and a.get("type") not in ("submit", "button"):
+            if a.get("type") == "checkbox":
+                if "checked" in a:
+                    self.fields.append((name, a.get("value") or "on"))
+            else:
+                self.fields.append((name, a.get("value", "")))
+        elif tag == "select" and name:
+            self._select, self._first_option, self._selected = name, None, False
+        elif tag == "option" and self._select is not None:
+            if self._first_option is None:
+                self._first_option = a.get("value", "")
+            if "selected" in a and not self._selected:
+                self.fields.append((self._select, a.get("value", "")))
+                self._selected = True
+        elif tag == "textarea" and name:
+            self._textarea, self._text = name, ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        elif tag == "select" and self._select is not None:
+            if not self._selected and self._first_option is not None:
+                self.fields.append((self._select, self._first_option))
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            self.fields.append((self._textarea, self._text))
+            self._textarea = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._text += data
+
+
+def form_fields(html: str, form_id: str = "rule-form") -> dict[str, str]:
+    parser = _FormFields(form_id)
+    parser.feed(html)
+    return dict(parser.fields)

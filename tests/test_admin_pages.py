@@ -7,13 +7,7 @@ from collections.abc import Callable
 from starlette.testclient import TestClient
 
 from rulesets.store import RulesetStore
-from tests.test_admin_fixtures import (  # noqa: F401 - fixtures
-    admin_app,
-    admin_settings,
-    admin_users,
-    signed_in,
-    starter,
-)
+from tests.test_admin_fixtures import *  # noqa: F403 - fixtures
 
 SignIn = Callable[[str], tuple[TestClient, str]]
 

@@ -18,12 +18,13 @@ from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
 from admin.views.render import render
-from admin.views.rulesets import working
+from admin.views.rulesets import guard, save_draft, working
 from decisions.errors import Conflict, FieldError, NotFound, ValidationError
 from rulesets.document import parse_text
 from rulesets.language import ACTIONS, FIELDS, OPERATOR_LABELS, OPERATORS
 from rulesets.validate import STRATEGIES, validate
 
+NO_GUARD: tuple[int | None, int | None] = (None, None)
 STRUCTURAL = ("add_condition", "add_group", "remove", "add_action", "remove_action")
 
 
@@ -43,10 +44,12 @@ def _check(doc: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def _context(name: str | None, index: int, rule: dict[str, Any], settings: dict[str, Any],
-             revision: int, errors: dict[str, list[str]], source: str, fmt: str,
+             revision: tuple[int | None, int | None], errors: dict[str, list[str]],
+             source: str, fmt: str,
              message: str = "", is_new_rule: bool = False) -> dict[str, Any]:
     return {
-        "name": name, "index": index, "rule": rule, "settings": settings, "revision": revision,
+        "name": name, "index": index, "rule": rule, "settings": settings,
+        "revision": revision[0], "base_version": revision[1],
         "errors": errors, "source": source, "fmt": fmt, "message": message,
         "is_new_rule": is_new_rule, "p": f"rules[{index}]",
         "groups": forms.field_catalog(), "operators": OPERATORS, "catalog_fields": FIELDS,
@@ -70,7 +73,9 @@ def edit_rule(request: Request, form: Form) -> Response:
     if request.method == "GET":
         rule = forms.new_rule() if is_new else rules[index]
         return render(request, "editor.html", _context(
-            name, index, rule, settings, work.revision, {}, forms.to_source(rule), "yaml",
+            name, index, rule, settings,
+            (work.revision, work.base_version), {},
+            forms.to_source(rule), "yaml",
             is_new_rule=is_new))
     return _post(request, form, name, index, settings, rules, is_new)
 
@@ -82,7 +87,8 @@ def new_ruleset(request: Request, form: Form) -> Response:
     if request.method == "GET":
         rule = forms.new_rule()
         return render(request, "editor.html", _context(
-            None, 0, rule, settings, 0, {}, forms.to_source(rule), "yaml", is_new_rule=True))
+            None, 0, rule, settings, NO_GUARD, {}, forms.to_source(rule), "yaml",
+            is_new_rule=True))
     settings = forms.parse_settings(form)
     return _post(request, form, None, 0, settings, [], True)
 
@@ -92,10 +98,7 @@ def _post(request: Request, form: Form, name: str | None, index: int,
     action = field(form, "action", "save")
     fmt = field(form, "format", "yaml")
     fmt = fmt if fmt in ("yaml", "json") else "yaml"
-    try:
-        revision = int(field(form, "revision") or 0)
-    except ValueError:
-        revision = 0
+    revision = guard(form)
     source = form.get("source")
     source = source if isinstance(source, str) else ""
     errors: dict[str, list[str]] = {}
@@ -125,14 +128,13 @@ def _post(request: Request, form: Form, name: str | None, index: int,
             source if "source" in errors else forms.to_source(rule, fmt), fmt,
             is_new_rule=is_new), status=status)
     store = services(request).store
-    user = request.scope["admin_user"]
     if name is None and doc["name"] in store.names():
         errors["name"] = [f'a ruleset named "{doc["name"]}" exists already']
         return render(request, "editor.html", _context(
             name, index, rule, settings, revision, errors, forms.to_source(rule, fmt), fmt,
             message="Fix the problems marked below.", is_new_rule=is_new), status=422)
     try:
-        info = store.save_draft(doc, user.username, expected_revision=revision)
+        info = save_draft(request, doc, *revision)
     except Conflict as exc:
         return render(request, "editor.html", _context(
             name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,

@@ -66,8 +66,38 @@ class Working:
     active_version: int | None
 
     @property
-    def revision(self) -> int:
-        return self.draft.revision if self.draft else 0
+    def revision(self) -> int | None:
+        return self.draft.revision if self.draft else None
+
+    @property
+    def base_version(self) -> int | None:
+        """The published version edits start from when there is no draft."""
+        return None if self.draft else self.active_version
+
+
+def save_draft(request: Request, doc: dict[str, Any], revision: int | None,
+               base_version: int | None) -> DraftInfo:
+    """``store.save_draft`` with the editor's guard. Also refuses when the editor started
+    without a draft but someone has made one since (the store only checks revisions of a
+    draft the editor saw)."""
+    store = services(request).store
+    user = request.scope["admin_user"]
+    if revision is None and doc.get("name") in store.names():
+        current = store.draft(doc["name"])
+        if current is not None:
+            raise Conflict(
+                f'the draft of "{doc["name"]}" was started by {current.updated_by} at '
+                f"{current.updated_at:%Y-%m-%d %H:%M:%S} UTC while you were editing; reload "
+                "and apply your change again")
+    return store.save_draft(doc, user.username, expected_revision=revision,
+                            base_version=base_version)
+
+
+def guard(form: Form) -> tuple[int | None, int | None]:
+    """``save_draft``'s lost-update guard from the form's hidden inputs: the draft revision
+    the editor loaded, or the published version it started from."""
+    rev, base = field(form, "revision"), field(form, "base_version")
+    return (int(rev) if rev.isdigit() else None, int(base) if base.isdigit() else None)
 
 
 def working(request: Request, name: str) -> Working:
@@ -127,13 +157,8 @@ def delete_rule(request: Request, form: Form) -> Response:
 
 
 def _save(request: Request, name: str, doc: dict[str, Any], form: Form, done: str) -> Response:
-    user = request.scope["admin_user"]
     try:
-        revision = int(field(form, "revision") or 0)
-    except ValueError:
-        revision = 0
-    try:
-        info = services(request).store.save_draft(doc, user.username, expected_revision=revision)
+        info = save_draft(request, doc, *guard(form))
     except ValidationError as exc:
         flash(request, "Not saved: " + "; ".join(str(d) for d in exc.details), "error")
     except Conflict as exc:

@@ -12,12 +12,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin.services import services
-from admin.trial import SAMPLE_EVENT, SAMPLE_PROFILE, decide, gather, parse_inputs
+from admin.trial import SAMPLE_EVENT, SAMPLE_PROFILE, parse_profile, try_event
 from admin.views.common import Form, field, page
 from admin.views.render import render
 from admin.views.rulesets import working
 from decisions.errors import NotFound, ValidationError
-from rulesets.validate import validate
+from rulesets.language import FIELDS, OPERATOR_LABELS
 
 
 def _now_text(now: datetime) -> str:
@@ -48,7 +48,9 @@ def trial(request: Request, form: Form) -> Response:
         else json.dumps(SAMPLE_PROFILE, indent=2),
     }
     context: dict[str, Any] = {"name": name, "work": work, "values": values, "errors": {},
-                               "outcome": None, "inputs": None, "label": ""}
+                               "result": None, "label": "", "effects": {},
+                               "field_labels": {p: f.label for p, f in FIELDS.items()},
+                               "operator_labels": OPERATOR_LABELS}
     if request.method == "GET":
         return render(request, "trial.html", context)
     errors: dict[str, str] = {}
@@ -65,8 +67,6 @@ def trial(request: Request, form: Form) -> Response:
         profile = json.loads(values["profile"]) if values["profile"] else {}
     except json.JSONDecodeError as exc:
         errors["profile"] = f"not valid JSON: {exc.msg} (line {exc.lineno})"
-    if values["user_id"] and isinstance(event_data, dict):
-        event_data["user_id"] = values["user_id"]
     if values["which"] == "published":
         if work.active_version is None:
             errors["which"] = "this ruleset has no published version yet"
@@ -80,16 +80,17 @@ def trial(request: Request, form: Form) -> Response:
         document, label = work.document, f"draft revision {work.revision}"
     if not errors and now is not None:
         try:
-            event, profile = parse_inputs(event_data, profile, now)
-            inputs = gather(svc.db, svc.redis, event, profile,
-                            use_history=bool(values["user_id"]))
-            with svc.engine_lock:
-                context["outcome"] = decide(svc.rule_engine, validate(document), inputs, now)
-            context["inputs"] = inputs
+            result = try_event(document, event_data, parse_profile(profile), now,
+                               user_id=values["user_id"], client=svc.redis, db=svc.db)
+            context["result"] = result
             context["label"] = label
+            context["effects"] = {}
+            for effect in result.effects:
+                context["effects"].setdefault(effect.match.rule, []).append(
+                    {**effect.payload, "kind": effect.kind})
         except ValidationError as exc:
             for d in exc.details or []:
-                key = d.field.split(".")[0] if d.field else "event"
+                key = "event" if d.field.startswith("event") or not d.field else "profile"
                 errors[key] = (errors.get(key, "") + f" {d.field}: {d.message}").strip()
             if not exc.details:
                 errors["event"] = exc.message

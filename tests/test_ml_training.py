@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from decisions import state
@@ -17,6 +18,7 @@ from decisions.errors import Conflict
 from decisions.events import Event
 from decisions.ml import pipeline, registry
 from decisions.ml.dataset import CHURN_RISK, PURCHASE_INTENT, Table, build_table
+from decisions.ml.scoring import Scorer
 from decisions.ml.synthetic import generate
 from decisions.ml.train import time_split, train
 
@@ -163,3 +165,10 @@ def test_drift_on_live_traffic(
     assert set(result["features"]) == set(registry.load_version(clean_db, PURCHASE_INTENT)[1]
                                           .features)
     assert registry.last_drift(clean_db)[PURCHASE_INTENT]["rows"] == result["rows"]
+    Scorer(clean_db).refresh()  # workers export the last drift result as metrics
+    labels = {"model": PURCHASE_INTENT}
+    assert REGISTRY.get_sample_value("decisions_model_score_psi", labels) == result["score"]
+    feature, value = next(iter(result["features"].items()))
+    assert REGISTRY.get_sample_value(
+        "decisions_model_feature_psi", {**labels, "feature": feature}
+    ) == value

@@ -45,6 +45,8 @@ class Table:
     ts: np.ndarray
     features: tuple[str, ...] = ALL_FEATURES
     info: dict[str, Any] = field(default_factory=dict)
+    ids: np.ndarray | None = None  # event id of each row (for audits and benchmarks)
+    users: np.ndarray | None = None  # user id of each row
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -57,14 +59,19 @@ class Table:
         return self.X[:, [index[n] for n in names]]
 
     def subset(self, mask: np.ndarray) -> Table:
-        return Table(self.model, self.X[mask], self.y[mask], self.ts[mask], self.features,
-                     dict(self.info))
+        return Table(
+            self.model, self.X[mask], self.y[mask], self.ts[mask], self.features,
+            dict(self.info),
+            None if self.ids is None else self.ids[mask],
+            None if self.users is None else self.users[mask],
+        )
 
 
 @dataclass
 class _Row:
     ts: float
     user_id: str
+    event_id: str
     values: list[float]
     label: int = -1  # -1: not known yet
     session_last: float = 0.0  # purchase intent: last event time of the row's session
@@ -105,6 +112,8 @@ def build_table(
         X,
         np.array([r.label for r in kept], dtype=np.int8),
         np.array([r.ts for r in kept], dtype=np.float64),
+        ids=np.array([r.event_id for r in kept], dtype=object),
+        users=np.array([r.user_id for r in kept], dtype=object),
     )
     table.info = {
         "rows": len(kept),
@@ -145,7 +154,7 @@ def _purchase_intent_rows(
             continue
         if event.type in NO_ROW_TYPES or not lo <= t < hi:
             continue
-        row = _Row(t, uid, extractor.values(snapshot, customers.get(uid)))
+        row = _Row(t, uid, event.event_id, extractor.values(snapshot, customers.get(uid)))
         rows.append(row)
         pending[uid].append(row)
     for uid, open_rows in pending.items():  # sessions still open when the history ends
@@ -171,7 +180,7 @@ def _churn_rows(
 ) -> tuple[list[_Row], float | None]:
     extractor = Extractor(ALL_FEATURES)
     lo, hi = start.timestamp(), end.timestamp()
-    day_last: dict[tuple[str, int], tuple[float, Mapping[str, Any]]] = {}
+    day_last: dict[tuple[str, int], tuple[float, str, Mapping[str, Any]]] = {}
     purchases: dict[str, list[float]] = defaultdict(list)
     last: float | None = None
     for event, snapshot in snapshots:
@@ -186,10 +195,10 @@ def _churn_rows(
             continue
         key = (event.user_id, int(t // 86400))
         if key not in day_last or day_last[key][0] <= t:
-            day_last[key] = (t, snapshot)
+            day_last[key] = (t, event.event_id, snapshot)
     rows = []
-    for (uid, _day), (t, snapshot) in day_last.items():
-        row = _Row(t, uid, extractor.values(snapshot, customers.get(uid)))
+    for (uid, _day), (t, event_id, snapshot) in day_last.items():
+        row = _Row(t, uid, event_id, extractor.values(snapshot, customers.get(uid)))
         row.purchases = purchases[uid]
         rows.append(row)
     for times in purchases.values():

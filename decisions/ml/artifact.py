@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import skops.io as sio
 
 from decisions.errors import DecisionsError
 
@@ -172,6 +171,14 @@ def tree_arrays(estimator: Any) -> dict[str, np.ndarray]:
 
 
 # -- storing --------------------------------------------------------------------------
+def _skops() -> Any:
+    """skops.io, imported on first use: its import enumerates scikit-learn (seconds), which
+    the worker should pay only when it loads a model, not when it imports the scorer."""
+    import skops.io
+
+    return skops.io
+
+
 def dumps(model: CompiledModel) -> bytes:
     doc = {
         "format": FORMAT,
@@ -186,7 +193,7 @@ def dumps(model: CompiledModel) -> bytes:
         "threshold": float(model.threshold),
         "meta": model.meta,
     }
-    return bytes(sio.dumps(doc))
+    return bytes(_skops().dumps(doc))
 
 
 def loads(data: bytes, expected_sha256: str) -> CompiledModel:
@@ -197,6 +204,7 @@ def loads(data: bytes, expected_sha256: str) -> CompiledModel:
             f"model artifact checksum mismatch (expected {expected_sha256[:12]}…, "
             f"got {actual[:12]}…): refusing to load it"
         )
+    sio = _skops()
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # noqa: BLE001 - skops raises several types for bad input

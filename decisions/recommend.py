@@ -2,13 +2,20 @@
 
 Item co-visitation: products viewed or carted together in a session count for each
 other (``d:covis:<product>``); category and overall top sellers (``d:topcat:<c>``,
-``d:top``) are the fallbacks. Already-bought products are left out here; out-of-stock
-ones are left out by the API at read time against the catalog.
+``d:top``) are the fallbacks. Already-bought products and what is already in the cart
+are left out here; out-of-stock ones are left out by the API at read time against the
+catalog (stock changes faster than recommendations expire).
+
+Per batch, the worker aggregates popularity updates (``PopularityBatch``: one ZINCRBY per
+distinct pair, one trim per key) and prefetches what the fired recommendation rules will
+read (``Recommender.prefetch``: one pipeline), so the cost is a few round trips per batch
+rather than several per event. Every key stays single-key, so Redis Cluster works.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from decisions import keys
@@ -16,63 +23,124 @@ from decisions.events import Event
 
 COVISIT_WITH = 5  # the newest products a view is paired with
 COVISIT_KEEP = 100  # neighbours kept per product
+PREFETCH = 60  # ranked entries prefetched per key (count * 3 is read; count <= 20)
+STRATEGIES = {
+    "covisit": ["covisit", "category_top", "top_sellers"],
+    "recently_viewed": ["recently_viewed", "top_sellers"],
+    "category_top": ["category_top", "top_sellers"],
+    "top_sellers": ["top_sellers"],
+}
+
+
+class PopularityBatch:
+    """Co-visitation and top-seller increments of one batch, summed before writing."""
+
+    def __init__(self) -> None:
+        self.increments: Counter[tuple[str, str]] = Counter()
+        self.trim: set[str] = set()
+
+    def add(self, event: Event, snapshot: dict[str, Any]) -> None:
+        props = event.properties
+        product = props.get("product_id")
+        if event.type in ("product_view", "add_to_cart") and isinstance(product, str):
+            weight = 2 if event.type == "add_to_cart" else 1
+            others = [p for p in snapshot.get("recent_products", []) if p != product]
+            for other in others[:COVISIT_WITH]:
+                self.increments[(keys.covisit(product), other)] += weight
+                self.increments[(keys.covisit(other), product)] += weight
+                self.trim.add(keys.covisit(other))
+            self.trim.add(keys.covisit(product))
+        elif event.type == "purchase":
+            for item in props.get("items", []):
+                qty = int(item.get("quantity", 1))
+                self.increments[(keys.TOP, item["product_id"])] += qty
+                if isinstance(item.get("category"), str):
+                    self.increments[(keys.top_category(item["category"]),
+                                     item["product_id"])] += qty
+        if event.type == "add_to_cart" and isinstance(props.get("category"), str) \
+                and isinstance(product, str):
+            self.increments[(keys.top_category(props["category"]), product)] += 0.1
+
+    def queue(self, pipe: Any) -> None:
+        for (key, member), amount in self.increments.items():
+            pipe.zincrby(key, amount, member)
+        for key in self.trim:
+            pipe.zremrangebyrank(key, 0, -COVISIT_KEEP - 1)
 
 
 def update_popularity(pipe: Any, event: Event, snapshot: dict[str, Any]) -> None:
-    """Queue co-visitation and top-seller updates for a first-seen event."""
-    props = event.properties
-    if event.type in ("product_view", "add_to_cart") and isinstance(props.get("product_id"), str):
-        product = props["product_id"]
-        weight = 2 if event.type == "add_to_cart" else 1
-        for other in [p for p in snapshot.get("recent_products", []) if p != product][
-            :COVISIT_WITH
-        ]:
-            pipe.zincrby(keys.covisit(product), weight, other)
-            pipe.zincrby(keys.covisit(other), weight, product)
-            pipe.zremrangebyrank(keys.covisit(other), 0, -COVISIT_KEEP - 1)
-        pipe.zremrangebyrank(keys.covisit(product), 0, -COVISIT_KEEP - 1)
-    elif event.type == "purchase":
-        for item in props.get("items", []):
-            qty = int(item.get("quantity", 1))
-            pipe.zincrby(keys.TOP, qty, item["product_id"])
-            if isinstance(item.get("category"), str):
-                pipe.zincrby(keys.top_category(item["category"]), qty, item["product_id"])
-    if event.type == "add_to_cart" and isinstance(props.get("category"), str):
-        pipe.zincrby(keys.top_category(props["category"]), 0.1, props["product_id"])
+    """Queue co-visitation and top-seller updates for one first-seen event."""
+    batch = PopularityBatch()
+    batch.add(event, snapshot)
+    batch.queue(pipe)
 
 
 class Recommender:
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._cache: dict[str, list[Any]] = {}
 
-    def recommend(
-        self, user_id: str, snapshot: dict[str, Any], strategy: str, count: int
-    ) -> tuple[list[str], str]:
+    # -- batching ----------------------------------------------------------------------
+    def prefetch(self, wanted: Iterable[tuple[str, dict[str, Any], str]]) -> None:
+        """Read, in one pipeline, every key the given (user, snapshot, strategy) need."""
+        bought: set[str] = set()
+        ranked: set[str] = set()
+        for user_id, snapshot, strategy in wanted:
+            bought.add(keys.bought(user_id))
+            steps = STRATEGIES.get(strategy, ["top_sellers"])
+            if "covisit" in steps:
+                ranked.update(keys.covisit(p) for p in
+                              list(snapshot.get("recent_products", []))[:COVISIT_WITH])
+            if "category_top" in steps:
+                ranked.update(keys.top_category(c) for c in
+                              list(snapshot.get("recent_categories", []))[:3])
+            ranked.add(keys.TOP)
+        todo_bought = sorted(bought - self._cache.keys())
+        todo_ranked = sorted(ranked - self._cache.keys())
+        if not todo_bought and not todo_ranked:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key in todo_bought:
+            pipe.smembers(key)
+        for key in todo_ranked:
+            pipe.zrevrange(key, 0, PREFETCH - 1, withscores=True)
+        results = pipe.execute()
+        for key, members in zip(todo_bought, results, strict=False):
+            self._cache[key] = [m.decode() for m in members]
+        for key, rows in zip(todo_ranked, results[len(todo_bought):], strict=True):
+            self._cache[key] = [(m.decode(), s) for m, s in rows]
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def _members(self, key: str) -> list[str]:
+        if key not in self._cache:
+            self._cache[key] = [m.decode() for m in self.client.smembers(key)]
+        return list(self._cache[key])
+
+    def _ranked(self, key: str, n: int) -> list[tuple[str, float]]:
+        if key not in self._cache or n + 1 > PREFETCH:
+            rows = self.client.zrevrange(key, 0, max(n, PREFETCH - 1), withscores=True)
+            self._cache[key] = [(m.decode(), s) for m, s in rows]
+        return self._cache[key][: n + 1]
+
+    # -- recommending ------------------------------------------------------------------
+    def recommend(self, user_id: str, snapshot: dict[str, Any], strategy: str,
+                  count: int) -> tuple[list[str], str]:
         """Products for one user and the strategy that produced them (after fallbacks)."""
-        exclude = set(self._bought(user_id)) | set(snapshot.get("cart_products", []))
-        order = {
-            "covisit": ["covisit", "category_top", "top_sellers"],
-            "recently_viewed": ["recently_viewed", "top_sellers"],
-            "category_top": ["category_top", "top_sellers"],
-            "top_sellers": ["top_sellers"],
-        }.get(strategy, ["top_sellers"])
+        exclude = set(self._members(keys.bought(user_id))) | set(snapshot.get("cart_products",
+                                                                             []))
         chosen: list[str] = []
         used = strategy
-        for step in order:
-            found = [
-                p
-                for p in self._products(step, snapshot, count * 3)
-                if p not in exclude and p not in chosen
-            ]
+        for step in STRATEGIES.get(strategy, ["top_sellers"]):
+            found = [p for p in self._products(step, snapshot, count * 3)
+                     if p not in exclude and p not in chosen]
             if found and not chosen:
                 used = step
             chosen.extend(found[: count - len(chosen)])
             if len(chosen) >= count:
                 break
         return chosen, used
-
-    def _bought(self, user_id: str) -> list[str]:
-        return [b.decode() for b in self.client.smembers(keys.bought(user_id))]
 
     def _products(self, step: str, snapshot: dict[str, Any], n: int) -> list[str]:
         if step == "recently_viewed":
@@ -81,18 +149,14 @@ class Recommender:
             scores: Counter[str] = Counter()
             recent = list(snapshot.get("recent_products", []))[:COVISIT_WITH]
             for product in recent:
-                for other, score in self.client.zrevrange(
-                    keys.covisit(product), 0, n, withscores=True
-                ):
-                    scores[other.decode()] += score
+                for other, score in self._ranked(keys.covisit(product), n):
+                    scores[other] += score
             for product in recent:
                 scores.pop(product, None)
             return [p for p, _ in scores.most_common(n)]
         if step == "category_top":
             out: list[str] = []
             for category in list(snapshot.get("recent_categories", []))[:3]:
-                out += [
-                    p.decode() for p in self.client.zrevrange(keys.top_category(category), 0, n)
-                ]
+                out += [p for p, _ in self._ranked(keys.top_category(category), n)]
             return out
-        return [p.decode() for p in self.client.zrevrange(keys.TOP, 0, n)]
+        return [p for p, _ in self._ranked(keys.TOP, n)]

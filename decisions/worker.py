@@ -23,6 +23,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,10 +45,10 @@ from decisions.errors import ServiceUnavailable, ValidationError
 from decisions.events import Event, format_ts, parse_event
 from decisions.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
 from decisions.offers import OfferStore
-from decisions.recommend import Recommender, update_popularity
+from decisions.recommend import PopularityBatch, Recommender
 from decisions.settings import Settings
-from decisions.state import StateStore
-from rulesets.compile import CompiledRuleset, compile_ruleset
+from decisions.state import Applied, StateStore
+from rulesets.compile import CompiledRuleset, compile_ruleset, fact_key
 from rulesets.store import RulesetStore
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Stats:
     rebalances: int = 0
     max_in_flight: int = 0  # most records held at once (bounded by batch_size)
     scorer_errors: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # where batch time goes
 
 
 @dataclass
@@ -80,6 +82,19 @@ class Runtime:
     checked: float = 0.0
     cache: dict[tuple[str, int], CompiledRuleset] = field(default_factory=dict)
     uses_scores: bool = False  # some active rule reads score.<model>
+    reads: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+    timers: list[tuple[str, int]] = field(default_factory=list)  # idle timers, on reload
+
+    def fact_for(self, compiled: CompiledRuleset, fact: dict[str, Any]) -> dict[str, Any]:
+        """Only the fact fields this ruleset's rules read (durable_rules serialises and
+        parses every field posted: a smaller fact is a much cheaper evaluation)."""
+        key = (compiled.name, compiled.version)
+        names = self.reads.get(key)
+        if names is None:
+            wanted = {"e_type", "ts_ms"} | {fact_key(path) for rule in compiled.rules.values()
+                                           for path in rule.fields}
+            names = self.reads[key] = tuple(sorted(wanted))
+        return {name: fact[name] for name in names if name in fact}
 
     def refresh(self, force: bool = False) -> bool:
         now = time.monotonic()
@@ -102,6 +117,7 @@ class Runtime:
         self.marker = marker
         self.uses_scores = any(path.startswith("score.") for compiled in active
                                for rule in compiled.rules.values() for path in rule.fields)
+        self.timers = self.idle_timers()
         log.info("rulesets active: %s", marker or "(none)")
         return True
 
@@ -140,6 +156,7 @@ class Worker:
         self._drop_deadline = self.redis.register_script(DROP_DEADLINE)
         self.scorer = scorer
         self._scorer_factory = scorer_factory
+        self._pg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-pg")
         self.stats = Stats()
         self._scorer_checked = 0.0
         self._lag_checked = 0.0
@@ -166,6 +183,7 @@ class Worker:
             self._consumer.close()
         if self._producer is not None:
             self._producer.close()
+        self._pg.shutdown(wait=True)
         self.redis.close()
         self.db.dispose()
 
@@ -270,6 +288,7 @@ class Worker:
     def process(self, records: Sequence[Any]) -> None:
         assert self._producer is not None and self._consumer is not None
         batch_started = time.monotonic()
+        mark = _Phases(self.stats.phase_seconds)
         offsets: dict[TopicPartition, int] = {}
         events: list[Event] = []
         dead: list[tuple[Any, str, str]] = []
@@ -281,8 +300,10 @@ class Worker:
                 dead.append((record, reason, detail))
             else:
                 events.append(event)
+        mark("parse")
 
         applied = self.state.apply_batch(events)
+        mark("state")
         in_batch: set[tuple[str, str]] = set()
         fresh = []
         for a in applied:
@@ -292,9 +313,10 @@ class Worker:
             in_batch.add(key)
         fresh_ids = {id(a) for a in fresh}
         customers = self.customers.get_many([a.event.user_id for a in fresh])
-        effects: list[Effect] = []
-        decision_rows: list[dict[str, Any]] = []
+        mark("customers")
         pipe = self.redis.pipeline(transaction=False)
+        popularity = PopularityBatch()
+        fired: list[tuple[Applied, Match, bool, dict[str, int]]] = []
         for item in applied:
             if id(item) not in fresh_ids:
                 metrics.DUPLICATES.inc()
@@ -308,30 +330,43 @@ class Worker:
                 customer = {**customer, "consent": granted}
                 customers[event.user_id] = customer  # later events of this batch see it
             if not item.duplicate:
-                update_popularity(pipe, event, item.snapshot)
+                popularity.add(event, item.snapshot)
                 self._schedule_timers(pipe, event)
+            self._count(event)
             if customer.get("consent") is False:
-                self._count(event)
                 continue
             scores, model_versions = self._score(item.snapshot, customer)
             fact = build_fact(event, item.snapshot, customer, scores)
             for compiled in self.runtime.active:
-                matches = self.runtime.engine.evaluate(compiled, event, fact)
-                for match in matches:
-                    metrics.DECISIONS.labels(match.ruleset, match.rule).inc()
-                    self.stats.fired += 1
-                    ctx = Context(event, item.snapshot, match, compiled.stacking,
-                                  self.recommender)
-                    for effect in run_actions(ctx):
-                        effects.append(effect)
-                        decision_rows.append(_decision_row(effect, match, model_versions))
-            self._count(event)
+                if event.type not in compiled.by_type:
+                    continue
+                for match in self.runtime.engine.evaluate(
+                        compiled, event, self.runtime.fact_for(compiled, fact)):
+                    fired.append((item, match, compiled.stacking, model_versions))
+        popularity.queue(pipe)
+        mark("rules")
 
-        now_ms = int(time.time() * 1000)
-        for effect in effects:
-            self._queue_effect(pipe, effect, now_ms)
-        pipe.execute()
+        # actions, once every rule of the batch is known: what they read, read at once
+        self.recommender.prefetch(
+            (item.event.user_id, item.snapshot, str(params.get("strategy", "")))
+            for item, match, _, _ in fired for action in match.actions
+            for name, params in action.items() if name == "recommend")
+        effects: list[Effect] = []
+        decision_rows: list[dict[str, Any]] = []
+        for item, match, stacking, model_versions in fired:
+            metrics.DECISIONS.labels(match.ruleset, match.rule).inc()
+            self.stats.fired += 1
+            ctx = Context(item.event, item.snapshot, match, stacking, self.recommender)
+            for effect in run_actions(ctx):
+                effects.append(effect)
+                decision_rows.append(_decision_row(effect, match, model_versions))
+        self.recommender.clear()
+        mark("actions")
 
+        # Three stores written at once, all awaited before anything is marked done or
+        # committed: PostgreSQL (archive, decisions) in a helper thread, Kafka by the
+        # producer's own I/O thread, Redis here.
+        archived = self._pg.submit(self._archive, [a.event for a in fresh], decision_rows)
         for record, reason, detail in dead:
             self._producer.send(
                 self.settings.dead_letter_topic, _key(record), record.value or b"",
@@ -341,12 +376,20 @@ class Worker:
         for effect in effects:
             self._producer.send(self.settings.actions_topic, effect.user_id,
                                 _action_message(effect))
+        mark("publish")
+        now_ms = int(time.time() * 1000)
+        for effect in effects:
+            self._queue_effect(pipe, effect, now_ms)
+        pipe.execute()
+        mark("redis_write")
         self._producer.flush()
+        mark("publish_ack")
 
-        self.archive.write_batch([a.event for a in fresh])
-        self._store_decisions(decision_rows)
+        archived.result()
+        mark("archive")
         self.state.mark_done([a.event for a in fresh])
         self._consumer.commit(offsets)
+        mark("commit")
 
         self.stats.batches += 1
         self.stats.effects += len(effects)
@@ -354,6 +397,10 @@ class Worker:
         for item in fresh:
             metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
         metrics.BATCH_SECONDS.observe(time.monotonic() - batch_started)
+
+    def _archive(self, events: list[Event], decision_rows: list[dict[str, Any]]) -> None:
+        self.archive.write_batch(events)
+        self._store_decisions(decision_rows)
 
     def _count(self, event: Event) -> None:
         metrics.EVENTS.labels(event.type).inc()
@@ -401,7 +448,7 @@ class Worker:
     def _schedule_timers(self, pipe: Any, event: Event) -> None:
         if event.type == "timer":
             return
-        for name, delay_ms in self.runtime.idle_timers():
+        for name, delay_ms in self.runtime.timers:
             # GT: a late, older event never pulls a deadline earlier
             pipe.zadd(keys.DEADLINES, {f"{event.user_id}|{name}": event.ts_ms + delay_ms}, gt=True)
 
@@ -439,6 +486,21 @@ local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if cur and tonumber(cur) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 0
 """
+
+
+class _Phases:
+    """Times the steps of a batch: ``decisions_batch_phase_seconds{phase}`` and Stats."""
+
+    def __init__(self, totals: dict[str, float]) -> None:
+        self.totals = totals
+        self.last = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        spent = now - self.last
+        self.last = now
+        self.totals[phase] = self.totals.get(phase, 0.0) + spent
+        metrics.PHASE_SECONDS.labels(phase).observe(spent)
 
 
 def _key(record: Any) -> str | None:

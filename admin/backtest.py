@@ -135,18 +135,22 @@ class Runner:
 
     def __call__(self, run: Backtest) -> None:
         prefix = f"bt-{run.id}-"
+        status, error = "done", ""
         try:
             self._run(run, prefix)
-            run.status = "cancelled" if run.cancel.is_set() else "done"
+            if run.cancel.is_set():
+                status = "cancelled"
         except Exception as exc:  # shown on the page; the thread must not die silently
             log.exception("backtest %s failed", run.id)
-            run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
-        finally:
-            run.finished_at = utcnow()
-            try:
-                clear_scratch(self.client, prefix)
-            except redis.RedisError:
-                log.warning("backtest %s: scratch keys %s* not cleared", run.id, prefix)
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        try:
+            clear_scratch(self.client, prefix)
+        except Exception:  # best effort: the keys are scratch only
+            log.warning("backtest %s: scratch keys %s* not cleared", run.id, prefix)
+        # the run is over only once its scratch keys are gone
+        run.finished_at = utcnow()
+        run.error = error
+        run.status = status
 
     def _run(self, run: Backtest, prefix: str) -> None:
         archive = EventArchive(self.db)

@@ -60,7 +60,8 @@ def url(request: Request, name: str, /, **params: Any) -> str:
 
 
 def flash(request: Request, message: str, level: str = "success") -> None:
-    request.session.setdefault(FLASH, []).append([level, message])
+    # assigned, not appended in place: the session cookie is rewritten only on assignment
+    request.session[FLASH] = [*request.session.get(FLASH, []), [level, message]]
 
 
 def redirect(request: Request, name: str, /, query: str = "", **params: Any) -> Response:

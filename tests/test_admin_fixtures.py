@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from admin.app import create_app
-from admin.users import create_user
+from admin.models import AdminUser
+from admin.users import hash_password
 from decisions.settings import Secret, Settings
 from rulesets.document import read_file
 from rulesets.store import RulesetStore
@@ -22,6 +24,9 @@ from tests.helpers import STARTER
 
 ROLES = ("viewer", "editor", "publisher", "admin")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+_HASHES: dict[str, str] = {}
 
 
 def password(username: str) -> str:
@@ -45,8 +50,12 @@ def admin_app(admin_settings: Settings) -> Iterator[Starlette]:
 def admin_users(clean_db: Engine) -> dict[str, str]:
     """One user per role (named after it) plus a second publisher; name -> role."""
     users = {role: role for role in ROLES} | {"publisher2": "publisher"}
-    for name, role in users.items():
-        create_user(clean_db, name, password(name), role)
+    with Session(clean_db) as s:
+        for name, role in users.items():
+            if name not in _HASHES:  # argon2 is slow on purpose: hash once per session
+                _HASHES[name] = hash_password(password(name))
+            s.add(AdminUser(username=name, password_hash=_HASHES[name], role=role))
+        s.commit()
     return users
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +44,15 @@ class Metrics:
             "decisions_api_events", "Events acknowledged by the broker", registry=self.registry,
         )
 
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        child = self._children.get((route, method, status))
+        if child is None:
+            child = self.latency.labels(route, method, str(status))
+            self._children[(route, method, status)] = child
+        child.observe(seconds)
+
     def breaker_changed(self, dependency: str, state: str) -> None:
         self.breaker.labels(dependency).set(STATE_VALUES[state])
 
@@ -75,6 +85,4 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(path, scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
+            self.metrics.observe(path, scope["method"], status, time.perf_counter() - start)

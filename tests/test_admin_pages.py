@@ -22,3 +22,32 @@ def test_every_page_renders(signed_in: SignIn, starter: RulesetStore) -> None:
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:2000])
         assert "Sign out" in response.text, path
+
+
+def test_works_mounted_under_a_prefix(admin_settings, admin_users, starter) -> None:  # noqa: F811
+    """``decisions up`` mounts the admin at /admin inside the storefront API."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from admin.app import create_app
+    from tests.test_admin_fixtures import csrf_of, password
+
+    admin = create_app(admin_settings)
+    host = Starlette(routes=[Mount("/admin", app=admin, name="admin")])
+    try:
+        with TestClient(host, follow_redirects=False) as client:
+            first = client.get("/admin/rulesets/storefront")
+            assert first.status_code == 303
+            assert first.headers["location"] == "/admin/login?next=/admin/rulesets/storefront"
+            page = client.get("/admin/login")
+            assert 'href="/admin/static/admin.css"' in page.text
+            assert client.get("/admin/static/admin.css").status_code == 200
+            signed = client.post("/admin/login", data={
+                "username": "viewer", "password": password("viewer"),
+                "csrf_token": csrf_of(page.text), "next": "/admin/rulesets/storefront"})
+            assert signed.headers["location"] == "/admin/rulesets/storefront"
+            html = client.get("/admin/rulesets/storefront").text
+            assert 'href="/admin/rulesets/storefront/history"' in html
+            assert 'action="/admin/logout"' in html
+    finally:
+        admin.state.admin.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from admin.forms import canonical
+from rulesets.diff import diff_documents
 from rulesets.document import dump_yaml
 
 
@@ -44,14 +46,23 @@ def side_by_side(before: dict[str, Any] | None, after: dict[str, Any] | None,
     return rows
 
 
+def _show(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return "(none)" if value is None else str(value)
+
+
 def rule_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
-    """A one-line summary per rule added, removed or changed, and per setting changed."""
-    old = {r["name"]: r for r in (before or {}).get("rules", [])}
-    new = {r["name"]: r for r in (after or {}).get("rules", [])}
-    lines = [f"rule {n} added" for n in new if n not in old]
-    lines += [f"rule {n} removed" for n in old if n not in new]
-    lines += [f"rule {n} changed" for n in new if n in old and new[n] != old[n]]
-    for key in ("description", "stacking", "four_eyes"):
-        if before and after and before.get(key) != after.get(key):
-            lines.append(f"{key}: {before.get(key)!r} → {after.get(key)!r}")
+    """What changed, one line each, in words (from ``rulesets.diff``)."""
+    if before is None or after is None:
+        return []
+    diff = diff_documents(before, after)
+    lines = [f"{key}: {_show(c['before'])} → {_show(c['after'])}"
+             for key, c in diff["settings"].items()]
+    lines += [f"rule {name} added" for name in diff["added"]]
+    lines += [f"rule {name} removed" for name in diff["removed"]]
+    for rule in diff["changed"]:
+        for c in rule["changes"]:
+            lines.append(f"rule {rule['rule']}: {c['path']} {_show(c['before'])} → "
+                         f"{_show(c['after'])}")
     return lines

@@ -136,7 +136,12 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         page.locator(f"{p}-priority").fill("100")
         page.locator(f"{p}-when-all-0-op").select_option("in")
         page.locator(f"{p}-when-all-0-value").fill("add_to_cart, page_view")
+        page.evaluate("window.samePage = true")
         page.get_by_role("button", name="+ Condition").click()
+        page.wait_for_selector(f"{p}-when-all-1-field")
+        # added in place by editor.js (no reload), with the focus on the new field picker
+        assert page.evaluate("window.samePage === true")
+        assert page.evaluate("document.activeElement.id") == "f-rules-1-when-all-1-field"
         page.locator(f"{p}-when-all-1-field").select_option("state.cart_value")
         page.locator(f"{p}-when-all-1-op").select_option("gt")
         page.locator(f"{p}-when-all-1-value").fill("200")

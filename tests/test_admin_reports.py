@@ -132,7 +132,7 @@ def test_side_by_side_diff_and_summary() -> None:
     assert any("priority: 100" in r.left and "priority: 120" in r.right for r in changed)
     assert any(r.kind == "removed" for r in rows)
     assert rule_changes(before, after) == ["rule cart-abandonment removed",
-                                           "rule high-value-cart changed"]
+                                           "rule high-value-cart: priority 100 → 120"]
     assert side_by_side(before, before) == []
 
 

@@ -104,6 +104,44 @@
     scheduleSync();
   });
 
+  // + Condition, + Group, Remove, + Action: fetch the restructured form from the server and
+  // swap it in place, focus on what was added. (Without this script the same buttons
+  // submit the form and the page comes back restructured.)
+  const STRUCTURAL = /^(add_condition|add_group|remove|add_action|remove_action)(:|$)/;
+  form.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[name=action]");
+    if (!button || !STRUCTURAL.test(button.value)) return;
+    event.preventDefault();
+    const data = new FormData(form);
+    data.set("action", button.value);
+    let response;
+    try {
+      response = await fetch(window.location.href, { method: "POST", body: data,
+        credentials: "same-origin" });
+    } catch (err) { response = null; }
+    if (!response || !response.ok) { form.requestSubmit(button); return; }
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = page.querySelector(".editor-form");
+    if (!fresh) { form.requestSubmit(button); return; }
+    form.querySelector(".editor-form").replaceWith(document.importNode(fresh, true));
+    if (!sourceEdited) source.value = page.getElementById("source").value;
+    const [verb, target] = button.value.split(":");
+    let focus = null;
+    if (verb === "add_condition" || verb === "add_group") {
+      const group = document.getElementById(idOf(target));
+      const kids = group ? group.querySelectorAll(":scope > .cond-row, :scope > fieldset") : [];
+      if (kids.length) focus = kids[kids.length - 1].querySelector("select");
+    } else if (verb === "add_action") {
+      const actions = form.querySelectorAll("fieldset.action");
+      if (actions.length) focus = actions[actions.length - 1].querySelector("select");
+    } else if (verb === "remove") {
+      const parent = target.replace(/\.(all|any)\[\d+\]$|\.not$/, "");
+      const group = document.getElementById(idOf(parent));
+      focus = group ? group.querySelector(".group-actions button") : null;
+    }
+    if (focus) focus.focus();
+  });
+
   function scheduleSync() {
     if (sourceEdited) return;
     clearTimeout(timer);

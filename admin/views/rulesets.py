@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from admin.diffview import rule_changes
 from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
@@ -124,7 +125,12 @@ def ruleset_detail(request: Request, form: Form) -> Response:
     work = working(request, name)
     svc = services(request)
     versions = svc.store.versions(name)
+    changes: list[str] = []
+    if work.draft is not None and work.active_version is not None:
+        published = svc.store.get_version(name, work.active_version).document
+        changes = rule_changes(published, work.draft.document)
     return render(request, "ruleset.html", {
+        "changes": changes,
         "name": name, "work": work, "doc": work.document, "versions": versions[:5],
         "backtests": svc.backtests.of_ruleset(name)[:5],
         "field_labels": {path: f.label for path, f in FIELDS.items()},

@@ -59,6 +59,8 @@ class CompiledModel:
             self._left = a["left"].astype(np.intp)
             self._right = a["right"].astype(np.intp)
             self._mleft = a["missing_left"].astype(bool)
+            leaf = self._left == self._right
+            self._adjacent = bool(np.all(leaf | (self._right == self._left + 1)))
             self._value = a["value"].astype(np.float64)
             self._roots = a["roots"].astype(np.intp)
             self._depth = int(a["depth"][0])
@@ -78,11 +80,17 @@ class CompiledModel:
     def raw(self, x: np.ndarray) -> float:
         if self.kind == "linear":
             return float(self._w @ x) + self._b
+        # decide every node at once (a few vector operations over all nodes), then walk:
+        # one gather per level instead of seven
+        v = x.take(self._feat)
+        if self._adjacent and not np.isnan(x).any():
+            child = self._left + (v > self._thr)
+        else:
+            go_left = (v <= self._thr) | (np.isnan(v) & self._mleft)
+            child = np.where(go_left, self._left, self._right)
         idx = self._roots
         for _ in range(self._depth):
-            v = x[self._feat[idx]]
-            go_left = (v <= self._thr[idx]) | (np.isnan(v) & self._mleft[idx])
-            idx = np.where(go_left, self._left[idx], self._right[idx])
+            idx = child[idx]
         return self._base + float(self._value[idx].sum())
 
     def predict(self, x: np.ndarray) -> float:
@@ -135,8 +143,10 @@ def linear_arrays(coef: np.ndarray, intercept: float, mean: np.ndarray | None = 
 def tree_arrays(estimator: Any) -> dict[str, np.ndarray]:
     """Flatten a fitted binary HistGradientBoostingClassifier into global node arrays.
 
-    Leaves point at themselves, so every tree can be walked for the same number of steps
-    (the deepest tree's depth) with no per-tree branching.
+    Nodes are renumbered breadth-first so that a node's right child always follows its
+    left child (``right == left + 1``): one row then walks with ``left + (x > threshold)``.
+    Leaves point at themselves (threshold +inf), so every tree can be walked for the same
+    number of steps (the deepest tree's depth) with no per-tree branching.
     """
     predictors = [iteration[0] for iteration in estimator._predictors]
     feats, thrs, lefts, rights, mlefts, values, roots = [], [], [], [], [], [], []
@@ -145,15 +155,18 @@ def tree_arrays(estimator: Any) -> dict[str, np.ndarray]:
         nodes = predictor.nodes
         if nodes["is_categorical"].any():
             raise ModelError("categorical splits are not supported by the compiled form")
-        n = nodes.shape[0]
+        order, new_id = _breadth_first(nodes)
+        n = len(order)
+        leaf = nodes["is_leaf"][order].astype(bool)
         own = np.arange(offset, offset + n)
-        leaf = nodes["is_leaf"].astype(bool)
-        feats.append(np.where(leaf, 0, nodes["feature_idx"]))
-        thrs.append(np.where(leaf, np.inf, nodes["num_threshold"]))
-        lefts.append(np.where(leaf, own, nodes["left"].astype(np.int64) + offset))
-        rights.append(np.where(leaf, own, nodes["right"].astype(np.int64) + offset))
-        mlefts.append(nodes["missing_go_to_left"].astype(bool))
-        values.append(np.where(leaf, nodes["value"], 0.0))
+        left = new_id[nodes["left"][order].astype(np.int64)] + offset
+        right = new_id[nodes["right"][order].astype(np.int64)] + offset
+        feats.append(np.where(leaf, 0, nodes["feature_idx"][order]))
+        thrs.append(np.where(leaf, np.inf, nodes["num_threshold"][order]))
+        lefts.append(np.where(leaf, own, left))
+        rights.append(np.where(leaf, own, right))
+        mlefts.append(np.where(leaf, True, nodes["missing_go_to_left"][order].astype(bool)))
+        values.append(np.where(leaf, nodes["value"][order], 0.0))
         roots.append(offset)
         depth = max(depth, int(nodes["depth"].max()))
         offset += n
@@ -168,6 +181,21 @@ def tree_arrays(estimator: Any) -> dict[str, np.ndarray]:
         "depth": np.array([depth], dtype=np.int64),
         "base": np.array([float(np.ravel(estimator._baseline_prediction)[0])]),
     }
+
+
+def _breadth_first(nodes: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Old node ids in the new order, and the new id of each old id (children adjacent)."""
+    new_id = np.zeros(nodes.shape[0], dtype=np.int64)
+    order = [0]
+    i = 0
+    while i < len(order):
+        old = order[i]
+        if not nodes["is_leaf"][old]:
+            for child in (int(nodes["left"][old]), int(nodes["right"][old])):
+                new_id[child] = len(order)
+                order.append(child)
+        i += 1
+    return order, new_id
 
 
 # -- storing --------------------------------------------------------------------------

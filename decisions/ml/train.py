@@ -157,7 +157,9 @@ def _self_check(model: CompiledModel, estimator: Any, X: np.ndarray) -> None:
         scaler, lr = estimator
         scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
         expected = lr.decision_function((X - scaler.mean_) / scale)
-    if not np.allclose(model.raw_batch(X), expected, rtol=1e-7, atol=1e-7):
+    single = np.array([model.raw(x) for x in X[:100]])
+    if not (np.allclose(model.raw_batch(X), expected, rtol=1e-7, atol=1e-7)
+            and np.allclose(single, expected[:100], rtol=1e-7, atol=1e-7)):
         raise ModelError("compiled model does not reproduce scikit-learn's scores")
 
 
@@ -174,6 +176,7 @@ def train(
         choices = ", ".join(ALGORITHMS)
         raise ModelError(f"unknown algorithm {algorithm!r}; expected one of {choices}")
     names = tuple(features or FEATURE_SETS[table.model])
+    _check(table, "period's")
     split = time_split(table, holdout_fraction, embargo_seconds=embargo_seconds)
     for part, what in ((split.fit, "fit"), (split.calibration, "calibration"),
                        (split.holdout, "holdout")):

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, text
 from decisions.db import check_database, make_engine, redact
 from decisions.errors import ConfigError, DecisionsError, ServiceUnavailable
 from decisions.ml import pipeline, registry
+from decisions.ml.dataset import CHURN_RISK
 from decisions.ml.features import MODEL_NAMES
 from decisions.ml.train import ALGORITHMS
 from decisions.settings import Settings
@@ -83,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=float, default=30.0,
-                        help="period length when --from is not given (default 30)")
+                        help="period length when --from is not given (default 30); the "
+                             "period ends now, or --churn-days ago for churn_risk")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto",
                         help="auto: logistic regression unless boosting wins on calibration rows")
     parser.add_argument("--holdout", type=float, default=0.2,
@@ -137,8 +139,14 @@ def _services(settings: Settings, need_redis: bool = True) -> Iterator[tuple[Eng
         engine.dispose()
 
 
-def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
-    end = getattr(args, "end", None) or datetime.now(UTC)
+def _period(args: argparse.Namespace, model: str) -> tuple[datetime, datetime]:
+    """The rows' period. Without --to, churn_risk's ends --churn-days ago: a row's label
+    needs the days after it, so later rows could not be labelled yet."""
+    end = getattr(args, "end", None)
+    if end is None:
+        end = datetime.now(UTC)
+        if model == CHURN_RISK:
+            end -= timedelta(days=args.churn_days)
     start = getattr(args, "start", None) or end - timedelta(days=args.days)
     if start >= end:
         raise ConfigError(f"--from {start.isoformat()} is not before --to {end.isoformat()}")
@@ -147,7 +155,7 @@ def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
 
 def _train(engine: Engine, client: Any, model: str, args: argparse.Namespace,
            promote: bool, force: bool) -> pipeline.Outcome:
-    start, end = _period(args)
+    start, end = _period(args, model)
     return pipeline.train_from_archive(
         engine, client, model, start, end, algorithm=args.algorithm,
         holdout_fraction=args.holdout, churn_days=args.churn_days,

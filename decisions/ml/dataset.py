@@ -142,6 +142,8 @@ def _purchase_intent_rows(
     for event, snapshot in snapshots:
         t = event.ts.timestamp()
         last = t if last is None else max(last, t)
+        if event.type == "timer":  # the worker's own deadline events are not visits
+            continue
         uid = event.user_id
         prev = last_seen.get(uid)
         if prev is not None and t - prev > SESSION_GAP_SECONDS:

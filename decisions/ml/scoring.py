@@ -14,6 +14,7 @@ to score is left out of the result (rules needing it do not fire) and counted in
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from decisions.ml.artifact import CompiledModel
 from decisions.ml.features import ALL_FEATURES, MODEL_NAMES, Extractor
 
 log = logging.getLogger(__name__)
+RETRY_SECONDS = 300.0  # a version that failed to load is tried again after this long
 
 SCORE_MISSING = Counter(
     "decisions_model_score_missing_total",
@@ -67,7 +69,7 @@ class Scorer:
         self.engine = engine
         self.names = tuple(names)
         self._models: dict[str, _Loaded] = {}
-        self._failed: dict[str, str] = {}  # name -> sha256 that failed (not retried)
+        self._failed: dict[str, tuple[str, float]] = {}  # name -> (sha256, when it failed)
         self._extractor = Extractor(ALL_FEATURES)
         self._index = {n: i for i, n in enumerate(ALL_FEATURES)}
         self._drift_seen: dict[str, Any] = {}
@@ -99,14 +101,15 @@ class Scorer:
             row_id, version, digest = head
             if current is not None and current.sha256 == digest and current.row_id == row_id:
                 continue
-            if self._failed.get(name) == digest:
+            failed = self._failed.get(name)
+            if failed and failed[0] == digest and time.monotonic() - failed[1] < RETRY_SECONDS:
                 continue
             try:
                 model = registry.load(self.engine, row_id, digest)
                 loaded = self._prepare(row_id, version, digest, model)
             except Exception as exc:  # noqa: BLE001 - a bad version must not stop the worker
                 LOAD_FAILURES.labels(name).inc()
-                self._failed[name] = digest
+                self._failed[name] = (digest, time.monotonic())
                 log.error("cannot load model %s version %s: %s", name, version, exc)
                 if current is not None:  # the active version is another one now: stop using it
                     del self._models[name]

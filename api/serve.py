@@ -1,0 +1,16 @@
+"""``uvicorn --factory api.serve:app``: the API alone, settings from the environment.
+
+Unset service URLs are taken from a running ``decisions up`` (``var/stack.json``).
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from api.app import create_app
+from decisions.settings import Settings
+from decisions.stack.stackfile import resolve
+
+
+def app() -> Starlette:
+    return create_app(resolve(Settings.from_env()))

@@ -23,6 +23,7 @@ from admin.views import (
     backtests,
     editor,
     history,
+    people,
     performance,
     rulesets,
     trial,
@@ -36,7 +37,7 @@ COOKIE = "decisions_admin"
 def create_app(settings: Settings) -> Starlette:
     routes = [
         *account.routes, *editor.routes, *rulesets.routes, *trial.routes, *backtests.routes,
-        *history.routes, *audit.routes, *performance.routes,
+        *history.routes, *audit.routes, *performance.routes, *people.routes,
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(

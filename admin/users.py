@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from admin.models import ROLES, AdminUser
-from decisions.errors import Conflict, FieldError, ValidationError
+from decisions.errors import Conflict, FieldError, NotFound, ValidationError
 
 _hasher = PasswordHasher()
 # verified against when the user name is unknown, so both paths cost one argon2 check
@@ -85,4 +85,17 @@ def verify(engine: Engine, username: str, password: str) -> User | None:
         if _hasher.check_needs_rehash(stored):
             row.password_hash = hash_password(password)
             s.commit()
+        return User(row.id, row.username, row.role)
+
+
+def set_role(engine: Engine, username: str, role: str) -> User:
+    if role not in ROLES:
+        raise ValidationError("cannot change the role",
+                              [FieldError("role", f"one of {', '.join(ROLES)}")])
+    with Session(engine) as s:
+        row = s.scalar(select(AdminUser).where(AdminUser.username == username))
+        if row is None:
+            raise NotFound(f'no user named "{username}"')
+        row.role = role
+        s.commit()
         return User(row.id, row.username, row.role)

@@ -18,7 +18,8 @@ def test_every_page_renders(signed_in: SignIn, starter: RulesetStore) -> None:
                  "/rulesets/storefront/rules/new", "/new-ruleset", "/rulesets/storefront/try",
                  "/rulesets/storefront/backtest", "/rulesets/storefront/history",
                  "/rulesets/storefront/diff?a=1&b=1", "/rulesets/storefront/performance",
-                 "/audit", "/audit?user=seed&ruleset=storefront&from=2020-01-01&to=2099-01-01"):
+                 "/audit", "/audit?user=seed&ruleset=storefront&from=2020-01-01&to=2099-01-01",
+                 "/audit/1", "/audit/2", "/users"):
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:2000])
         assert "Sign out" in response.text, path

@@ -37,9 +37,10 @@ LEAST_ROLE: dict[tuple[str, str], str | None] = {
     ("POST", "backtest_cancel"): "editor",
     ("GET", "history"): "viewer", ("GET", "diff"): "viewer",
     ("POST", "publish"): "publisher", ("POST", "rollback"): "publisher",
-    ("GET", "audit"): "viewer", ("GET", "performance"): "viewer",
+    ("GET", "audit"): "viewer", ("GET", "audit_entry"): "viewer", ("GET", "performance"): "viewer",
+    ("GET", "users"): "admin", ("POST", "add_user"): "admin", ("POST", "change_role"): "admin",
 }
-PARAMS = {"name": "storefront", "index": "0", "run_id": "0123456789ab"}
+PARAMS = {"name": "storefront", "index": "0", "run_id": "0123456789ab", "entry_id": "1"}
 
 
 def routes(app: Starlette) -> list[tuple[str, str, str]]:
@@ -86,7 +87,7 @@ def test_below_the_role_is_refused_even_with_a_hand_crafted_post(
             assert "Not allowed" in response.text and f"needs the {least} role" in response.text
             assert "Sign out" in response.text  # the error page has the layout
             checked += 1
-    assert checked == 15  # 13 refusals for viewer, 2 for editor
+    assert checked == 24  # 16 refusals for viewer, 5 for editor, 3 for publisher
     assert footprint(clean_db) == before
     assert starter.get_version("storefront").version == 1
 
@@ -238,3 +239,24 @@ def test_not_found_pages_use_the_layout(signed_in: SignIn, starter: RulesetStore
     response = client.get(path)
     assert response.status_code == 404
     assert "Not found" in response.text and "Sign out" in response.text
+
+
+def test_admin_manages_users(signed_in: SignIn, clean_db: Engine) -> None:
+    admin, token = signed_in("admin")
+    short = post(admin, "/users/add", token, username="zoe", role="editor", password="short")
+    assert short.status_code == 422 and 'id="u-password-error"' in short.text
+    added = post(admin, "/users/add", token, username="zoe", role="editor",
+                 password="long-enough")
+    assert added.status_code == 303
+    assert post(admin, "/users/add", token, username="zoe", role="viewer",
+                password="long-enough").status_code == 422  # taken
+    assert post(admin, "/users/role", token, username="zoe", role="publisher").status_code == 303
+    assert post(admin, "/users/role", token, username="admin", role="viewer").status_code == 303
+    page = admin.get("/users").text
+    assert "You cannot change your own role" in page
+    from admin.users import verify
+
+    zoe = verify(clean_db, "zoe", "long-enough")
+    assert zoe is not None and zoe.role == "publisher"
+    audit = admin.get("/audit?user=admin").text
+    assert "user zoe created as editor" in audit and "user zoe is now publisher" in audit

@@ -10,9 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from admin.diffview import rule_changes, side_by_side
 from admin.services import services
 from admin.views.common import Form, page
 from admin.views.render import render
+from decisions.errors import NotFound
 from rulesets.models import AuditEntry
 
 PAGE = 100
@@ -59,4 +61,19 @@ def audit(request: Request, form: Form) -> Response:
     })
 
 
-routes = [Route("/audit", audit, name="audit")]
+@page("viewer")
+def audit_entry(request: Request, form: Form) -> Response:
+    with Session(services(request).db) as s:
+        entry = s.get(AuditEntry, request.path_params["entry_id"])
+    if entry is None:
+        raise NotFound("no such audit entry")
+    return render(request, "audit_entry.html", {
+        "entry": entry, "rows": side_by_side(entry.before, entry.after),
+        "summary": rule_changes(entry.before, entry.after), "nav": "audit",
+    })
+
+
+routes = [
+    Route("/audit", audit, name="audit"),
+    Route("/audit/{entry_id:int}", audit_entry, name="audit_entry"),
+]

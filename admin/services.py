@@ -27,26 +27,33 @@ class AdminServices:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        # durable_rules' C core has no locks: every evaluation the admin runs holds this
+        self._db: Engine | None = None
+        self._redis: redis.Redis | None = None
+        # durable_rules' C core has no locks (its calls hold the GIL, so calls on different
+        # hosts never overlap, but one host's assert/retract pair must): backtests hold this
         self.engine_lock = threading.Lock()
         self.backtests = BacktestRegistry()
 
-    @cached_property
+    @property
     def db(self) -> Engine:
-        with self._lock:
-            if not self.settings.database_url:
-                raise ConfigError("the admin needs DECISIONS_DATABASE_URL "
-                                  "(or a running `decisions up`)")
-            return make_engine(self.settings.database_url, pool_size=3)
+        with self._lock:  # requests run in worker threads: open exactly one engine
+            if self._db is None:
+                if not self.settings.database_url:
+                    raise ConfigError("the admin needs DECISIONS_DATABASE_URL "
+                                      "(or a running `decisions up`)")
+                self._db = make_engine(self.settings.database_url, pool_size=3)
+            return self._db
 
-    @cached_property
+    @property
     def redis(self) -> redis.Redis:
         with self._lock:
-            if not self.settings.redis_url:
-                raise ConfigError("the admin needs DECISIONS_REDIS_URL "
-                                  "(or a running `decisions up`)")
-            return redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
-                                        socket_connect_timeout=2)
+            if self._redis is None:
+                if not self.settings.redis_url:
+                    raise ConfigError("the admin needs DECISIONS_REDIS_URL "
+                                      "(or a running `decisions up`)")
+                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
+                                                   socket_connect_timeout=2)
+            return self._redis
 
     @cached_property
     def store(self) -> RulesetStore:
@@ -63,10 +70,12 @@ class AdminServices:
         return RuleEngine()
 
     def close(self) -> None:
-        if "db" in self.__dict__:
-            self.db.dispose()
-        if "redis" in self.__dict__:
-            self.redis.close()
+        with self._lock:
+            if self._db is not None:
+                self._db.dispose()
+            if self._redis is not None:
+                self._redis.close()
+            self._db = self._redis = None
 
 
 def services(request: Request) -> AdminServices:

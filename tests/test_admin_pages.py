@@ -52,3 +52,21 @@ def test_works_mounted_under_a_prefix(admin_settings, admin_users, starter) -> N
             assert 'action="/admin/logout"' in html
     finally:
         admin.state.admin.close()
+
+
+def test_unreachable_redis_is_a_503_page(admin_settings, admin_users) -> None:  # noqa: F811
+    from dataclasses import replace
+
+    from admin.app import create_app
+    from decisions.stack.process import free_port
+    from tests.test_admin_fixtures import csrf_of
+
+    app = create_app(replace(admin_settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        with TestClient(app, follow_redirects=False) as client:
+            page = client.get("/login")
+            response = client.post("/login", data={"username": "viewer", "password": "x",
+                                                   "csrf_token": csrf_of(page.text)})
+            assert response.status_code == 503 and "Redis cannot be reached" in response.text
+    finally:
+        app.state.admin.close()

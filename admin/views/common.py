@@ -14,6 +14,8 @@ from functools import wraps
 from typing import Any
 from urllib.parse import quote
 
+import redis
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -83,6 +85,12 @@ def _handle(view: View, role: str | None, request: Request, form: Form) -> Respo
         return view(request, form)
     except DecisionsError as exc:
         return error_page(request, exc.status, exc.message)
+    except OperationalError:
+        return error_page(request, 503, "PostgreSQL cannot be reached right now; nothing was "
+                                        "changed. Try again in a moment.")
+    except redis.RedisError:
+        return error_page(request, 503, "Redis cannot be reached right now; nothing was "
+                                        "changed. Try again in a moment.")
 
 
 def error_page(request: Request, status: int, message: str) -> Response:

@@ -24,8 +24,7 @@ class Unverifiable(Unavailable):
         super().__init__("PostgreSQL", retry_after, "cannot verify the API key")
 
 
-def bearer_key(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+def bearer_key(header: str) -> str:
     scheme, _, key = header.partition(" ")
     if not header:
         raise Unauthorized("missing API key: send Authorization: Bearer <key>")
@@ -36,7 +35,11 @@ def bearer_key(request: Request) -> str:
 
 async def authenticate(api: ApiState, request: Request, scope: str) -> KeyInfo:
     """The verified key allowed ``scope``; raises Unauthorized, Forbidden or Unverifiable."""
-    key = bearer_key(request)
+    return await authenticate_header(api, request.headers.get("authorization", ""), scope)
+
+
+async def authenticate_header(api: ApiState, authorization: str, scope: str) -> KeyInfo:
+    key = bearer_key(authorization)
     fresh, info = api.keys.get(key)
     if not fresh:
         if apikeys.split_key(key) is None:

@@ -1,4 +1,8 @@
-"""Compact JSON responses: orjson, gzip for large bodies, ETag and 304 for cacheable reads."""
+"""Compact JSON responses: orjson, gzip for large bodies, ETag and 304 for cacheable reads.
+
+``encode`` builds status, headers and body once; ``json_response`` wraps that in a
+Starlette ``Response``, ``send_json`` sends it straight through ASGI (the read path).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Send
 
 JSON = "application/json"
+RawHeaders = list[tuple[bytes, bytes]]
 
 
 def dumps(data: Any) -> bytes:
@@ -36,6 +42,35 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
 
 
+def encode(
+    data: Any,
+    *,
+    status: int = 200,
+    max_age: int | None = None,
+    gzip_min: int = 1024,
+    if_none_match: str | None = None,
+    accept_encoding: str = "",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """``max_age`` makes the answer cacheable: ETag, Cache-Control, 304 on a match."""
+    body = dumps(data)
+    out = dict(headers or {})
+    if max_age is not None:
+        etag = etag_of(body)
+        out["ETag"] = etag
+        out["Cache-Control"] = f"private, max-age={max_age}"
+        out["Vary"] = "Accept-Encoding, Authorization"
+        if if_none_match and status == 200 and _matches(if_none_match, etag):
+            return 304, out, b""
+    else:
+        out.setdefault("Cache-Control", "no-store")
+    if len(body) >= gzip_min and "gzip" in accept_encoding:
+        body = gzip.compress(body, compresslevel=5, mtime=0)
+        out["Content-Encoding"] = "gzip"
+        out.setdefault("Vary", "Accept-Encoding")
+    return status, out, body
+
+
 def json_response(
     request: Request,
     data: Any,
@@ -45,21 +80,20 @@ def json_response(
     gzip_min: int = 1024,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """``max_age`` makes the response cacheable: ETag, Cache-Control, 304 on a match."""
-    body = dumps(data)
-    out_headers = dict(headers or {})
-    if max_age is not None:
-        etag = etag_of(body)
-        out_headers["ETag"] = etag
-        out_headers["Cache-Control"] = f"private, max-age={max_age}"
-        out_headers["Vary"] = "Accept-Encoding, Authorization"
-        inm = request.headers.get("if-none-match")
-        if inm and status == 200 and _matches(inm, etag):
-            return Response(status_code=304, headers=out_headers)
-    else:
-        out_headers.setdefault("Cache-Control", "no-store")
-    if len(body) >= gzip_min and "gzip" in request.headers.get("accept-encoding", ""):
-        body = gzip.compress(body, compresslevel=5, mtime=0)
-        out_headers["Content-Encoding"] = "gzip"
-        out_headers.setdefault("Vary", "Accept-Encoding")
-    return JSONBody(body, status_code=status, headers=out_headers)
+    status, out, body = encode(
+        data, status=status, max_age=max_age, gzip_min=gzip_min, headers=headers,
+        if_none_match=request.headers.get("if-none-match"),
+        accept_encoding=request.headers.get("accept-encoding", ""),
+    )
+    if status == 304:
+        return Response(status_code=304, headers=out)
+    return JSONBody(body, status_code=status, headers=out)
+
+
+async def send_json(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
+    raw: RawHeaders = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    if status != 304:
+        raw.append((b"content-type", b"application/json"))
+        raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

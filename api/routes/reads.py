@@ -3,23 +3,29 @@
 These paths never answer 5xx because a dependency failed: Redis down or slow, PostgreSQL
 never reached, an API key that cannot be verified — each gives 200 with
 ``"personalized": false`` and a ``reason``.
+
+They are the hot path, so they are plain ASGI endpoints (:class:`ReadEndpoint`): no
+Request or Response objects, headers read once from the scope. Errors are raised as
+``DecisionsError`` and answered by the app's handlers like everywhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from api.auth import Unverifiable, authenticate
+from api.auth import Unverifiable, authenticate_header
 from api.errors import BadRequest, FieldError, Unavailable
 from api.ratelimit import Verdict
-from api.responses import json_response
-from api.state import ApiState, get_api
+from api.responses import encode, send_json
+from api.state import ApiState
 from decisions.errors import RateLimited
 from decisions.events import parse_ts
 from decisions.offers import public_offer, select_offers
@@ -30,16 +36,59 @@ DEFAULT_SLOT = "default"
 MAX_USER_ID = 200
 
 
+class ReadRequest:
+    """What a read needs from the ASGI scope."""
+
+    __slots__ = ("headers", "query", "route_path", "user_id")
+
+    def __init__(self, scope: Scope) -> None:
+        self.headers = dict(scope["headers"])
+        raw_query = scope.get("query_string", b"")
+        self.query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) \
+            if raw_query else {}
+        self.user_id = valid_user_id(scope["path_params"]["user_id"])
+        self.route_path = getattr(scope.get("route"), "path", "")
+
+    def header(self, name: bytes) -> str:
+        return self.headers.get(name, b"").decode("latin-1")
+
+
+Handler = Callable[[ApiState, ReadRequest], Awaitable[dict[str, Any]]]
+
+
+class ReadEndpoint:
+    """An ASGI endpoint answering the JSON body ``handler`` returns, cacheable."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        api: ApiState = scope["app"].state.api
+        request = ReadRequest(scope)
+        body = await self.handler(api, request)
+        if not body["personalized"]:
+            api.metrics.fallbacks.labels(request.route_path, body["reason"]).inc()
+        status, headers, payload = encode(
+            body, max_age=api.settings.api_cache_max_age, gzip_min=api.settings.api_gzip_min_bytes,
+            if_none_match=request.header(b"if-none-match") or None,
+            accept_encoding=request.header(b"accept-encoding"),
+        )
+        await send_json(send, status, headers, payload)
+
+
 def user_id_of(request: Request) -> str:
-    user_id: str = request.path_params["user_id"]
+    return valid_user_id(request.path_params["user_id"])
+
+
+def valid_user_id(user_id: str) -> str:
     if not user_id.strip() or len(user_id) > MAX_USER_ID:
         raise BadRequest("invalid user id", [FieldError(
             "user_id", f"expected 1 to {MAX_USER_ID} characters")])
     return user_id
 
 
-def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit")
+def _limit(request: ReadRequest) -> int:
+    raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
     try:
@@ -52,8 +101,8 @@ def _limit(request: Request) -> int:
     return value
 
 
-def _slot(request: Request) -> str:
-    slot = request.query_params.get("slot", DEFAULT_SLOT)
+def _slot(request: ReadRequest) -> str:
+    slot = request.query.get("slot", DEFAULT_SLOT)
     if not slot or len(slot) > 100:
         raise BadRequest("invalid query", [FieldError("slot", "expected 1 to 100 characters")])
     return slot
@@ -68,7 +117,7 @@ def _check_rate(api: ApiState, verdict: Verdict) -> None:
 def _consent_withdrawn(api: ApiState, user_id: str, customer: bytes | None) -> bool:
     if user_id in api.snapshot.no_consent:
         return True
-    if customer:
+    if customer and b"consent" in customer:
         try:
             data = orjson.loads(customer)
         except orjson.JSONDecodeError:
@@ -78,26 +127,15 @@ def _consent_withdrawn(api: ApiState, user_id: str, customer: bytes | None) -> b
     return False
 
 
-def _respond(api: ApiState, request: Request, body: dict[str, Any]) -> Response:
-    if not body["personalized"]:
-        route = getattr(request.scope.get("route"), "path", request.url.path)
-        api.metrics.fallbacks.labels(route, body["reason"]).inc()
-    settings = api.settings
-    return json_response(request, body, max_age=settings.api_cache_max_age,
-                         gzip_min=settings.api_gzip_min_bytes)
+async def get_offers(api: ApiState, request: ReadRequest) -> dict[str, Any]:
+    user_id = request.user_id
 
-
-async def get_offers(request: Request) -> Response:
-    api = get_api(request)
-    user_id = user_id_of(request)
-
-    def fallback(reason: str) -> Response:
-        body = {"user_id": user_id, "personalized": False, "reason": reason,
+    def fallback(reason: str) -> dict[str, Any]:
+        return {"user_id": user_id, "personalized": False, "reason": reason,
                 "offers": list(api.fallback.offers)}
-        return _respond(api, request, body)
 
     try:
-        key = await authenticate(api, request, "offers:read")
+        key = await authenticate_header(api, request.header(b"authorization"), "offers:read")
     except Unverifiable:
         return fallback("auth_unavailable")
     try:
@@ -112,9 +150,8 @@ async def get_offers(request: Request) -> Response:
     chosen = select_offers([orjson.loads(v) for v in view.offers], datetime.now(UTC))
     if not chosen:
         return fallback("no_offers")
-    body = {"user_id": user_id, "personalized": True,
+    return {"user_id": user_id, "personalized": True,
             "offers": [public_offer(o) for o in chosen]}
-    return _respond(api, request, body)
 
 
 def _live_recommendation(raw: bytes | None, now: datetime) -> dict[str, Any] | None:
@@ -136,19 +173,17 @@ def _live_recommendation(raw: bytes | None, now: datetime) -> dict[str, Any] | N
     return rec
 
 
-async def get_recommendations(request: Request) -> Response:
-    api = get_api(request)
-    user_id = user_id_of(request)
+async def get_recommendations(api: ApiState, request: ReadRequest) -> dict[str, Any]:
+    user_id = request.user_id
     slot, limit = _slot(request), _limit(request)
 
-    def fallback(reason: str, exclude: frozenset[str] = frozenset()) -> Response:
+    def fallback(reason: str, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         products = api.fallback.fallback_products(api.snapshot, limit, exclude)
-        body = {"user_id": user_id, "slot": slot, "personalized": False, "reason": reason,
+        return {"user_id": user_id, "slot": slot, "personalized": False, "reason": reason,
                 "strategy": "top_sellers", "products": products}
-        return _respond(api, request, body)
 
     try:
-        key = await authenticate(api, request, "offers:read")
+        key = await authenticate_header(api, request.header(b"authorization"), "offers:read")
     except Unverifiable:
         return fallback("auth_unavailable")
     try:
@@ -167,14 +202,14 @@ async def get_recommendations(request: Request) -> Response:
     products = api.snapshot.join([str(p) for p in rec["products"]], limit, bought)
     if not products:
         return fallback("no_recommendations", bought)
-    body = {"user_id": user_id, "slot": slot, "personalized": True,
+    return {"user_id": user_id, "slot": slot, "personalized": True,
             "strategy": rec.get("strategy"), "rule": rec.get("rule"),
             "ruleset": rec.get("ruleset"), "ruleset_version": rec.get("ruleset_version"),
             "products": products}
-    return _respond(api, request, body)
 
 
 routes = [
-    Route("/v1/users/{user_id}/offers", get_offers, methods=["GET"]),
-    Route("/v1/users/{user_id}/recommendations", get_recommendations, methods=["GET"]),
+    Route("/v1/users/{user_id}/offers", ReadEndpoint(get_offers), methods=["GET"]),
+    Route("/v1/users/{user_id}/recommendations", ReadEndpoint(get_recommendations),
+          methods=["GET"]),
 ]

@@ -126,8 +126,8 @@ def _user_events(rnd: random.Random, user: str, count: int, products: list[tuple
             props = {"product_id": pid, "price": price, "quantity": qty}
         else:
             items = [{"product_id": p, "price": pr, "quantity": q} for p, (pr, q) in cart.items()]
-            props = {"order_id": uuid.uuid4().hex[:12], "items": items,
-                     "total": round(sum(i["price"] * i["quantity"] for i in items), 2)}
+            total = round(sum(pr * q for pr, q in cart.values()), 2)
+            props = {"order_id": uuid.uuid4().hex[:12], "items": items, "total": total}
             cart.clear()
         ts = min(t, end)
         value = orjson.dumps({"event_id": uuid.uuid4().hex, "type": kind, "user_id": user,
@@ -204,7 +204,7 @@ def durable_rates(records: list[tuple[str, bytes]], n: int = 30000) -> tuple[flo
     the starter rulesets on realistic facts)."""
     from durable import engine as durable
 
-    class Host(durable.Host):  # type: ignore[misc]
+    class Host(durable.Host):
         def get_action(self, action_name: str) -> Any:
             return lambda c: None
 
@@ -306,7 +306,7 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
     """Produce at ``rate`` events/s (the shop stream plus probes); a probe is a cart
     event that makes the high-value-cart rule fire for a fresh user; measure from its
     send to the offer being visible (``decisions.offers.active_offers``, what the API
-    reads)."""
+    reads). A probe still without an offer 10 s after the end counts as lost (late)."""
     reset(urls)
     topic = "bench-live-" + uuid.uuid4().hex[:6]
     settings = Settings.from_env({}).with_services(**urls)
@@ -384,12 +384,9 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
                     with lock:
                         pending[user] = time.perf_counter()
                     producer.send(topic, key=user.encode(), value=probe(user, "add_to_cart"))
-                else:
+                else:  # the shop stream as generated (Redis was reset: all new again)
                     key, value = next(src)
-                    data = orjson.loads(value)
-                    data["ts"] = now_ts()
-                    data["event_id"] = uuid.uuid4().hex
-                    producer.send(topic, key=key.encode(), value=orjson.dumps(data))
+                    producer.send(topic, key=key.encode(), value=value)
             target = started + tick * (int((time.perf_counter() - started) / tick) + 1)
             time.sleep(max(0.0, target - time.perf_counter()))
         producer.flush()

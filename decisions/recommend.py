@@ -14,7 +14,7 @@ rather than several per event. Every key stays single-key, so Redis Cluster work
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,7 +36,7 @@ class PopularityBatch:
     """Co-visitation and top-seller increments of one batch, summed before writing."""
 
     def __init__(self) -> None:
-        self.increments: Counter[tuple[str, str]] = Counter()
+        self.increments: dict[tuple[str, str], float] = defaultdict(float)
         self.trim: set[str] = set()
 
     def add(self, event: Event, snapshot: dict[str, Any]) -> None:
@@ -146,14 +146,14 @@ class Recommender:
         if step == "recently_viewed":
             return list(snapshot.get("recent_products", []))[:n]
         if step == "covisit":
-            scores: Counter[str] = Counter()
+            scores: dict[str, float] = defaultdict(float)
             recent = list(snapshot.get("recent_products", []))[:COVISIT_WITH]
             for product in recent:
                 for other, score in self._ranked(keys.covisit(product), n):
                     scores[other] += score
             for product in recent:
                 scores.pop(product, None)
-            return [p for p, _ in scores.most_common(n)]
+            return [p for p, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
         if step == "category_top":
             out: list[str] = []
             for category in list(snapshot.get("recent_categories", []))[:3]:

@@ -26,6 +26,7 @@ from decisions.models import Customer
 @dataclass
 class Snapshot:
     products: dict[str, CatalogProduct] = field(default_factory=dict)
+    in_stock: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> API object
     order: list[str] = field(default_factory=list)
     top_sellers: list[str] = field(default_factory=list)
     no_consent: frozenset[str] = frozenset()
@@ -33,6 +34,7 @@ class Snapshot:
 
     def set_catalog(self, products: list[CatalogProduct], no_consent: frozenset[str]) -> None:
         self.products = {p.product_id: p for p in products}
+        self.in_stock = {p.product_id: p.to_api() for p in products if p.in_stock}
         self.order = [p.product_id for p in products]
         self.no_consent = no_consent
         self.database_loaded = True
@@ -42,12 +44,13 @@ class Snapshot:
         """Catalog products for ids, in order: unknown, out-of-stock, excluded ones dropped."""
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
+        in_stock = self.in_stock
         for pid in product_ids:
-            product = self.products.get(pid)
-            if product is None or not product.in_stock or pid in exclude or pid in seen:
+            product = in_stock.get(pid)  # shared objects: callers only serialize them
+            if product is None or pid in exclude or pid in seen:
                 continue
             seen.add(pid)
-            out.append(product.to_api())
+            out.append(product)
             if len(out) >= limit:
                 break
         return out

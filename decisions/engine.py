@@ -1,21 +1,28 @@
-"""The rules engine host: our wrapper around durable_rules.
+"""The rules engine: our wrapper around durable_rules.
 
-One ``RuleEngine`` per process (the C core has no locks). Each event becomes one fact,
-asserted then retracted under a fixed session id: every matching rule fires, nothing
-stays in the engine's memory, and the 1,024-session cap is never approached.
+One ``RuleEngine`` per process or thread (the C core has no locks). Each event becomes
+one fact, asserted then retracted under a fixed session id: every matching rule fires,
+nothing stays in the engine's memory, and the 1,024-session cap is never approached.
+
+It drives durable_rules' C core (``durable_rules_engine``) directly rather than through
+``durable.engine.Host``: the host runs each fired rule through a Python closure, a state
+round trip and JSON decoding (most of the cost when many rules fire) and starts timer
+threads we never use. Here a match is read off the action queue and completed at once.
+The definitions are the same JSON the host would register.
 """
 
 from __future__ import annotations
 
-import copy
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from durable import engine as durable
+import durable_rules_engine as core
+import orjson
 
 from decisions.events import Event
-from rulesets.compile import CompiledRuleset, fact_key
+from rulesets.compile import CompiledRuleset
 
 SID = "0"
 
@@ -32,20 +39,6 @@ class Match:
     reason: dict[str, Any]
 
 
-class _Host(durable.Host):
-    def __init__(self, fired: list[str]) -> None:
-        super().__init__()
-        self._fired = fired
-
-    def get_action(self, action_name: str) -> Any:
-        fired = self._fired
-
-        def record(c: Any) -> None:
-            fired.append(action_name)
-
-        return record
-
-
 def build_fact(
     event: Event,
     snapshot: dict[str, Any],
@@ -53,12 +46,11 @@ def build_fact(
     scores: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Flatten event, state, customer attributes and scores into one fact."""
-    fact: dict[str, Any] = {"e_type": event.type, "ts_ms": event.ts_ms}
-    for name, value in event.properties.items():
-        if isinstance(value, str | int | float | bool):
-            fact["e_" + name] = value
-    for name, value in snapshot.items():
-        fact["s_" + name] = value
+    fact: dict[str, Any] = {"e_" + name: value for name, value in event.properties.items()
+                            if isinstance(value, str | int | float | bool)}
+    fact["e_type"] = event.type
+    fact["ts_ms"] = event.ts_ms
+    fact.update({"s_" + name: value for name, value in snapshot.items()})
     customer = customer or {}
     segments = set(snapshot.get("segments") or [])
     for name, value in customer.items():
@@ -81,52 +73,75 @@ def build_fact(
 
 class RuleEngine:
     def __init__(self) -> None:
-        self._fired: list[str] = []
-        self._host = _Host(self._fired)
-        self._loaded: set[str] = set()
+        self._handles: dict[str, int] = {}
         self._counter = 0
 
     def load(self, compiled: CompiledRuleset) -> None:
         """Register a compiled version (names carry version and digest: never twice)."""
-        for etype, definition in compiled.by_type.items():
-            name = compiled.durable_name(etype)
-            if name in self._loaded:
-                continue
-            # registration deletes "run" from the dict it is given: pass a copy
-            self._host.set_rulesets({name: copy.deepcopy(definition)})
-            self._loaded.add(name)
+        for etype, chunks in compiled.by_type.items():
+            for i, definition in enumerate(chunks):
+                name = compiled.durable_name(etype, i)
+                if name in self._handles:
+                    continue
+                rules = {key: {k: v for k, v in rule.items() if k != "run"}
+                         for key, rule in definition.items()}
+                self._handles[name] = core.create_ruleset(name, orjson.dumps(rules).decode())
+
+    def unload(self, compiled: CompiledRuleset) -> None:
+        """Free a version no longer in use (after a reload switched away from it)."""
+        for etype, chunks in compiled.by_type.items():
+            for i in range(len(chunks)):
+                handle = self._handles.pop(compiled.durable_name(etype, i), None)
+                if handle is not None:
+                    core.delete_ruleset(handle)
 
     def evaluate(self, compiled: CompiledRuleset, event: Event,
                  fact: dict[str, Any]) -> list[Match]:
-        definition = compiled.by_type.get(event.type)
-        if not definition:
+        chunks = compiled.by_type.get(event.type)
+        if not chunks:
             return []
-        name = compiled.durable_name(event.type)
-        if name not in self._loaded:
+        if compiled.durable_name(event.type) not in self._handles:
             self.load(compiled)
-        posted: dict[str, Any] = {
-            k: v for k, v in fact.items() if not isinstance(v, list | dict) and v is not None
-        }
+        posted: dict[str, Any] = {}
+        for key in compiled.reads_by_type.get(event.type, ()):
+            value = fact.get(key)
+            if value is not None and not isinstance(value, list | dict):
+                posted[key] = value
         for key, check in compiled.derived_by_type.get(event.type, {}).items():
             posted[key] = 1 if check(fact) else 0
         self._counter += 1
         posted["sid"] = SID
         posted["id"] = f"f{self._counter}"
-        self._fired.clear()
-        try:
-            self._host.assert_fact(name, posted)
-        except durable.MessageNotHandledException:
-            pass
-        finally:
-            self._host.retract_fact(name, posted)
+        body = orjson.dumps(posted).decode()
+        fired: list[str] = []
+        ts_ms = fact.get("ts_ms", event.ts_ms)
+        spans = compiled.spans_by_type.get(event.type) or [(-math.inf, math.inf)] * len(chunks)
+        for i, (lo, hi) in enumerate(spans):
+            if lo <= ts_ms < hi:  # else every rule of the chunk is out of season
+                _run(self._handles[compiled.durable_name(event.type, i)], body, fired)
         matches = []
-        for rule_name in self._fired:
-            rule = compiled.rules[rule_name]
-            reason = {path: fact.get(fact_key(path)) for path in rule.fields}
-            matches.append(Match(compiled.name, compiled.version, rule_name, rule.priority,
+        for key in fired:
+            rule = compiled.rules[key[2:]]  # "r_<rule name>"
+            reason = {path: fact.get(key) for path, key in rule.reads}
+            matches.append(Match(compiled.name, compiled.version, rule.name, rule.priority,
                                  rule.actions, reason))
         matches.sort(key=lambda m: (-m.priority, m.rule))
         return matches
+
+
+def _run(handle: int, body: str, fired: list[str]) -> None:
+    """Assert the fact, collect the rules it matched, retract it."""
+    try:
+        code, state_handle = core.assert_fact(handle, body)
+        if code in (0, 3):  # 1: matched nothing
+            started = core.start_action_for_state(handle, state_handle if code == 0 else 0)
+            if started:
+                message = started[1]
+                while message:
+                    fired.append(message[2:message.index('"', 2)])  # {"r_<rule>": ...}
+                    message = core.complete_and_start_action(handle, state_handle)
+    finally:
+        core.retract_fact(handle, body)
 
 
 def event_time(event: Event) -> datetime:

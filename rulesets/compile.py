@@ -3,8 +3,15 @@
 Each event is evaluated as one *fact* (event + user state + customer + scores), asserted
 and retracted under one bounded session id, so every matching rule fires and nothing
 temporal lives in the engine (see DESIGN.md). Rules are indexed by the event types they
-can match: one durable_rules ruleset per event type, so cost grows with the rules that
-could fire for an event, not with the whole ruleset.
+can match: durable_rules rulesets per event type, so cost grows with the rules that could
+fire for an event, not with the whole ruleset; a top-level condition on ``event.type`` is
+then left out of the compiled match (the index already decided it). Only the fact keys an
+event type's rules read are posted.
+
+durable_rules' matcher overflows (error 303) when about 64 alternatives are pending at
+once, so each event type's rules are packed into rulesets of at most ``CHUNK_PATHS``
+alternatives (``any`` and ``in`` expand into alternatives; a rule expanding into more than
+``MAX_PATHS`` is evaluated as one Python check instead).
 
 Operators durable_rules lacks (contains, prefix, membership in lists, negations of
 those) become *derived predicates*: small Python checks computed into the fact as 0/1
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +55,9 @@ class CompiledRule:
     active: dict[str, str] = field(default_factory=dict)  # active window: from / until
     derived: list[str] = field(default_factory=list)  # derived predicates it reads
 
+    def __post_init__(self) -> None:
+        self.reads = tuple((path, fact_key(path)) for path in self.fields)  # for reasons
+
 
 @dataclass
 class CompiledRuleset:
@@ -55,13 +66,19 @@ class CompiledRuleset:
     stacking: bool
     digest: str
     rules: dict[str, CompiledRule]
-    by_type: dict[str, dict[str, Any]]  # event type -> durable_rules ruleset definition
+    # event type -> durable_rules ruleset definitions (chunks of at most CHUNK_PATHS)
+    by_type: dict[str, list[dict[str, Any]]]
     derived: dict[str, Predicate] = field(default_factory=dict)
     # event type -> the derived predicates its rules read (only those are computed)
     derived_by_type: dict[str, dict[str, Predicate]] = field(default_factory=dict)
+    # event type -> the fact keys its rules read (only those are posted)
+    reads_by_type: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # event type -> per chunk, the span (ms) its rules' active windows cover
+    spans_by_type: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
-    def durable_name(self, event_type: str) -> str:
-        return f"{self.name}--v{self.version}--{self.digest[:8]}--{event_type}"
+    def durable_name(self, event_type: str, chunk: int = 0) -> str:
+        name = f"{self.name}--v{self.version}--{self.digest[:8]}--{event_type}"
+        return f"{name}--{chunk}" if chunk else name
 
 
 def digest(document: dict[str, Any]) -> str:
@@ -164,40 +181,108 @@ def _epoch_ms(value: str) -> int:
     return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+MAX_PATHS = 8  # a condition expanding to more alternatives is evaluated in Python instead
+CHUNK_PATHS = 32  # alternatives per durable_rules ruleset: its matcher overflows near 64
+
+
+def _paths(cond: dict[str, Any]) -> int:
+    """How many alternatives durable_rules expands a condition into (its DNF size)."""
+    if "$or" in cond:
+        return sum(_paths(c) for c in cond["$or"])
+    if "$and" in cond:
+        return math.prod(_paths(c) for c in cond["$and"])
+    return 1
+
+
+def _indexed(cond: dict[str, Any]) -> bool:
+    """A top-level event.type condition: rules are already indexed by event type."""
+    return cond.get("field") == "event.type" and cond.get("op") in ("eq", "in")
+
+
+def _whole(when: dict[str, Any]) -> Predicate:
+    from rulesets.explain import holds  # explain reads fact_key from here
+
+    def check(fact: dict[str, Any]) -> bool:
+        return holds(when, fact)
+
+    return check
+
+
 def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
     """``document`` must have passed ``rulesets.validate.validate``."""
     compiler = _Compiler()
     rules: dict[str, CompiledRule] = {}
-    by_type: dict[str, dict[str, Any]] = {}
+    pending: dict[str, list[tuple[str, dict[str, Any], int, float, float]]] = {}
     derived_by_type: dict[str, dict[str, Predicate]] = {}
+    reads_by_type: dict[str, set[str]] = {}
     for rule in document["rules"]:
         if not rule.get("enabled", True):
             continue
         compiler.fields = []
         compiler.timers = []
         compiler.used = []
-        cond = compiler.node(rule["when"])
+        when = rule["when"]
+        top = when["all"] if "all" in when else [when]
+        rest = [c for c in top if not _indexed(c)]
+        if rest and len(rest) < len(top):  # the index decides event.type: leave it out
+            compiler.fields.append("event.type")
+            cond = compiler.node({"all": rest})
+        else:
+            cond = compiler.node(when)
+        weight = _paths(cond)
+        if weight > MAX_PATHS:  # too many alternatives for durable_rules: one Python check
+            name = "x_rule_" + hashlib.sha1(  # noqa: S324 - a name, not security
+                json.dumps(when, sort_keys=True).encode()).hexdigest()[:12]
+            compiler.derived[name] = _whole(when)
+            compiler.used = [name]
+            cond, weight = {name: 1}, 1
         parts = cond["$and"] if "$and" in cond else [cond]
         active = rule.get("active") or {}
-        if active.get("from"):
-            parts = [*parts, {"$gte": {"ts_ms": _epoch_ms(active["from"])}}]
+        reads = [fact_key(path) for path in compiler.fields]
+        # the active window first: rules out of season stop at their first (shared) node
         if active.get("until"):
-            parts = [*parts, {"$lt": {"ts_ms": _epoch_ms(active["until"])}}]
+            parts = [{"$lt": {"ts_ms": _epoch_ms(active["until"])}}, *parts]
+        if active.get("from"):
+            parts = [{"$gte": {"ts_ms": _epoch_ms(active["from"])}}, *parts]
+        if active.get("from") or active.get("until"):
+            reads.append("ts_ms")
         match = parts[0] if len(parts) == 1 else {"$and": parts}
-        types = _event_types(rule["when"])
+        types = _event_types(when)
         rules[rule["name"]] = CompiledRule(
             rule["name"], int(rule.get("priority", 0)), list(rule["then"]),
-            list(compiler.fields), types, list(compiler.timers), rule["when"],
+            list(compiler.fields), types, list(compiler.timers), when,
             {k: str(v) for k, v in active.items() if v}, list(compiler.used),
         )
+        lo = _epoch_ms(active["from"]) if active.get("from") else -math.inf
+        hi = _epoch_ms(active["until"]) if active.get("until") else math.inf
         for etype in types:
-            by_type.setdefault(etype, {})["r_" + rule["name"]] = {
-                "all": [{"m": match}], "run": rule["name"],
-            }
+            pending.setdefault(etype, []).append((rule["name"], match, weight, lo, hi))
             wanted = derived_by_type.setdefault(etype, {})
             for name in compiler.used:
                 wanted[name] = compiler.derived[name]
+            reads_by_type.setdefault(etype, set()).update(reads)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    spans_by_type: dict[str, list[tuple[float, float]]] = {}
+    for etype, items in pending.items():
+        # rules sorted by active window, so a chunk holds rules of neighbouring seasons
+        # and the engine skips chunks whose rules are all out of season
+        items.sort(key=lambda item: (item[3], item[4]))
+        chunks: list[dict[str, Any]] = [{}]
+        spans = [(math.inf, -math.inf)]
+        load = 0
+        for name, match, weight, lo, hi in items:
+            if chunks[-1] and load + weight > CHUNK_PATHS:
+                chunks.append({})
+                spans.append((math.inf, -math.inf))
+                load = 0
+            chunks[-1]["r_" + name] = {"all": [{"m": match}], "run": name}
+            spans[-1] = (min(spans[-1][0], lo), max(spans[-1][1], hi))
+            load += weight
+        by_type[etype] = chunks
+        spans_by_type[etype] = spans
     return CompiledRuleset(
         document["name"], version, bool(document.get("stacking", False)), digest(document),
         rules, by_type, compiler.derived, derived_by_type,
+        {t: tuple(sorted(r - set(derived_by_type.get(t, {})))) for t, r in reads_by_type.items()},
+        spans_by_type,
     )

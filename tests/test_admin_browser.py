@@ -237,4 +237,7 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
     page.goto(base + "/rulesets/nope")
     assert page.get_by_role("heading", name="Not found").is_visible()
     shot(page, "12-not-found")
+    page.goto(base + "/users")  # a publisher is not an admin
+    assert page.get_by_role("heading", name="Not allowed").is_visible()
+    shot(page, "13-forbidden")
     context.close()

@@ -2,9 +2,10 @@
 
 Item co-visitation: products viewed or carted together in a session count for each
 other (``d:covis:<product>``); category and overall top sellers (``d:topcat:<c>``,
-``d:top``) are the fallbacks. Already-bought products and what is already in the cart
-are left out here; out-of-stock ones are left out by the API at read time against the
-catalog (stock changes faster than recommendations expire).
+``d:top``) are the fallbacks. Left out: already-bought products, what is already in the
+cart, and products the catalog marks out of stock (``products.in_stock``, re-read every
+reload interval; the API filters again at read time, as stock changes faster than
+recommendations expire).
 
 Per batch, the worker aggregates popularity updates (``PopularityBatch``: one ZINCRBY per
 distinct pair, one trim per key) and prefetches what the fired recommendation rules will
@@ -14,16 +15,20 @@ rather than several per event. Every key stays single-key, so Redis Cluster work
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
+
+from sqlalchemy import Engine, text
 
 from decisions import keys
 from decisions.events import Event
 
 COVISIT_WITH = 5  # the newest products a view is paired with
 COVISIT_KEEP = 100  # neighbours kept per product
-PREFETCH = 60  # ranked entries prefetched per key (count * 3 is read; count <= 20)
+PREFETCH = 19  # ranked entries prefetched per key: count * 3 + 1 for the usual count 6
 STRATEGIES = {
     "covisit": ["covisit", "category_top", "top_sellers"],
     "recently_viewed": ["recently_viewed", "top_sellers"],
@@ -79,6 +84,13 @@ class Recommender:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._cache: dict[str, list[Any]] = {}
+        self._depth: dict[str, int] = {}  # entries requested per cached sorted set
+        self.out_of_stock: frozenset[str] = frozenset()
+
+    def refresh_stock(self, engine: Engine) -> None:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT product_id FROM products WHERE NOT in_stock"))
+            self.out_of_stock = frozenset(r.product_id for r in rows)
 
     # -- batching ----------------------------------------------------------------------
     def prefetch(self, wanted: Iterable[tuple[str, dict[str, Any], str]]) -> None:
@@ -109,9 +121,11 @@ class Recommender:
             self._cache[key] = [m.decode() for m in members]
         for key, rows in zip(todo_ranked, results[len(todo_bought):], strict=True):
             self._cache[key] = [(m.decode(), s) for m, s in rows]
+            self._depth[key] = PREFETCH
 
     def clear(self) -> None:
         self._cache.clear()
+        self._depth.clear()
 
     def _members(self, key: str) -> list[str]:
         if key not in self._cache:
@@ -119,17 +133,21 @@ class Recommender:
         return list(self._cache[key])
 
     def _ranked(self, key: str, n: int) -> list[tuple[str, float]]:
-        if key not in self._cache or n + 1 > PREFETCH:
-            rows = self.client.zrevrange(key, 0, max(n, PREFETCH - 1), withscores=True)
+        """The top n + 1 entries of a sorted set (as ``ZREVRANGE key 0 n`` returns)."""
+        if self._depth.get(key, 0) < n + 1:
+            depth = max(n + 1, PREFETCH)
+            rows = self.client.zrevrange(key, 0, depth - 1, withscores=True)
             self._cache[key] = [(m.decode(), s) for m, s in rows]
+            self._depth[key] = depth
         return self._cache[key][: n + 1]
 
     # -- recommending ------------------------------------------------------------------
     def recommend(self, user_id: str, snapshot: dict[str, Any], strategy: str,
                   count: int) -> tuple[list[str], str]:
         """Products for one user and the strategy that produced them (after fallbacks)."""
-        exclude = set(self._members(keys.bought(user_id))) | set(snapshot.get("cart_products",
-                                                                             []))
+        exclude = set(self._members(keys.bought(user_id)))
+        exclude.update(snapshot.get("cart_products", []))
+        exclude.update(self.out_of_stock)
         chosen: list[str] = []
         used = strategy
         for step in STRATEGIES.get(strategy, ["top_sellers"]):
@@ -153,7 +171,7 @@ class Recommender:
                     scores[other] += score
             for product in recent:
                 scores.pop(product, None)
-            return [p for p, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+            return [p for p, _ in heapq.nlargest(n, scores.items(), key=itemgetter(1))]
         if step == "category_top":
             out: list[str] = []
             for category in list(snapshot.get("recent_categories", []))[:3]:

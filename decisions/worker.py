@@ -158,7 +158,7 @@ class Worker:
         self._scorer_factory = scorer_factory
         self._pg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-pg")
         self.stats = Stats()
-        self._scorer_checked = 0.0
+        self._refreshed = 0.0
         self._lag_checked = 0.0
         self._stop = False
         self._consumer: Consumer | None = None
@@ -225,14 +225,14 @@ class Worker:
         return self.stats
 
     def refresh(self) -> None:
-        """Between batches: a new ruleset version, changed customers, new model versions."""
+        """Between batches: a new ruleset version, changed customers, stock, model versions."""
         if self.runtime.refresh():
             self.stats.reloads += 1
-            self.customers.invalidate_changed()
         now = time.monotonic()
-        if now - self._scorer_checked >= self.settings.reload_interval_seconds:
-            self._scorer_checked = now
+        if now - self._refreshed >= self.settings.reload_interval_seconds:
+            self._refreshed = now
             self.customers.invalidate_changed()
+            self.recommender.refresh_stock(self.db)
             if self.scorer is None and self._scorer_factory is not None \
                     and self.runtime.uses_scores:
                 factory, self._scorer_factory = self._scorer_factory, None

@@ -152,3 +152,14 @@ def test_psi_with_a_mostly_constant_feature() -> None:
     live = np.zeros((1000, 1))
     result = drift.compare(ref, ["c"], live, np.linspace(0, 1, 1000))
     assert result["features"]["c"] > 0.1  # the 5% non-zero rows vanished
+
+
+def test_lifetime_features_are_reported_apart() -> None:
+    rng = np.random.default_rng(5)
+    ref = drift.reference(["age", "b"], rng.normal(0, 1, size=(5_000, 2)), rng.random(5_000))
+    live = rng.normal(0, 1, size=(2_000, 2))
+    live[:, 0] += 2.0  # only the lifetime feature moved (e.g. a shorter replay)
+    result = drift.compare(ref, ["age", "b"], live, rng.random(2_000),
+                           depth_dependent=frozenset({"age"}))
+    assert result["features"]["age"] > 0.25 and result["depth_dependent"] == ["age"]
+    assert result["status"] == "stable" and result["worst_feature"]["name"] == "b"

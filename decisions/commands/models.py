@@ -74,8 +74,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help=f"models to check (default: all: {', '.join(MODEL_NAMES)})")
     drift.add_argument("--hours", type=float, default=24.0, help="live window (default 24)")
     drift.add_argument("--end", type=_when, help="end of the live window (default: now)")
-    drift.add_argument("--warmup-days", type=float, default=35.0,
-                       help="history replayed before the window to warm the state (default 35)")
+    drift.add_argument("--warmup-days", type=float, default=None,
+                       help="history replayed before the window to warm the state (default: "
+                            "as much as the training rows had: warm-up + half the window)")
     drift.add_argument("--fail-on-shift", action="store_true",
                        help="exit 3 when a model's population has shifted (PSI > 0.25)")
     drift.add_argument("--json", action="store_true", help="print JSON")
@@ -283,10 +284,16 @@ def drift_handler(args: argparse.Namespace, settings: Settings) -> int:
             if "features" not in r or not r.get("rows"):
                 print(f"{r['model']}: {r['status']}")
                 continue
-            worst = sorted(r["features"].items(), key=lambda kv: -kv[1])[:5]
+            lifetime = set(r.get("depth_dependent", ()))
+            worst = sorted(((k, v) for k, v in r["features"].items() if k not in lifetime),
+                           key=lambda kv: -kv[1])[:5]
             print(f"{r['model']} version {r['version']}: {r['status']} — score PSI "
-                  f"{r['score']:.3f} over {r['rows']} live rows ({r['from']} .. {r['to']})")
+                  f"{r['score']:.3f} over {r['rows']} live rows ({r['from']} .. {r['to']}, "
+                  f"{r['warmup_days']:g} days of history replayed before)")
             print("  highest feature PSI: "
                   + ", ".join(f"{name} {value:.3f}" for name, value in worst))
+            if lifetime:
+                print("  lifetime features (PSI also reflects the history replayed): "
+                      + ", ".join(f"{k} {r['features'][k]:.3f}" for k in sorted(lifetime)))
     shifted = any(r.get("status") == "shifted" for r in results)
     return 3 if shifted and args.fail_on_shift else 0

@@ -56,9 +56,15 @@ def reference(names: Sequence[str], X: np.ndarray, scores: np.ndarray) -> dict[s
 
 
 def compare(
-    ref: dict[str, Any], names: Sequence[str], X: np.ndarray, scores: np.ndarray
+    ref: dict[str, Any], names: Sequence[str], X: np.ndarray, scores: np.ndarray,
+    depth_dependent: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """PSI of each feature and of the score between ``ref`` and live rows."""
+    """PSI of each feature and of the score between ``ref`` and live rows.
+
+    Features in ``depth_dependent`` (lifetime values, which only see the replayed history)
+    are reported but do not set the status: their PSI also measures how much history each
+    side replayed. A real change in them still shows in the score's PSI.
+    """
     out: dict[str, float] = {}
     for i, name in enumerate(names):
         spec = ref.get("features", {}).get(name)
@@ -68,11 +74,13 @@ def compare(
         out[name] = round(psi(spec["shares"], shares(X[:, i], edges)), 6)
     score_spec = ref["score"]
     score_psi = psi(score_spec["shares"], shares(scores, np.asarray(score_spec["edges"])))
-    worst = max(out.items(), key=lambda kv: kv[1]) if out else ("", 0.0)
+    judged = {k: v for k, v in out.items() if k not in depth_dependent}
+    worst = max(judged.items(), key=lambda kv: kv[1]) if judged else ("", 0.0)
     return {
         "rows": int(X.shape[0]),
         "score": round(score_psi, 6),
         "features": out,
+        "depth_dependent": sorted(k for k in out if k in depth_dependent),
         "worst_feature": {"name": worst[0], "psi": worst[1]},
         "status": status(max(score_psi, worst[1])),
     }

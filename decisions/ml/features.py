@@ -156,6 +156,13 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 }
 MODEL_NAMES: tuple[str, ...] = tuple(FEATURE_SETS)
 
+# Features that keep growing with the history replayed (the Lua state keeps them for the
+# user's lifetime, not in a 30-day window): a replay sees only part of the lifetime.
+LIFETIME_FEATURES = frozenset({
+    "log_days_since_first_seen", "log_order_count", "log_lifetime_value", "avg_order_value",
+    "has_ordered", "recency_last_purchase",
+})
+
 
 def feature_code_version() -> str:
     """A short hash of the feature definitions, stored with every model version."""

@@ -28,10 +28,11 @@ from decisions.ml.dataset import (
     replay_archive,
     table_from_archive,
 )
-from decisions.ml.features import ALL_FEATURES
+from decisions.ml.features import ALL_FEATURES, LIFETIME_FEATURES
 from decisions.ml.train import TrainResult, evaluate_on, train
 
 log = logging.getLogger(__name__)
+DEFAULT_WARMUP = 35.0
 
 
 @dataclass
@@ -172,11 +173,21 @@ def check_drift(
     *,
     end: datetime | None = None,
     hours: float = 24.0,
-    warmup_days: float = 35.0,
+    warmup_days: float | None = None,
     record: bool = True,
 ) -> dict[str, Any]:
-    """PSI of the active version's features and score: training rows vs the last ``hours``."""
+    """PSI of the active version's features and score: training rows vs the last ``hours``.
+
+    How much history is replayed before the live window matters: lifetime features
+    (days since first seen, orders, value) only see the replayed history. By default the
+    live rows get as much as the training rows had on average: the version's warm-up plus
+    half its training window.
+    """
     info, compiled = registry.load_version(engine, model)
+    if warmup_days is None:
+        warmup_days = float(info.metrics.get("params", {}).get("warmup_days", DEFAULT_WARMUP))
+        if info.train_from is not None and info.train_to is not None:
+            warmup_days += (info.train_to - info.train_from).total_seconds() / 86400 / 2
     ref = registry.reference(engine, info.id)
     end = end or datetime.now(UTC)
     start = end - timedelta(hours=hours)
@@ -188,9 +199,10 @@ def check_drift(
     if X.shape[0] == 0:
         return {"model": model, "version": info.version, "rows": 0, "status": "no traffic",
                 "from": start.isoformat(), "to": end.isoformat(), "features": {}, "score": None}
-    result = drift.compare(ref, compiled.features, X, compiled.predict_batch(X))
+    result = drift.compare(ref, compiled.features, X, compiled.predict_batch(X),
+                           depth_dependent=LIFETIME_FEATURES)
     result.update({"model": model, "version": info.version, "from": start.isoformat(),
-                   "to": end.isoformat()})
+                   "to": end.isoformat(), "warmup_days": warmup_days})
     if record:
         registry.record_drift(engine, info.id, result)
     return result

@@ -147,3 +147,30 @@ def test_parse_types_values_by_field() -> None:
     ]}
     assert rule["then"] == [{"add_segment": {"segment": "vip"}}]
     assert rule["enabled"] is False  # an unticked checkbox is not sent
+
+
+def test_delete_rule_and_settings_go_to_the_draft(signed_in: SignIn,
+                                                  starter: RulesetStore) -> None:
+    client, token = signed_in("editor")
+    page = client.get("/rulesets/storefront").text
+    # rules are listed by priority, each linking to its own index
+    assert page.index("high-value-cart") < page.index("win-back") < page.index(
+        "first-visit-welcome")
+    names = [r["name"] for r in starter.get_version("storefront").document["rules"]]
+    deleted = post(client, "/rulesets/storefront/rules/1/delete", token, revision="",
+                   base_version="1")
+    assert deleted.status_code == 303
+    assert f"Rule {names[1]} deleted" in client.get("/rulesets/storefront").text
+    draft = starter.draft("storefront")
+    assert draft is not None
+    assert [r["name"] for r in draft.document["rules"]] == names[:1] + names[2:]
+    changed = post(client, "/rulesets/storefront/settings", token, revision="1",
+                   description="Autumn offers", stacking="on")
+    assert changed.status_code == 303
+    draft = starter.draft("storefront")
+    assert draft is not None and draft.revision == 2
+    assert (draft.document["description"], draft.document["stacking"]) == ("Autumn offers",
+                                                                            True)
+    stale = post(client, "/rulesets/storefront/settings", token, revision="1",
+                 description="late")
+    assert "Not saved" in client.get(stale.headers["location"]).text

@@ -131,6 +131,8 @@ def ruleset_detail(request: Request, form: Form) -> Response:
         changes = rule_changes(published, work.draft.document)
     return render(request, "ruleset.html", {
         "changes": changes,
+        "rules_by_priority": sorted(enumerate(work.document["rules"]),
+                                    key=lambda item: (-int(item[1].get("priority", 0)), item[0])),
         "name": name, "work": work, "doc": work.document, "versions": versions[:5],
         "backtests": svc.backtests.of_ruleset(name)[:5],
         "field_labels": {path: f.label for path, f in FIELDS.items()},

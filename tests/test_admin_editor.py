@@ -10,14 +10,16 @@ import yaml
 from starlette.testclient import TestClient
 
 from admin import forms
+from rulesets.document import read_file
 from rulesets.store import RulesetStore
+from tests.helpers import STARTER
 from tests.test_admin_fixtures import *  # noqa: F403 - fixtures
 from tests.test_admin_fixtures import form_fields, post
 
 SignIn = Callable[[str], tuple[TestClient, str]]
 
 
-@pytest.mark.parametrize("index", [0, 1, 2, 3])
+@pytest.mark.parametrize("index", range(len(read_file(STARTER)[0]["rules"])))
 def test_form_round_trip_keeps_every_starter_rule(signed_in: SignIn, starter: RulesetStore,
                                                   index: int) -> None:
     """What the editor renders, posted back as a browser without JS would, is the rule."""

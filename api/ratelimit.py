@@ -41,7 +41,7 @@ def bucket_key(key_prefix: str) -> str:
     return RATE_LIMIT_PREFIX + key_prefix
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
     allowed: bool
     retry_after: int  # whole seconds, at least 1 when refused

@@ -141,7 +141,10 @@ class FastRedis:
     async def _call(self, payload: bytes, count: int) -> list[Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        proto = await self._connection(deadline)
+        index = self._next = (self._next + 1) % len(self._slots)
+        proto = self._slots[index]
+        if proto is None or proto.closed:
+            proto = await self._connection(index, deadline)
         future = proto.send(payload, count)
         handle = loop.call_at(deadline, _expire, future)
         try:
@@ -152,11 +155,7 @@ class FastRedis:
         finally:
             handle.cancel()
 
-    async def _connection(self, deadline: float) -> _Protocol:
-        index = self._next = (self._next + 1) % len(self._slots)
-        proto = self._slots[index]
-        if proto is not None and not proto.closed:
-            return proto
+    async def _connection(self, index: int, deadline: float) -> _Protocol:
         connecting = self._connecting[index]
         if connecting is not None and connecting.done() and not connecting.cancelled() \
                 and connecting.exception() is None and not connecting.result().closed:

@@ -25,14 +25,14 @@ from decisions.settings import Settings
 REDIS_ERRORS = (RedisError, RespError, OSError, TimeoutError)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OffersView:
     verdict: Verdict
     customer: bytes | None
     offers: list[bytes]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecsView:
     verdict: Verdict
     customer: bytes | None
@@ -97,13 +97,15 @@ class RedisStore:
         return Verdict.from_reply(replies[0])
 
     async def offers_view(self, key_prefix: str, user_id: str) -> OffersView:
-        await self._load_script()
+        if not self._bucket_sha:
+            await self._load_script()
         bucket, customer, offers = await self._pipeline(key_prefix, [
             ("GET", keys.customer(user_id)), ("HVALS", keys.offers(user_id))])
         return OffersView(Verdict.from_reply(bucket), customer, offers)
 
     async def recs_view(self, key_prefix: str, user_id: str, slot: str) -> RecsView:
-        await self._load_script()
+        if not self._bucket_sha:
+            await self._load_script()
         bucket, customer, rec, bought = await self._pipeline(key_prefix, [
             ("GET", keys.customer(user_id)), ("HGET", keys.recs(user_id), slot),
             ("SMEMBERS", keys.bought(user_id))])

@@ -133,10 +133,18 @@ def serve(factory: str, port: int, env: dict[str, str], log: Path,
     raise RuntimeError(f"{factory} server did not start; see {log}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(url: str, path: str, key: str, users: int, seconds: float, connections: int,
-        workdir: Path) -> dict[str, Any]:
+        workdir: Path, watch: dict[str, int] | None = None) -> dict[str, Any]:
+    """``watch``: processes whose CPU time per request is reported (name -> pid)."""
     script = workdir / "reads.lua"
     script.write_text(WRK_SCRIPT % {"users": users, "path": path, "key": key})
+    before = {name: cpu_seconds(pid) for name, pid in (watch or {}).items()}
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "2s",
          "-s", str(script), url],
@@ -145,6 +153,9 @@ def wrk(url: str, path: str, key: str, users: int, seconds: float, connections: 
     line = [x for x in done.stdout.splitlines() if x.startswith("{")][-1]
     result: dict[str, Any] = json.loads(line)
     result["rate"] = round(result["requests"] / result["seconds"], 1)
+    for name, pid in (watch or {}).items():
+        used = cpu_seconds(pid) - before[name]
+        result[f"{name}_cpu_us"] = round(used / max(1, result["requests"]) * 1e6, 1)
     return result
 
 
@@ -161,7 +172,7 @@ def fixed_rate(url: str, path: str, key: str, users: int, rate: int,
 
 
 def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str, var: Path,
-             procs: list[subprocess.Popen[bytes]]) -> dict[str, dict[str, Any]]:
+             procs: list[subprocess.Popen[bytes]], redis_pid: int) -> dict[str, dict[str, Any]]:
     api_port, bare_port = free_port(), free_port()
     api_proc = serve("api", api_port, env, var / f"api-{mode}.log", mode)
     bare_proc = serve("bare", bare_port, env, var / f"bare-{mode}.log", mode)
@@ -179,12 +190,14 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
         # warm up both servers (connections, caches, the interpreter)
         wrk(bare_url, offers, key, args.users, 2, args.connections, work)
         wrk(api_url, offers, key, args.users, 2, args.connections, work)
-        runs["bare constant JSON (wrk)"] = wrk(bare_url, offers, key, args.users,
-                                               args.seconds, args.connections, work)
+        runs["bare constant JSON (wrk)"] = wrk(
+            bare_url, offers, key, args.users, args.seconds, args.connections, work,
+            {"server": bare_proc.pid})
+        watch = {"server": api_proc.pid, "redis": redis_pid}
         runs["GET offers (wrk)"] = wrk(api_url, offers, key, args.users, args.seconds,
-                                       args.connections, work)
+                                       args.connections, work, watch)
         runs["GET recommendations (wrk)"] = wrk(api_url, recs, key, args.users,
-                                                args.seconds, args.connections, work)
+                                                args.seconds, args.connections, work, watch)
     runs[f"bare constant JSON @ {args.rate}/s"] = fixed_rate(
         bare_url, offers, key, args.users, args.rate, args.seconds)
     runs[f"GET offers @ {args.rate}/s"] = fixed_rate(api_url, offers, key, args.users,
@@ -208,10 +221,16 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
     print(f"{os.cpu_count()} CPUs, load average {load_before:.1f} before; wrk: 1 thread, "
           f"{args.connections} keep-alive connections, {args.seconds:g}s per run; "
           f"fallback answers during the runs: {fallbacks:.0f}")
+    bare_cpu = runs["bare constant JSON (wrk)"]["server_cpu_us"]
+    print(f"bare constant JSON: {bare_cpu:.0f} µs of server CPU per request "
+          f"(one core: {1e6 / bare_cpu:,.0f} req/s)")
     for name in ("GET offers (wrk)", "GET recommendations (wrk)"):
-        rate = runs[name]["rate"]
-        print(f"{name}: {rate:,.0f} req/s = {rate / bare:.0%} of the bare endpoint "
-              f"(targets: ≥ 3,000 req/s, ≥ 60%)")
+        r = runs[name]
+        print(f"{name}: {r['rate']:,.0f} req/s = {r['rate'] / bare:.0%} of the bare endpoint "
+              f"(targets: ≥ 3,000 req/s, ≥ 60%); {r['server_cpu_us']:.0f} µs of API CPU + "
+              f"{r['redis_cpu_us']:.0f} µs of Redis CPU per request (one core for the API: "
+              f"{1e6 / r['server_cpu_us']:,.0f} req/s = {bare_cpu / r['server_cpu_us']:.0%} "
+              f"of the bare endpoint's)")
     for name in (f"GET offers @ {args.rate}/s", f"GET recommendations @ {args.rate}/s"):
         print(f"{name}: p99 {runs[name]['p99_ms']:.2f} ms (target < 10 ms)")
     runs["_meta"] = {"fallbacks": fallbacks, "load_before": load_before}
@@ -260,7 +279,8 @@ def main() -> None:
         modes = list(SERVER_MODES) if args.server == "both" else [args.server]
         results: dict[str, dict[str, dict[str, Any]]] = {}
         for mode in modes:
-            results[mode] = run_mode(mode, args, env, key, var, procs)
+            results[mode] = run_mode(mode, args, env, key, var, procs,
+                                     stack.children[-1].pid)
         print(f"\nload average {os.getloadavg()[0]:.1f} (1 min) after the runs; "
               "the figures are only as quiet as the machine was")
         print(json.dumps(results))

@@ -91,6 +91,10 @@ class BacktestRegistry:
         threading.Thread(target=work, args=(run,), name=f"backtest-{run.id}", daemon=True).start()
         return run
 
+    def running(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._runs.values() if r.status == "running")
+
     def get(self, run_id: str) -> Backtest | None:
         with self._lock:
             return self._runs.get(run_id)

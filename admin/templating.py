@@ -17,6 +17,7 @@ from admin.models import ROLES
 
 HERE = Path(__file__).resolve().parent
 FLASH = "_flash"
+DEV_SECRET = "dev-insecure-change-me"  # the default of DECISIONS_SECRET_KEY
 
 
 def make_templates() -> Jinja2Templates:
@@ -82,4 +83,5 @@ def _globals(request: Request) -> dict[str, Any]:
         "csrf_token": csrf.token(request.session),
         "user": request.scope.get("admin_user"),
         "take_flashes": lambda: request.session.pop(FLASH, []),
+        "insecure_secret": str(request.app.state.admin.settings.secret_key) == DEV_SECRET,
     }

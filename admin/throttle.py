@@ -1,7 +1,9 @@
 """Login throttling in Redis: failures counted per user name and per client address.
 
 Keys (prefix ``d:admin:``): ``d:admin:fail:u:<name>`` and ``d:admin:fail:ip:<address>``,
-each a counter that expires ``lockout_seconds`` after its first failure.
+each a counter that expires ``lockout_seconds`` after its first failure. A user name is
+locked after ``max_failures``; an address after ``IP_FACTOR`` times as many (people
+behind one proxy share an address, and one guesser must not lock them all out at once).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 PREFIX = "d:admin:fail:"
+IP_FACTOR = 4
 
 
 class LoginThrottle:
@@ -23,9 +26,10 @@ class LoginThrottle:
     def locked_for(self, username: str, address: str) -> int:
         """Seconds until sign-in is allowed again (0: allowed now)."""
         wait = 0
-        for key in self._keys(username, address):
+        limits = (self.max_failures, self.max_failures * IP_FACTOR)
+        for key, limit in zip(self._keys(username, address), limits, strict=True):
             count = self.client.get(key)
-            if count is not None and int(count) >= self.max_failures:
+            if count is not None and int(count) >= limit:
                 wait = max(wait, int(self.client.ttl(key)), 1)
         return wait
 

@@ -20,6 +20,9 @@ from decisions.errors import NotFound
 from rulesets.validate import validate
 
 
+MAX_RUNNING = 2  # backtests running at once in one admin process
+
+
 @page("viewer")
 def backtest_form(request: Request, form: Form) -> Response:
     name = request.path_params["name"]
@@ -45,6 +48,10 @@ def backtest_start(request: Request, form: Form) -> Response:
     if start is None or end is None or end < start:
         flash(request, "Choose a period: a first and a last day (the last not before the "
                        "first).", "error")
+        return redirect(request, "backtest", name=name)
+    if svc.backtests.running() >= MAX_RUNNING:
+        flash(request, f"{MAX_RUNNING} backtests are running already: wait for one to end "
+                       "(or cancel one) and start again.", "error")
         return redirect(request, "backtest", name=name)
     a = datetime(start.year, start.month, start.day, tzinfo=UTC)
     b = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)

@@ -14,10 +14,11 @@ from starlette.templating import Jinja2Templates
 
 from admin import csrf
 from admin.models import ROLES
+from decisions.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 FLASH = "_flash"
-DEV_SECRET = "dev-insecure-change-me"  # the default of DECISIONS_SECRET_KEY
+DEV_SECRET = str(Settings().secret_key)  # the default of DECISIONS_SECRET_KEY
 
 
 def make_templates() -> Jinja2Templates:

@@ -19,7 +19,6 @@ from decisions.archive import EventArchive
 from decisions.errors import NotFound
 from rulesets.validate import validate
 
-
 MAX_RUNNING = 2  # backtests running at once in one admin process
 
 

@@ -223,3 +223,31 @@ def test_postgres_stopped_after_start(
     finally:
         for child in children:
             child.stop()
+
+
+def test_writes_with_redis_dead(api_settings: Settings, demo_catalog: object,
+                                make_key: KeyMaker, clean_db: Engine) -> None:
+    """Erasure and export need Redis: 503; feedback finds the offer in PostgreSQL."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from decisions.models import Decision
+
+    now = datetime.now(UTC)
+    with clean_db.begin() as conn:
+        conn.execute(insert(Decision).values(
+            action_id="o-1", user_id="u-1", event_id="e-1", ruleset="promo",
+            ruleset_version=1, rule="r", kind="discount", payload={}, reason={},
+            decided_at=now, event_ts=now))
+    admin = make_key("admin")
+    dead = replace(api_settings, redis_url=f"redis://127.0.0.1:{dead_port()}/0")
+    with TestClient(create_app(dead)) as test_client:
+        resp = test_client.post("/v1/offers/o-1/impression", json={"user_id": "u-1"},
+                                headers=auth(admin))
+        assert resp.status_code == 201 and resp.json()["rule"] == "r"
+        # erasure deletes the PostgreSQL rows first, then fails on Redis: 503, repeat later
+        for resp in (test_client.get("/v1/users/u-1/export", headers=auth(admin)),
+                     test_client.delete("/v1/users/u-1", headers=auth(admin))):
+            assert resp.status_code == 503 and "retry-after" in resp.headers
+            assert resp.json()["error"]["code"] == "service_unavailable"

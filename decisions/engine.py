@@ -13,7 +13,6 @@ The definitions are the same JSON the host would register.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,27 +101,30 @@ class RuleEngine:
             return []
         if compiled.durable_name(event.type) not in self._handles:
             self.load(compiled)
-        posted: dict[str, Any] = {}
-        for key in compiled.reads_by_type.get(event.type, ()):
-            value = fact.get(key)
-            if value is not None and not isinstance(value, list | dict):
-                posted[key] = value
-        for key, check in compiled.derived_by_type.get(event.type, {}).items():
-            posted[key] = 1 if check(fact) else 0
-        self._counter += 1
-        posted["sid"] = SID
-        posted["id"] = f"f{self._counter}"
-        body = orjson.dumps(posted).decode()
-        fired: list[str] = []
         ts_ms = fact.get("ts_ms", event.ts_ms)
-        spans = compiled.spans_by_type.get(event.type) or [(-math.inf, math.inf)] * len(chunks)
+        spans = compiled.spans_by_type[event.type]
+        reads = compiled.chunk_reads[event.type]
+        derived = compiled.chunk_derived[event.type]
+        fired: list[str] = []
         for i, (lo, hi) in enumerate(spans):
-            if lo <= ts_ms < hi:  # else every rule of the chunk is out of season
-                _run(self._handles[compiled.durable_name(event.type, i)], body, fired)
+            if not lo <= ts_ms < hi:  # every rule of the chunk is out of its active window
+                continue
+            posted: dict[str, Any] = {}
+            for key in reads[i]:
+                value = fact.get(key)
+                if value is not None and not isinstance(value, list | dict):
+                    posted[key] = value
+            for key, check in derived[i].items():
+                posted[key] = 1 if check(fact) else 0
+            self._counter += 1
+            posted["sid"] = SID
+            posted["id"] = f"f{self._counter}"
+            _run(self._handles[compiled.durable_name(event.type, i)],
+                 orjson.dumps(posted).decode(), fired)
         matches = []
         for key in fired:
             rule = compiled.rules[key[2:]]  # "r_<rule name>"
-            reason = {path: fact.get(key) for path, key in rule.reads}
+            reason = {path: fact.get(k) for path, k in rule.reads}
             matches.append(Match(compiled.name, compiled.version, rule.name, rule.priority,
                                  rule.actions, reason))
         matches.sort(key=lambda m: (-m.priority, m.rule))

@@ -75,6 +75,9 @@ class CompiledRuleset:
     reads_by_type: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # event type -> per chunk, the span (ms) its rules' active windows cover
     spans_by_type: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # event type -> per chunk, the fact keys and derived predicates its rules read
+    chunk_reads: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    chunk_derived: dict[str, list[dict[str, Predicate]]] = field(default_factory=dict)
 
     def durable_name(self, event_type: str, chunk: int = 0) -> str:
         name = f"{self.name}--v{self.version}--{self.digest[:8]}--{event_type}"
@@ -194,6 +197,20 @@ def _paths(cond: dict[str, Any]) -> int:
     return 1
 
 
+def _keys(cond: dict[str, Any]) -> set[str]:
+    """The fact keys a compiled condition reads."""
+    out: set[str] = set()
+    for key, value in cond.items():
+        if key in ("$and", "$or"):
+            for part in value:
+                out |= _keys(part)
+        elif key.startswith("$"):
+            out |= set(value)
+        else:
+            out.add(key)
+    return out
+
+
 def _indexed(cond: dict[str, Any]) -> bool:
     """A top-level event.type condition: rules are already indexed by event type."""
     return cond.get("field") == "event.type" and cond.get("op") in ("eq", "in")
@@ -212,7 +229,8 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
     """``document`` must have passed ``rulesets.validate.validate``."""
     compiler = _Compiler()
     rules: dict[str, CompiledRule] = {}
-    pending: dict[str, list[tuple[str, dict[str, Any], int, float, float]]] = {}
+    pending: dict[str, list[tuple[str, dict[str, Any], int, float, float, list[str],
+                                  list[str]]]] = {}
     derived_by_type: dict[str, dict[str, Predicate]] = {}
     reads_by_type: dict[str, set[str]] = {}
     for rule in document["rules"]:
@@ -238,15 +256,13 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             cond, weight = {name: 1}, 1
         parts = cond["$and"] if "$and" in cond else [cond]
         active = rule.get("active") or {}
-        reads = [fact_key(path) for path in compiler.fields]
         # the active window first: rules out of season stop at their first (shared) node
         if active.get("until"):
             parts = [{"$lt": {"ts_ms": _epoch_ms(active["until"])}}, *parts]
         if active.get("from"):
             parts = [{"$gte": {"ts_ms": _epoch_ms(active["from"])}}, *parts]
-        if active.get("from") or active.get("until"):
-            reads.append("ts_ms")
         match = parts[0] if len(parts) == 1 else {"$and": parts}
+        reads = sorted(_keys(match) - set(compiler.derived))
         types = _event_types(when)
         rules[rule["name"]] = CompiledRule(
             rule["name"], int(rule.get("priority", 0)), list(rule["then"]),
@@ -256,33 +272,45 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
         lo = _epoch_ms(active["from"]) if active.get("from") else -math.inf
         hi = _epoch_ms(active["until"]) if active.get("until") else math.inf
         for etype in types:
-            pending.setdefault(etype, []).append((rule["name"], match, weight, lo, hi))
+            pending.setdefault(etype, []).append(
+                (rule["name"], match, weight, lo, hi, reads, list(compiler.used)))
             wanted = derived_by_type.setdefault(etype, {})
             for name in compiler.used:
                 wanted[name] = compiler.derived[name]
             reads_by_type.setdefault(etype, set()).update(reads)
     by_type: dict[str, list[dict[str, Any]]] = {}
     spans_by_type: dict[str, list[tuple[float, float]]] = {}
+    chunk_reads: dict[str, list[tuple[str, ...]]] = {}
+    chunk_derived: dict[str, list[dict[str, Predicate]]] = {}
     for etype, items in pending.items():
         # rules sorted by active window, so a chunk holds rules of neighbouring seasons
         # and the engine skips chunks whose rules are all out of season
         items.sort(key=lambda item: (item[3], item[4]))
         chunks: list[dict[str, Any]] = [{}]
         spans = [(math.inf, -math.inf)]
+        keys: list[set[str]] = [set()]
+        checks: list[dict[str, Predicate]] = [{}]
         load = 0
-        for name, match, weight, lo, hi in items:
+        for name, match, weight, lo, hi, reads, used in items:
             if chunks[-1] and load + weight > CHUNK_PATHS:
                 chunks.append({})
                 spans.append((math.inf, -math.inf))
+                keys.append(set())
+                checks.append({})
                 load = 0
             chunks[-1]["r_" + name] = {"all": [{"m": match}], "run": name}
             spans[-1] = (min(spans[-1][0], lo), max(spans[-1][1], hi))
+            keys[-1].update(reads)
+            checks[-1].update((d, compiler.derived[d]) for d in used)
             load += weight
         by_type[etype] = chunks
         spans_by_type[etype] = spans
+        chunk_derived[etype] = checks
+        chunk_reads[etype] = [tuple(sorted(k - set(c))) for k, c in zip(keys, checks,
+                                                                         strict=True)]
     return CompiledRuleset(
         document["name"], version, bool(document.get("stacking", False)), digest(document),
         rules, by_type, compiler.derived, derived_by_type,
         {t: tuple(sorted(r - set(derived_by_type.get(t, {})))) for t, r in reads_by_type.items()},
-        spans_by_type,
+        spans_by_type, chunk_reads, chunk_derived,
     )

@@ -1,0 +1,100 @@
+"""Try it (on pasted input and on a picked user's live profile) and backtests over HTTP."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import redis
+from starlette.testclient import TestClient
+
+from decisions.archive import EventArchive
+from decisions.events import parse_event
+from decisions.state import StateStore
+from rulesets.store import RulesetStore
+from tests.helpers import event, minutes, now
+from tests.test_admin_fixtures import *  # noqa: F403 - fixtures
+from tests.test_admin_fixtures import post
+
+SignIn = Callable[[str], tuple[TestClient, str]]
+
+
+def keys_and_values(client: redis.Redis) -> dict[bytes, object]:
+    out: dict[bytes, object] = {}
+    for key in client.scan_iter("*"):
+        kind = client.type(key)
+        out[key] = client.dump(key) if kind != b"none" else None
+    return out
+
+
+def test_try_it_on_a_picked_users_live_profile(signed_in: SignIn, starter: RulesetStore,
+                                               redis_client: redis.Redis) -> None:
+    t0 = now() - minutes(3)
+    history = [event("page_view", "u-7", t0, page="checkout"),
+               event("add_to_cart", "u-7", t0 + minutes(1), product_id="p-1", price=240.0,
+                     quantity=1)]
+    StateStore(redis_client).apply_batch([parse_event(e) for e in history])
+    before = keys_and_values(redis_client)
+    client, token = signed_in("viewer")
+    response = post(client, "/rulesets/storefront/try", token, which="published",
+                    user_id="u-7", now=now().strftime("%Y-%m-%dT%H:%M:%S"),
+                    event=json.dumps({"type": "add_to_cart", "properties": {
+                        "product_id": "p-2", "price": 15.0, "quantity": 1}}),
+                    profile="")
+    assert response.status_code == 200, response.text[-3000:]
+    html = response.text
+    assert "1</strong> rule would fire" in html
+    # 240 + 15: the live cart plus this event
+    assert re.search(r'Cart value</span>\s*&gt; 200\s*<span class="actual">— is <strong>255<',
+                     html)
+    assert "with code <strong>CART10</strong>" in html
+    # read only: not one key of Redis changed, none was left behind
+    assert keys_and_values(redis_client) == before
+
+
+def test_try_it_reports_bad_input_next_to_its_box(signed_in: SignIn,
+                                                  starter: RulesetStore) -> None:
+    client, token = signed_in("viewer")
+    bad_json = post(client, "/rulesets/storefront/try", token, which="published",
+                    event="{nope", profile="", now="")
+    assert bad_json.status_code == 422 and 'id="t-event-error"' in bad_json.text
+    bad_field = post(client, "/rulesets/storefront/try", token, which="published",
+                     event=json.dumps({"type": "add_to_cart", "properties": {
+                         "product_id": "p", "price": "cheap", "quantity": 1}}),
+                     profile=json.dumps({"state": {"cart_vlue": 3}}), now="")
+    assert bad_field.status_code == 422
+    assert "event.properties.price" in bad_field.text or "cart_vlue" in bad_field.text
+    no_draft = post(client, "/rulesets/storefront/try", token, which="draft",
+                    event="{}", profile="", now="")
+    assert no_draft.status_code == 422 and "there is no draft" in no_draft.text
+
+
+def test_backtest_over_http_with_progress(signed_in: SignIn, starter: RulesetStore,
+                                          clean_db, redis_client: redis.Redis) -> None:
+    t0 = now() - timedelta(hours=2)
+    EventArchive(clean_db).write_batch([parse_event(e) for e in (
+        event("page_view", "b-1", t0, page="checkout"),
+        event("add_to_cart", "b-1", t0 + minutes(1), product_id="p", price=300.0, quantity=1),
+    )])
+    client, token = signed_in("editor")
+    day = t0.date().isoformat()
+    started = post(client, "/rulesets/storefront/backtest/start", token, **{"from": day,
+                                                                            "to": day})
+    assert started.status_code == 303
+    run_url = started.headers["location"]
+    deadline = time.monotonic() + 15
+    status = client.get(run_url + "/status").json()
+    while status["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = client.get(run_url + "/status").json()
+    assert status == {**status, "status": "done", "processed": 2, "total": 2, "percent": 100}
+    page = client.get(run_url).text
+    assert "<td>high-value-cart</td><td>1</td><td>1</td><td>1</td><td>30.00</td>" in page
+    assert run_url.rsplit("/", 1)[1] in client.get("/rulesets/storefront/backtest").text
+    # a period ending before it starts is refused with a message
+    bad = post(client, "/rulesets/storefront/backtest/start", token, **{"from": day,
+                                                                        "to": "2000-01-01"})
+    assert "Choose a period" in client.get(bad.headers["location"]).text

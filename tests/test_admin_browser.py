@@ -78,8 +78,16 @@ def served(settings: Settings, clean_db: Engine) -> Iterator[str]:
     app.state.admin.close()
 
 
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length)
+                && !el.getAttribute('aria-label'))
+  .map(el => el.name || el.id)"""
+
+
 def shot(page: Any, name: str) -> None:
+    """Screenshot the page, and check that every input on it has a label."""
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    assert page.evaluate(UNLABELLED) == [], name
 
 
 def sign_in(page: Any, base: str, username: str) -> None:
@@ -123,7 +131,12 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         page.goto(base + "/")
         assert "/login" in page.url
         shot(page, "01-sign-in")
-        sign_in(page, base, "maria")
+        # from the keyboard alone: the user name has the focus; Tab, type, Enter
+        page.keyboard.type("maria")
+        page.keyboard.press("Tab")
+        page.keyboard.type("maria-password")
+        page.keyboard.press("Enter")
+        page.wait_for_url(base + "/")
         assert page.get_by_text("Signed in as maria (editor)").is_visible()
         shot(page, "02-rulesets")
 

@@ -106,9 +106,13 @@ class _Protocol(asyncio.Protocol):
 
 
 class FastRedis:
-    """``await client.pipeline([("GET", k), ("HVALS", h)])`` → the replies, in order."""
+    """``await client.pipeline([("GET", k), ("HVALS", h)])`` → the replies, in order.
 
-    def __init__(self, url: str, *, timeout: float, connections: int = 2) -> None:
+    One connection by default: Redis runs commands one at a time anyway, and one
+    connection means one socket write per event-loop iteration for every request in flight.
+    """
+
+    def __init__(self, url: str, *, timeout: float, connections: int = 1) -> None:
         parts = urlsplit(url)
         self.scheme = parts.scheme
         self.host = parts.hostname or "127.0.0.1"

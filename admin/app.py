@@ -15,6 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from admin.headers import SecurityHeaders
 from admin.services import AdminServices
 from admin.templating import HERE, make_templates
 from admin.views import (
@@ -40,7 +41,7 @@ def create_app(settings: Settings) -> Starlette:
         *history.routes, *audit.routes, *performance.routes, *people.routes,
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    middleware = [Middleware(
+    middleware = [Middleware(SecurityHeaders), Middleware(
         SessionMiddleware, secret_key=str(settings.secret_key), session_cookie=COOKIE,
         max_age=settings.admin_session_seconds, same_site="lax",
     )]

@@ -10,6 +10,7 @@ page goes to ``var/screenshots/``.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -166,8 +167,7 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         page.locator(f"{p}-then-0-discount-code").fill("CART10")
         page.locator(f"{p}-then-0-discount-expires_minutes").fill("60")
         # the source follows the form (editor.js asks the server to render it)
-        page.wait_for_function(
-            "document.getElementById('source').value.includes('CART10')")
+        sync_api.expect(page.locator("#source")).to_have_value(re.compile("CART10"))
         page.get_by_role("button", name="Save draft").click()
 
         # -- the validation error sits next to the rule name; fix it -------------------

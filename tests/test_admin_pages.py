@@ -23,6 +23,8 @@ def test_every_page_renders(signed_in: SignIn, starter: RulesetStore) -> None:
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:2000])
         assert "Sign out" in response.text, path
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
 
 
 def test_works_mounted_under_a_prefix(admin_settings, admin_users, starter) -> None:  # noqa: F811

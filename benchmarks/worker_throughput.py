@@ -406,6 +406,11 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
     return results, lost
 
 
+def load() -> str:
+    """The 1-minute load average: other work on the box skews every figure."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -439,7 +444,8 @@ def main() -> int:
     log_dir = var / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     info = machine()
-    print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}")
+    print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, "
+          f"load average {load()}")
     t0 = time.perf_counter()
     records = generate(args.events, args.users)
     mix = Counter(orjson.loads(v)["type"] for _, v in records)
@@ -472,7 +478,7 @@ def main() -> int:
                                               log_dir)
             out[f"worker_{n}p_rate"] = rate
             print(f"worker, {n} process{'es' if n > 1 else ''}: {rate:,.0f} events/s sustained "
-                  f"({done:,} committed in {elapsed:.1f}s)")
+                  f"({done:,} committed in {elapsed:.1f}s; load average {load()})")
         if "latency" not in skip:
             lat, lost = latency(urls, records, args.rate, args.latency_seconds, log_dir)
             if lat:
@@ -481,7 +487,7 @@ def main() -> int:
                                      "lost": lost, "rate": args.rate}
                 print(f"produce-to-offer-visible at {args.rate}/s: p50 "
                       f"{out['latency_ms']['p50']:.1f} ms, p99 {out['latency_ms']['p99']:.1f} ms "
-                      f"({len(lat)} probes)")
+                      f"({len(lat)} probes; load average {load()})")
     finally:
         if stack is not None:
             stack.stop()

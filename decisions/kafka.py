@@ -124,8 +124,8 @@ class Producer:
 class GroupRebalanced(Exception):
     """A commit was refused because the group rebalanced during the batch.
 
-    Nothing is lost: the batch's effects are idempotent and the partition's new owner
-    replays it from the last committed offset."""
+    Nothing is lost: the commit is the batch's last step (its effects are stored), and a
+    partition's new owner replays from the last committed offset, dropping what is done."""
 
 
 class _Listener(ConsumerRebalanceListener):

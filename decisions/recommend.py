@@ -16,6 +16,7 @@ rather than several per event. Every key stays single-key, so Redis Cluster work
 from __future__ import annotations
 
 import heapq
+import random
 from collections import defaultdict
 from collections.abc import Iterable
 from operator import itemgetter
@@ -28,6 +29,7 @@ from decisions.events import Event
 
 COVISIT_WITH = 5  # the newest products a view is paired with
 COVISIT_KEEP = 100  # neighbours kept per product
+TRIM_EVERY = 5  # a touched co-visitation set is trimmed in about one batch of five
 PREFETCH = 19  # ranked entries prefetched per key: count * 3 + 1 for the usual count 6
 STRATEGIES = {
     "covisit": ["covisit", "category_top", "top_sellers"],
@@ -69,8 +71,9 @@ class PopularityBatch:
     def queue(self, pipe: Any) -> None:
         for (key, member), amount in self.increments.items():
             pipe.zincrby(key, amount, member)
-        for key in self.trim:
-            pipe.zremrangebyrank(key, 0, -COVISIT_KEEP - 1)
+        for key in self.trim:  # bounded, not exact: COVISIT_KEEP plus a few batches' growth
+            if random.randrange(TRIM_EVERY) == 0:
+                pipe.zremrangebyrank(key, 0, -COVISIT_KEEP - 1)
 
 
 def update_popularity(pipe: Any, event: Event, snapshot: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +52,7 @@ from rulesets.compile import CompiledRuleset, compile_ruleset, fact_key
 from rulesets.store import RulesetStore
 
 log = logging.getLogger(__name__)
+STATE_CHUNK = 100  # events per state pipeline (chunks overlap with rule evaluation)
 
 
 @dataclass
@@ -157,6 +158,7 @@ class Worker:
         self.scorer = scorer
         self._scorer_factory = scorer_factory
         self._pg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-pg")
+        self._state_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-state")
         self.stats = Stats()
         self._refreshed = 0.0
         self._lag_checked = 0.0
@@ -184,6 +186,7 @@ class Worker:
         if self._producer is not None:
             self._producer.close()
         self._pg.shutdown(wait=True)
+        self._state_pool.shutdown(wait=True)
         self.redis.close()
         self.db.dispose()
 
@@ -215,8 +218,10 @@ class Worker:
                 self._update_lag()
                 backoff = 0.1
             except GroupRebalanced as exc:
-                # another member owns some partitions now; it replays from the committed
-                # offsets (effects are idempotent). Our positions reset on reassignment.
+                # Only the commit failed: the batch's effects are stored and its events
+                # marked done. A partition we keep goes on from our position (the next
+                # commit covers it); one that moved is replayed by its new owner from the
+                # committed offset, and its events are dropped there as duplicates.
                 self.stats.rebalances += 1
                 log.info("commit refused after a rebalance (%s); continuing", exc)
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
@@ -302,26 +307,22 @@ class Worker:
                 events.append(event)
         mark("parse")
 
-        applied = self.state.apply_batch(events)
-        mark("state")
-        in_batch: set[tuple[str, str]] = set()
-        fresh = []
-        for a in applied:
-            key = (a.event.user_id, a.event.event_id)
-            if not a.done and key not in in_batch:
-                fresh.append(a)
-            in_batch.add(key)
-        fresh_ids = {id(a) for a in fresh}
-        customers = self.customers.get_many([a.event.user_id for a in fresh])
+        customers = self.customers.get_many([e.user_id for e in events])
         mark("customers")
+        in_batch: set[tuple[str, str]] = set()
+        fresh: list[Applied] = []
         pipe = self.redis.pipeline(transaction=False)
         popularity = PopularityBatch()
+        deadlines: dict[str, int] = {}
         fired: list[tuple[Applied, Match, bool, dict[str, int]]] = []
-        for item in applied:
-            if id(item) not in fresh_ids:
+        for item in self._apply_state(events):
+            key = (item.event.user_id, item.event.event_id)
+            if item.done or key in in_batch:
                 metrics.DUPLICATES.inc()
                 self.stats.duplicates += 1
                 continue
+            in_batch.add(key)
+            fresh.append(item)
             event = item.event
             customer = customers.get(event.user_id, {})
             if event.type == "consent":
@@ -331,7 +332,7 @@ class Worker:
                 customers[event.user_id] = customer  # later events of this batch see it
             if not item.duplicate:
                 popularity.add(event, item.snapshot)
-                self._schedule_timers(pipe, event)
+                self._schedule_timers(deadlines, event)
             self._count(event)
             if customer.get("consent") is False:
                 continue
@@ -344,7 +345,9 @@ class Worker:
                         compiled, event, self.runtime.fact_for(compiled, fact)):
                     fired.append((item, match, compiled.stacking, model_versions))
         popularity.queue(pipe)
-        mark("rules")
+        if deadlines:  # one command for the batch; GT: a late event never pulls one earlier
+            pipe.zadd(keys.DEADLINES, deadlines, gt=True)
+        mark("state_rules")
 
         # actions, once every rule of the batch is known: what they read, read at once
         self.recommender.prefetch(
@@ -398,6 +401,20 @@ class Worker:
             metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
         metrics.BATCH_SECONDS.observe(time.monotonic() - batch_started)
 
+    def _apply_state(self, events: list[Event]) -> Iterator[Applied]:
+        """Apply the batch to user state in chunks, in order, on a helper thread: Redis runs
+        the scripts of the next chunk while this thread evaluates the rules of this one."""
+        size = STATE_CHUNK
+        chunks = [self._state_pool.submit(self.state.apply_batch, events[i:i + size])
+                  for i in range(0, len(events), size)]
+        try:
+            for chunk in chunks:
+                yield from chunk.result()
+        finally:
+            for chunk in chunks:  # after a failure: let the rest finish before a retry
+                if not chunk.cancel():
+                    chunk.exception()
+
     def _archive(self, events: list[Event], decision_rows: list[dict[str, Any]]) -> None:
         self.archive.write_batch(events)
         self._store_decisions(decision_rows)
@@ -445,12 +462,12 @@ class Worker:
                 " now(), :event_ts) ON CONFLICT (action_id) DO NOTHING"), rows)
 
     # -- deadlines: absences become timer events --------------------------------------
-    def _schedule_timers(self, pipe: Any, event: Event) -> None:
+    def _schedule_timers(self, deadlines: dict[str, int], event: Event) -> None:
         if event.type == "timer":
             return
         for name, delay_ms in self.runtime.timers:
-            # GT: a late, older event never pulls a deadline earlier
-            pipe.zadd(keys.DEADLINES, {f"{event.user_id}|{name}": event.ts_ms + delay_ms}, gt=True)
+            member = f"{event.user_id}|{name}"
+            deadlines[member] = max(deadlines.get(member, 0), event.ts_ms + delay_ms)
 
     def fire_due_timers(self, limit: int = 500) -> int:
         """Produce a timer event for every deadline that passed (wall clock), then drop it.

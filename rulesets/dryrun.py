@@ -223,6 +223,8 @@ def state_at(state: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
     for key, value in given.items():
         where = f"state.{key}"
         ftype = LIST if key == "segments" else field_type(f"state.{key}")
+        if ftype is None and key.startswith("since_page_"):
+            ftype = NUMBER  # any page name the storefront sends (live profiles)
         if ftype is None:
             errors.append(FieldError(where, "unknown state feature"))
         elif ftype == NUMBER and (isinstance(value, bool) or not isinstance(value, int | float)):

@@ -75,6 +75,7 @@ class FallbackContent:
 
     offers: tuple[dict[str, Any], ...] = ()
     products: tuple[dict[str, Any], ...] = ()
+    saved: tuple[dict[str, Any], ...] = ()  # the last top sellers this API saw (see below)
 
     @classmethod
     def from_file(cls, path: str) -> FallbackContent:
@@ -101,5 +102,26 @@ class FallbackContent:
             have = {p["id"] for p in found}
             found += snapshot.join(snapshot.order, limit - len(found), exclude | have)
         if not found:
-            found = [dict(p) for p in self.products[:limit]]
+            found = [p for p in (self.products or self.saved)[:limit] if p.get("id") not in exclude]
         return found
+
+
+SAVED_PRODUCTS = "api-top-sellers.json"
+SAVED_COUNT = 50
+
+
+def load_saved(var_dir: Path) -> tuple[dict[str, Any], ...]:
+    """Top sellers saved by an earlier run: what to serve if PostgreSQL is down at start."""
+    try:
+        data = orjson.loads((var_dir / SAVED_PRODUCTS).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return ()
+    return tuple(p for p in data if isinstance(p, dict) and "id" in p) \
+        if isinstance(data, list) else ()
+
+
+def save(var_dir: Path, products: list[dict[str, Any]]) -> None:
+    var_dir.mkdir(parents=True, exist_ok=True)
+    tmp = var_dir / (SAVED_PRODUCTS + ".tmp")
+    tmp.write_bytes(orjson.dumps(products))
+    tmp.replace(var_dir / SAVED_PRODUCTS)

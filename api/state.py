@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 import anyio.to_thread
@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
+from api import snapshot as snapshots
 from api.breaker import CircuitBreaker
 from api.errors import Unavailable
 from api.metrics import Metrics
@@ -67,7 +68,8 @@ class ApiState:
             metrics=metrics,
             engine=make_api_engine(settings),
             redis=RedisStore(settings),
-            fallback=FallbackContent.from_file(settings.api_fallback_file),
+            fallback=replace(FallbackContent.from_file(settings.api_fallback_file),
+                             saved=snapshots.load_saved(settings.var_dir)),
             keys=KeyCache(settings.apikey_cache_seconds),
         )
         for name in ("redis", "postgres", "kafka"):
@@ -127,6 +129,15 @@ class ApiState:
             self.snapshot.top_sellers = await self.call_redis(self.redis.top_sellers())
         except Unavailable:
             pass
+        if self.snapshot.database_loaded:
+            top = FallbackContent().fallback_products(self.snapshot, snapshots.SAVED_COUNT)
+            if top and tuple(top) != self.fallback.saved:
+                self.fallback = replace(self.fallback, saved=tuple(top))
+                try:
+                    await anyio.to_thread.run_sync(snapshots.save, self.settings.var_dir, top)
+                except OSError as exc:
+                    log.warning("cannot save the top sellers to %s: %s",
+                                self.settings.var_dir, exc)
 
     # -- calls behind breakers ----------------------------------------------------------
 

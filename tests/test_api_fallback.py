@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from decisions import apikeys, catalog, migrate
+from decisions import apikeys, catalog, keys, migrate
 from decisions.settings import Settings
 from decisions.stack.embedded import start_postgres, start_redis
 from decisions.stack.process import Child
@@ -251,3 +251,20 @@ def test_writes_with_redis_dead(api_settings: Settings, demo_catalog: object,
                      test_client.delete("/v1/users/u-1", headers=auth(admin))):
             assert resp.status_code == 503 and "retry-after" in resp.headers
             assert resp.json()["error"]["code"] == "service_unavailable"
+
+
+def test_saved_top_sellers_serve_a_restart_without_postgres(
+    api_settings: Settings, demo_catalog: object, make_key: KeyMaker, redis_client: redis.Redis
+) -> None:
+    redis_client.zadd(keys.TOP, {"p-5": 9, "p-6": 8})
+    key = make_key("offers:read")
+    with TestClient(create_app(api_settings)) as test_client:  # saves the snapshot
+        assert test_client.get("/readyz").status_code == 200
+    dead = replace(api_settings,
+                   database_url=f"postgresql://postgres@127.0.0.1:{dead_port()}/postgres")
+    with TestClient(create_app(dead)) as test_client:
+        body = assert_fallback(
+            test_client.get("/v1/users/u-1/recommendations?limit=3", headers=auth(key)),
+            "auth_unavailable")
+        assert [p["id"] for p in body["products"]] == ["p-5", "p-6", "p-1"]
+        assert body["products"][0]["name"] == "Hiking Boot"

@@ -9,7 +9,7 @@ the order value the storefront reported with the redemption.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -67,15 +67,3 @@ def granted(terms: Any, order_value: float | None) -> float:
         return value
     return value * float(order_value or 0) / 100.0
 
-
-def daily_fires(db: Engine, ruleset: str, start: datetime,
-                end: datetime) -> dict[str, dict[date, int]]:
-    """rule -> day -> fires, for the chart."""
-    out: dict[str, dict[date, int]] = {}
-    with db.connect() as conn:
-        for rule, day, n in conn.execute(text(
-                "SELECT rule, (decided_at AT TIME ZONE 'UTC')::date, count(DISTINCT event_id) "
-                "FROM decisions WHERE ruleset = :rs AND decided_at >= :a AND decided_at < :b "
-                "GROUP BY 1, 2"), {"rs": ruleset, "a": start, "b": end}):
-            out.setdefault(rule, {})[day] = int(n)
-    return out

@@ -58,7 +58,7 @@ def browser() -> Iterator[Any]:
 def served(settings: Settings, clean_db: Engine) -> Iterator[str]:
     """The admin served by uvicorn in a thread; the store holds version 1 (win-back only)."""
     admin_settings = replace(settings, secret_key=Secret("browser-test-secret"))
-    for name, role in (("maria", "editor"), ("paul", "publisher")):
+    for name, role in (("maria", "editor"), ("paul", "publisher"), ("ada", "admin")):
         create_user(clean_db, name, f"{name}-password", role)
     data, _ = read_file(STARTER)
     data["rules"] = [r for r in data["rules"] if r["name"] == "win-back"]
@@ -253,4 +253,9 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
     page.goto(base + "/users")  # a publisher is not an admin
     assert page.get_by_role("heading", name="Not allowed").is_visible()
     shot(page, "13-forbidden")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, base, "ada")
+    page.get_by_role("link", name="Users").click()
+    assert page.get_by_role("cell", name="maria", exact=True).is_visible()
+    shot(page, "14-users")
     context.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -120,10 +119,6 @@ def http_exception(request: Request, exc: Exception) -> Response:
 def field(form: Form, name: str, default: str = "") -> str:
     value = form.get(name, default)
     return value.strip() if isinstance(value, str) else default
-
-
-def as_dict(form: Form) -> dict[str, Any]:
-    return {k: v for k, v in form.multi_items() if isinstance(v, str)}
 
 
 def server_error(request: Request, exc: Exception) -> Response:

@@ -167,6 +167,19 @@ def test_four_eyes_needs_a_second_person(signed_in: SignIn, starter: RulesetStor
     assert page.status_code == 200
 
 
+def test_four_eyes_cannot_be_switched_off_by_the_drafts_editor(
+        signed_in: SignIn, starter: RulesetStore) -> None:
+    doc = starter.get_version("storefront").document
+    starter.save_draft({**doc, "four_eyes": True}, "seed")
+    starter.publish("storefront", "seed", "four eyes on", approved_by="publisher2")
+    publisher, token = signed_in("publisher")
+    data = {"description": "sneaky", "revision": "", "base_version": "2"}  # four_eyes off
+    assert post(publisher, "/rulesets/storefront/settings", token, **data).status_code == 303
+    refused = post(publisher, "/rulesets/storefront/publish", token, revision="1", comment="x")
+    assert "needs a second person" in publisher.get(refused.headers["location"]).text
+    assert starter.get_version("storefront").version == 2
+
+
 def test_sign_in_throttled_after_repeated_failures(admin_app: Starlette,
                                                    admin_users: dict) -> None:
     with TestClient(admin_app, follow_redirects=False) as client:

@@ -80,7 +80,15 @@ def publish(request: Request, form: Form) -> Response:
     if not comment:
         flash(request, "Not published: say what changes and why in the comment.", "error")
         return redirect(request, "ruleset", name=name)
-    approver = user.username if draft.document.get("four_eyes") else None
+    # four eyes when the draft or the live version asks for it: switching the flag off in
+    # a draft must not let its own editor publish that draft alone
+    live = svc_live_four_eyes(request, name)
+    four_eyes = bool(draft.document.get("four_eyes")) or live
+    if four_eyes and draft.updated_by == user.username:
+        flash(request, "Not published: this ruleset needs a second person. You edited the "
+                       "draft last; another publisher approves and publishes it.", "error")
+        return redirect(request, "ruleset", name=name)
+    approver = user.username if four_eyes else None
     try:
         version = store.publish(name, user.username, comment, approved_by=approver)
     except (Forbidden, ValidationError) as exc:
@@ -90,6 +98,13 @@ def publish(request: Request, form: Form) -> Response:
         return redirect(request, "ruleset", name=name)
     flash(request, f"Published {name} version {version}. Workers switch to it within seconds.")
     return redirect(request, "history", name=name)
+
+
+def svc_live_four_eyes(request: Request, name: str) -> bool:
+    try:
+        return bool(services(request).store.get_version(name).document.get("four_eyes"))
+    except NotFound:
+        return False
 
 
 @page("publisher")

@@ -126,11 +126,13 @@ def ruleset_detail(request: Request, form: Form) -> Response:
     svc = services(request)
     versions = svc.store.versions(name)
     changes: list[str] = []
+    four_eyes = bool(work.document.get("four_eyes"))
     if work.draft is not None and work.active_version is not None:
         published = svc.store.get_version(name, work.active_version).document
         changes = rule_changes(published, work.draft.document)
+        four_eyes = four_eyes or bool(published.get("four_eyes"))
     return render(request, "ruleset.html", {
-        "changes": changes,
+        "changes": changes, "four_eyes": four_eyes,
         "rules_by_priority": sorted(enumerate(work.document["rules"]),
                                     key=lambda item: (-int(item[1].get("priority", 0)), item[0])),
         "name": name, "work": work, "doc": work.document, "versions": versions[:5],

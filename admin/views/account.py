@@ -52,7 +52,7 @@ def login(request: Request, form: Form) -> Response:
     svc.throttle.succeeded(username)
     request.session.clear()  # a fresh session (and CSRF token) on every sign-in
     request.session[SESSION_USER] = user.id
-    request.session[SESSION_STARTED] = int(time.time())
+    request.session[SESSION_STARTED] = time.time()
     csrf.rotate(request.session)
     flash(request, f"Signed in as {user.username} ({user.role}).")
     return RedirectResponse(_safe_next(request, next_url), status_code=303)

@@ -36,6 +36,7 @@ from tests.helpers import STARTER, event, minutes, now, running_worker, wait_for
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -138,7 +139,7 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         page.keyboard.type("maria-password")
         page.keyboard.press("Enter")
         page.wait_for_url(base + "/")
-        assert page.get_by_text("Signed in as maria (editor)").is_visible()
+        expect(page.get_by_text("Signed in as maria (editor)")).to_be_visible()
         shot(page, "02-rulesets")
 
         # -- build high-value-cart with the form builder -----------------------------
@@ -167,7 +168,7 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         page.locator(f"{p}-then-0-discount-code").fill("CART10")
         page.locator(f"{p}-then-0-discount-expires_minutes").fill("60")
         # the source follows the form (editor.js asks the server to render it)
-        sync_api.expect(page.locator("#source")).to_have_value(re.compile("CART10"))
+        expect(page.locator("#source")).to_have_value(re.compile("CART10"))
         page.get_by_role("button", name="Save draft").click()
 
         # -- the validation error sits next to the rule name; fix it -------------------
@@ -178,7 +179,7 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         page.locator(f"{p}-name").fill("high-value-cart")
         page.get_by_role("button", name="Save draft").click()
         page.wait_for_url(base + "/rulesets/storefront")
-        assert page.get_by_text("Rule high-value-cart saved to the draft").is_visible()
+        expect(page.get_by_text("Rule high-value-cart saved to the draft")).to_be_visible()
         shot(page, "04-ruleset-with-draft")
         page.get_by_role("link", name="Edit high-value-cart").click()
         shot(page, "05-rule-editor")
@@ -202,7 +203,7 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         page.goto(base + "/rulesets/storefront")
         page.get_by_label("Comment").fill("Add the high-value cart offer")
         page.get_by_role("button", name="Publish draft").click()
-        assert page.get_by_text("Published storefront version 2").is_visible()
+        expect(page.get_by_text("Published storefront version 2")).to_be_visible()
         shot(page, "07-history")
 
         # -- the running worker uses version 2 -------------------------------------------
@@ -226,11 +227,11 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         # -- diff, then roll back to version 1 -------------------------------------------
         page.get_by_role("link", name="History").click()
         page.get_by_role("link", name="Diff with 1").first.click()
-        assert page.get_by_text("rule high-value-cart added").is_visible()
+        expect(page.get_by_text("rule high-value-cart added")).to_be_visible()
         shot(page, "08-diff")
         page.get_by_role("link", name="History").click()
         page.get_by_role("button", name="Roll back to version 1").click()
-        assert page.get_by_text("Rolled back: version 3").is_visible()
+        expect(page.get_by_text("Rolled back: version 3")).to_be_visible()
         wait_for(lambda: "storefront:3" in (worker.runtime.marker or ""), timeout=15)
         before = worker.stats.processed
         produce_cart(settings, "u-v3")
@@ -245,17 +246,17 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
     assert rows.count() == 2  # publish and rollback
     shot(page, "10-audit")
     page.goto(base + "/rulesets/storefront/performance")
-    assert page.locator("table.numbers").get_by_text("high-value-cart").is_visible()
+    expect(page.locator("table.numbers").get_by_text("high-value-cart")).to_be_visible()
     shot(page, "11-performance")
     page.goto(base + "/rulesets/nope")
-    assert page.get_by_role("heading", name="Not found").is_visible()
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     shot(page, "12-not-found")
     page.goto(base + "/users")  # a publisher is not an admin
-    assert page.get_by_role("heading", name="Not allowed").is_visible()
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
     shot(page, "13-forbidden")
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, base, "ada")
     page.get_by_role("link", name="Users").click()
-    assert page.get_by_role("cell", name="maria", exact=True).is_visible()
+    expect(page.get_by_role("cell", name="maria", exact=True)).to_be_visible()
     shot(page, "14-users")
     context.close()

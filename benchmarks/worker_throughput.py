@@ -265,10 +265,43 @@ def committed(consumer: KafkaConsumer, topic: str, partitions: int) -> int:
     return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions))
 
 
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used: user + system)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def tree_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and its descendants (live ones)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out = {}
+    for name, root in pids.items():
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += table.get(pid, (0, 0.0))[1]
+            todo.extend(children.get(pid, []))
+        out[name] = total
+    return out
+
+
 def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
-                max_seconds: float, log_dir: Path) -> tuple[float, int, float]:
+                max_seconds: float, log_dir: Path, services: dict[str, int],
+                ) -> tuple[float, int, float, dict[str, float]]:
     """Sustained events/s of N worker processes draining ``total`` records already in
-    ``topic``: from the first commit to the last (joins and start-up excluded)."""
+    ``topic``: from the first commit to the last (joins and start-up excluded); and the
+    CPU time each process (worker, embedded services) spent per event meanwhile — a
+    figure that, unlike the rate, does not depend on what else the box is running."""
     reset(urls)
     group = f"bench-{processes}p-{uuid.uuid4().hex[:6]}"
     log = open(log_dir / f"worker-{processes}p.log", "wb")  # noqa: SIM115
@@ -280,25 +313,32 @@ def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
     first_at = first_count = None
     done = 0
     deadline = time.monotonic() + max_seconds + 30
+    pids = {"worker": proc.pid, **services}
+    cpu_start: dict[str, float] = {}
+    cpu_end: dict[str, float] = {}
     try:
         while time.monotonic() < deadline:
             done = committed(watcher, topic, 6)
             now = time.perf_counter()
             if done and first_at is None:
                 first_at, first_count = now, done
+                cpu_start = tree_cpu(pids)
                 deadline = time.monotonic() + max_seconds
             if done >= total:
                 break
             time.sleep(0.25)
         end = time.perf_counter()
+        cpu_end = tree_cpu(pids)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         watcher.close()
         log.close()
-    if first_at is None or first_count is None or end <= first_at:
-        return 0.0, done, 0.0
-    return (done - first_count) / (end - first_at), done, end - first_at
+    if first_at is None or first_count is None or end <= first_at or done <= first_count:
+        return 0.0, done, 0.0, {}
+    per_event = {name: (cpu_end[name] - cpu_start.get(name, 0.0)) / (done - first_count) * 1e6
+                 for name in cpu_end}
+    return (done - first_count) / (end - first_at), done, end - first_at, per_event
 
 
 def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, seconds: float,
@@ -453,6 +493,8 @@ def main() -> int:
           f"{time.perf_counter() - t0:.1f}s; mix: "
           + ", ".join(f"{k} {v / len(records):.1%}" for k, v in mix.most_common()))
     urls, stack = services(var / "stack")
+    service_pids = {} if stack is None else {
+        c.name.split(" ")[0]: c.pid for c in stack.children}
     out: dict[str, Any] = {"machine": info, "events": len(records), "users": args.users,
                            "mix": dict(mix)}
     try:
@@ -474,11 +516,15 @@ def main() -> int:
         for n in (1, 2):
             if f"w{n}" in skip:
                 continue
-            rate, done, elapsed = worker_rate(urls, topic, len(records), n, args.max_seconds,
-                                              log_dir)
+            rate, done, elapsed, cpu = worker_rate(urls, topic, len(records), n,
+                                                   args.max_seconds, log_dir, service_pids)
             out[f"worker_{n}p_rate"] = rate
+            out[f"worker_{n}p_cpu_us_per_event"] = cpu
             print(f"worker, {n} process{'es' if n > 1 else ''}: {rate:,.0f} events/s sustained "
                   f"({done:,} committed in {elapsed:.1f}s; load average {load()})")
+            if cpu:
+                print("  CPU per event: " + ", ".join(f"{k} {v:,.0f} µs" for k, v in cpu.items())
+                      + f" (total {sum(cpu.values()):,.0f} µs)")
         if "latency" not in skip:
             lat, lost = latency(urls, records, args.rate, args.latency_seconds, log_dir)
             if lat:

@@ -39,6 +39,7 @@ def pack(args: tuple[Any, ...]) -> bytes:
 class _Waiter:
     future: asyncio.Future[list[Any]]
     count: int
+    sent_at: float
     replies: list[Any] = field(default_factory=list)
 
 
@@ -79,7 +80,7 @@ class _Protocol(asyncio.Protocol):
         if self.closed:
             future.set_exception(ConnectionError("connection to Redis closed"))
             return future
-        self.pending.append(_Waiter(future, count))
+        self.pending.append(_Waiter(future, count, self.loop.time()))
         self.buffer.append(payload)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -123,6 +124,7 @@ class FastRedis:
         db = parts.path.strip("/") if parts.scheme != "unix" else ""
         self.db = int(db) if db.isdigit() else 0
         self.timeout = timeout
+        self.dead_after = max(1.0, 10 * timeout)
         self._slots: list[_Protocol | None] = [None] * max(1, connections)
         self._connecting: list[asyncio.Future[_Protocol] | None] = [None] * len(self._slots)
         self._next = 0
@@ -150,11 +152,16 @@ class FastRedis:
         if proto is None or proto.closed:
             proto = await self._connection(index, deadline)
         future = proto.send(payload, count)
-        handle = loop.call_at(deadline, _expire, future)
+        handle = loop.call_at(deadline, _deadline, loop, future)
         try:
             return await future
         except TimeoutError:
-            proto.abort(TimeoutError("Redis did not answer in time"))
+            # The late reply will still come, in order, and be dropped. Only a connection
+            # that has answered nothing for a long while is given up (a hung server or a
+            # dead network path): its pending calls fail and the next call reconnects.
+            oldest = proto.pending[0].sent_at if proto.pending else loop.time()
+            if loop.time() - oldest > self.dead_after:
+                proto.abort(TimeoutError("Redis stopped answering"))
             raise
         finally:
             handle.cancel()
@@ -210,6 +217,17 @@ class FastRedis:
         for connecting in self._connecting:
             if connecting is not None and not connecting.done():
                 connecting.cancel()
+
+
+def _deadline(loop: asyncio.AbstractEventLoop, future: asyncio.Future[list[Any]]) -> None:
+    """The deadline passed: give the socket one more look before calling it a timeout.
+
+    A busy event loop can run a due timer before the read callback of a reply that came
+    in time (libuv runs timers first). Two hops through ``call_soon`` put one I/O poll
+    between the deadline and the verdict, so only a reply that really is late counts.
+    """
+    if not future.done():
+        loop.call_soon(loop.call_soon, _expire, future)
 
 
 def _expire(future: asyncio.Future[list[Any]]) -> None:

@@ -244,6 +244,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--server", choices=[*SERVER_MODES, "both"], default="both")
+    parser.add_argument("--redis-timeout-ms", type=int, default=1000,
+                        help="the API's Redis timeout (production default: 50)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -275,7 +277,7 @@ def main() -> None:
                # measure the personalized path even when a saturated server (or a busy
                # machine) answers slowly: with the 50 ms default, such stalls would switch
                # reads to the cheaper fallback and flatter the figures
-               "DECISIONS_REDIS_TIMEOUT_MS": "1000"}
+               "DECISIONS_REDIS_TIMEOUT_MS": str(args.redis_timeout_ms)}
         modes = list(SERVER_MODES) if args.server == "both" else [args.server]
         results: dict[str, dict[str, dict[str, Any]]] = {}
         for mode in modes:

@@ -72,3 +72,30 @@ def test_unreachable_redis_is_a_503_page(admin_settings, admin_users) -> None:  
             assert response.status_code == 503 and "Redis cannot be reached" in response.text
     finally:
         app.state.admin.close()
+
+
+def test_mounted_in_the_storefront_api(admin_settings, admin_users, starter) -> None:  # noqa: F811
+    """As ``decisions up`` serves it: inside the API app, whose lifespan is the only one."""
+    from starlette.routing import Mount
+
+    from admin.app import create_app
+    from api.app import create_app as create_api
+    from tests.test_admin_fixtures import csrf_of, password
+
+    admin = create_app(admin_settings)
+    api = create_api(admin_settings, extra_routes=[Mount("/admin", app=admin, name="admin")])
+    try:
+        with TestClient(api, follow_redirects=False) as client:
+            assert client.get("/healthz").status_code == 200
+            page = client.get("/admin/login")
+            assert page.status_code == 200
+            signed = client.post("/admin/login", data={
+                "username": "editor", "password": password("editor"),
+                "csrf_token": csrf_of(page.text)})
+            assert signed.headers["location"] == "/admin/"
+            html = client.get("/admin/rulesets/storefront").text
+            assert 'href="/admin/rulesets/storefront/rules/0"' in html
+            missing = client.get("/admin/no/such/page")
+            assert missing.status_code == 404 and "Not found" in missing.text
+    finally:
+        admin.state.admin.close()

@@ -72,7 +72,8 @@ def test_validate_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code, out, err = run(capsys, "validate", str(tmp_path))
     assert code == 2
     assert out == f"{tmp_path / 'good.json'}: ok (g, 1 rules)\n"
-    assert err.splitlines()[0] == f"{tmp_path / 'syntax.yaml'}:4: mapping values are not allowed here"
+    syntax = tmp_path / "syntax.yaml"
+    assert err.splitlines()[0] == f"{syntax}:4: mapping values are not allowed here"
     code, _, err = run(capsys, "validate", str(tmp_path / "missing.yaml"))
     assert code == 2 and "no such file or directory" in err
 

@@ -179,7 +179,8 @@ class RulesetStore:
                 draft.updated_at = utcnow()
                 draft.approval_requested_by = None
             rs.description = doc["description"]
-            rs.four_eyes = doc["four_eyes"]
+            if rs.active_version is None:  # else four_eyes changes when a version goes live
+                rs.four_eyes = doc["four_eyes"]
             rs.updated_at = utcnow()
             self._audit(s, actor, "save_draft", doc["name"], None, before, doc)
             s.flush()
@@ -195,13 +196,17 @@ class RulesetStore:
             if draft is None:
                 raise NotFound(f'ruleset "{name}" has no draft to publish')
             doc = validate(draft.document)
-            if rs.four_eyes:
+            live = self._active_doc(s, rs, rs.active_version)
+            # four eyes when the draft or the live version asks for it: a draft cannot
+            # switch the rule off for its own publication
+            if doc["four_eyes"] or (live or {}).get("four_eyes"):
                 if approved_by is None:
                     raise Forbidden(f'ruleset "{name}" needs a second person to approve publishing')
                 if approved_by == draft.updated_by:
                     raise Forbidden(
                         "the approver must be someone other than the draft's last editor")
             version = self._new_version(s, rs, doc, actor, comment, approved_by)
+            rs.four_eyes = doc["four_eyes"]
             s.delete(draft)
             self._audit(s, actor, "publish", name, version, self._active_doc(s, rs, version - 1),
                         doc, comment)
@@ -218,6 +223,7 @@ class RulesetStore:
             before = self._active_doc(s, rs, rs.active_version)
             version = self._new_version(s, rs, old.document, actor,
                                         comment or f"rollback to version {to_version}", None)
+            rs.four_eyes = bool(old.document.get("four_eyes"))
             self._audit(s, actor, "rollback", name, version, before, old.document,
                         comment or f"rollback to version {to_version}")
             return version

@@ -144,6 +144,13 @@ def test_four_eyes_publishing_needs_a_second_person(store: RulesetStore) -> None
     with pytest.raises(ValidationError, match="requires four-eyes approval"):
         store.import_document(document(300, four_eyes=True), "alice")
     assert store.draft("shop") is not None  # kept as a draft for the approver
+    # a draft switching four eyes off still needs approval to go live
+    store.save_draft(document(300), "alice")
+    with pytest.raises(Forbidden, match="needs a second person to approve"):
+        store.publish("shop", "alice", "sneaky")
+    assert store.publish("shop", "carol", "approved", approved_by="carol") == 2
+    store.save_draft(document(400), "alice")
+    assert store.publish("shop", "alice", "four eyes was switched off, approved") == 3
 
 
 def test_every_change_is_audited_with_before_and_after(store: RulesetStore) -> None:

@@ -322,3 +322,35 @@ def edit(rule: dict[str, Any], command: str, prefix: str) -> dict[str, Any]:
     except (KeyError, IndexError, ValueError, TypeError):
         pass  # a stale button: nothing to do
     return rule
+
+
+def _renderable_node(node: Any) -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {"field": "", "op": ""}
+    for kind in ("all", "any"):
+        if kind in node:
+            children = node[kind] if isinstance(node[kind], list) else []
+            return {kind: [_renderable_node(c) for c in children]}
+    if "not" in node:
+        return {"not": _renderable_node(node["not"])}
+    leaf = {"field": str(node.get("field") or ""), "op": str(node.get("op") or "")}
+    if "value" in node:
+        leaf["value"] = node["value"]
+    return leaf
+
+
+def renderable(rule: dict[str, Any]) -> dict[str, Any]:
+    """A rule parsed from hand-written source, shaped so the form can show it (what does
+    not fit a form input is dropped; validation has already named it)."""
+    out = dict(rule)
+    out["name"] = str(rule.get("name") or "")
+    out["when"] = _renderable_node(rule.get("when", {"all": []}))
+    if "all" not in out["when"] and "any" not in out["when"]:
+        out["when"] = {"all": [out["when"]]}
+    then: list[Any] = rule["then"] if isinstance(rule.get("then"), list) else []
+    out["then"] = [a if isinstance(a, dict) and len(a) == 1
+                   and isinstance(next(iter(a.values())), dict) else {"discount": {}}
+                   for a in then]
+    if not isinstance(out.get("active"), dict):
+        out.pop("active", None)
+    return out

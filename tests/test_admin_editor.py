@@ -97,6 +97,12 @@ def test_source_view_both_ways(signed_in: SignIn, starter: RulesetStore) -> None
         **fields, "source": "name: x\nwhen: [\n", "action": "apply_source"})
     assert 'id="f-source-error"' in broken.text and "line" in broken.text
     assert form_fields(broken.text)["rules[0].name"] == "high-value-cart"
+    # odd but valid YAML is shown as far as a form can, with its problems named
+    odd = client.post("/rulesets/storefront/rules/0", data={
+        **fields, "source": "name: odd\nwhen: [1, 2]\nthen: 5\nactive: x\n",
+        "action": "apply_source"})
+    assert odd.status_code == 200 and "problem" in odd.text
+    assert form_fields(odd.text)["rules[0].name"] == "odd"
 
 
 def test_stale_draft_is_refused_naming_who(signed_in: SignIn, starter: RulesetStore) -> None:

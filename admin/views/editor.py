@@ -121,6 +121,7 @@ def _post(request: Request, form: Form, name: str | None, index: int,
     doc = {**settings, "rules": [*rules[:index], rule, *rules[index + 1:]]}
     if "source" not in errors:
         errors.update(_check(doc))
+    rule = forms.renderable(rule)
     if action != "save" or errors:
         status = 422 if errors and action == "save" else 200
         return render(request, "editor.html", _context(
@@ -147,7 +148,8 @@ def _post(request: Request, form: Form, name: str | None, index: int,
 @page("editor")
 def rule_source(request: Request, form: Form) -> Response:
     """Form -> source for editor.js (the form is not saved)."""
-    index = int(field(form, "index") or 0)
+    raw = field(form, "index")
+    index = int(raw) if raw.isdigit() else 0
     fmt = field(form, "format", "yaml")
     rule = forms.parse_rule(form, index)
     return JSONResponse({"source": forms.to_source(rule, "json" if fmt == "json" else "yaml")})

@@ -122,7 +122,9 @@ def _compiled(document: Mapping[str, Any], version: int) -> tuple[CompiledRulese
     with _LOCK:
         _COMPILED[key] = compiled
         while len(_COMPILED) > _CACHE_SIZE:
-            _COMPILED.popitem(last=False)
+            _, dropped = _COMPILED.popitem(last=False)
+            if _ENGINE is not None:  # free its durable_rules rulesets too
+                _ENGINE.unload(dropped)
     return compiled, doc
 
 

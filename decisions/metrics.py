@@ -23,6 +23,7 @@ SCORER_ERRORS = Counter("decisions_scorer_errors_total",
 ASSIGNED = Gauge("decisions_assigned_partitions", "Partitions this worker process owns")
 REBALANCES = Counter("decisions_rebalances_total", "Partition assignments received")
 PHASE_SECONDS = Histogram(
-    "decisions_batch_phase_seconds", "Time per batch in each step (parse, state, rules, ...)",
+    "decisions_batch_phase_seconds",
+    "Time per batch in each step (parse, customers, state_rules, actions, ...)",
     ["phase"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )

@@ -95,4 +95,7 @@ def test_served_process_keeps_connections_alive(live_api: tuple[str, str]) -> No
     base_url, key = live_api
     with httpx.Client(base_url=base_url, headers=auth(key)) as http:
         codes = {http.get("/v1/users/u-1/recommendations").status_code for _ in range(20)}
+        head = http.head("/v1/users/u-1/offers")
+        assert head.status_code == 200 and head.content == b"" and head.headers["etag"]
+        assert http.get("/v1/users/u-1/offers").status_code == 200  # connection still fine
     assert codes == {200}

@@ -354,3 +354,37 @@ def renderable(rule: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(out.get("active"), dict):
         out.pop("active", None)
     return out
+
+
+_PART = re.compile(r"(all|any|then)\[(\d+)\]|not")
+_WORDS = {"field": "field", "op": "operator", "value": "value", "name": "name",
+          "priority": "priority", "description": "description", "from": "from",
+          "until": "until", "percent": "discount value", "amount": "discount value"}
+
+
+def describe_path(path: str, index: int) -> str:
+    """An error's document path in words for the summary: ``rules[0].when.all[1].value``
+    -> "Condition 2: value"."""
+    if not path:
+        return "Ruleset"
+    if path == "source":
+        return "Source"
+    if not path.startswith("rules["):
+        return "Ruleset " + _WORDS.get(path, path.replace("_", " "))
+    head, _, rest = path.partition("].")
+    if head != f"rules[{index}":
+        return f"Rule {int(head[6:].rstrip(']')) + 1} (another rule)"
+    if rest.startswith("when"):
+        numbers = [str(int(m[2]) + 1) for m in _PART.finditer(rest) if m[2] is not None]
+        last = rest.rsplit(".", 1)[-1].split("[")[0]
+        where = "Condition " + ".".join(numbers) if numbers else "Conditions"
+        return where + (f": {_WORDS[last]}" if last in _WORDS else "")
+    if rest.startswith("then"):
+        numbers = [str(int(m[2]) + 1) for m in _PART.finditer(rest) if m[2] is not None]
+        last = rest.rsplit(".", 1)[-1]
+        where = f"Action {numbers[0]}" if numbers else "Actions"
+        return where + (f": {_WORDS.get(last, last.replace('_', ' '))}"
+                        if "." in rest else "")
+    if rest.startswith("active"):
+        return "Active " + rest.rsplit(".", 1)[-1] if "." in rest else "Active window"
+    return "Rule " + _WORDS.get(rest, rest.replace("_", " "))

@@ -182,3 +182,23 @@ def test_delete_rule_and_settings_go_to_the_draft(signed_in: SignIn,
     stale = post(client, "/rulesets/storefront/settings", token, revision="1",
                  description="late")
     assert "Not saved" in client.get(stale.headers["location"]).text
+
+
+def test_error_paths_in_words() -> None:
+    cases = {
+        "rules[2].name": "Rule name",
+        "rules[2].when.all[1].value": "Condition 2: value",
+        "rules[2].when.all[3].any[0].op": "Condition 4.1: operator",
+        "rules[2].when.all[1].value[0]": "Condition 2: value",
+        "rules[2].when": "Conditions",
+        "rules[2].then[0].discount.percent": "Action 1: discount value",
+        "rules[2].then[1].recommend.slot": "Action 2: slot",
+        "rules[2].then": "Actions",
+        "rules[2].active.from": "Active from",
+        "rules[0].name": "Rule 1 (another rule)",
+        "name": "Ruleset name",
+        "": "Ruleset",
+        "source": "Source",
+    }
+    for path, words in cases.items():
+        assert forms.describe_path(path, 2) == words, path

@@ -48,7 +48,7 @@ from decisions.offers import OfferStore
 from decisions.recommend import PopularityBatch, Recommender
 from decisions.settings import Settings
 from decisions.state import Applied, StateStore
-from rulesets.compile import CompiledRuleset, compile_ruleset, fact_key
+from rulesets.compile import CompiledRuleset, compile_ruleset
 from rulesets.store import RulesetStore
 
 log = logging.getLogger(__name__)
@@ -83,19 +83,7 @@ class Runtime:
     checked: float = 0.0
     cache: dict[tuple[str, int], CompiledRuleset] = field(default_factory=dict)
     uses_scores: bool = False  # some active rule reads score.<model>
-    reads: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
     timers: list[tuple[str, int]] = field(default_factory=list)  # idle timers, on reload
-
-    def fact_for(self, compiled: CompiledRuleset, fact: dict[str, Any]) -> dict[str, Any]:
-        """Only the fact fields this ruleset's rules read (durable_rules serialises and
-        parses every field posted: a smaller fact is a much cheaper evaluation)."""
-        key = (compiled.name, compiled.version)
-        names = self.reads.get(key)
-        if names is None:
-            wanted = {"e_type", "ts_ms"} | {fact_key(path) for rule in compiled.rules.values()
-                                           for path in rule.fields}
-            names = self.reads[key] = tuple(sorted(wanted))
-        return {name: fact[name] for name in names if name in fact}
 
     def refresh(self, force: bool = False) -> bool:
         now = time.monotonic()
@@ -116,6 +104,9 @@ class Runtime:
             metrics.RULESET_VERSION.labels(item.name).set(item.version)
         self.active = active
         self.marker = marker
+        live = {(c.name, c.version) for c in active}
+        for key in [k for k in self.cache if k not in live]:  # free replaced versions
+            self.engine.unload(self.cache.pop(key))
         self.uses_scores = any(path.startswith("score.") for compiled in active
                                for rule in compiled.rules.values() for path in rule.fields)
         self.timers = self.idle_timers()
@@ -341,8 +332,7 @@ class Worker:
             for compiled in self.runtime.active:
                 if event.type not in compiled.by_type:
                     continue
-                for match in self.runtime.engine.evaluate(
-                        compiled, event, self.runtime.fact_for(compiled, fact)):
+                for match in self.runtime.engine.evaluate(compiled, event, fact):
                     fired.append((item, match, compiled.stacking, model_versions))
         popularity.queue(pipe)
         if deadlines:  # one command for the batch; GT: a late event never pulls one earlier

@@ -23,9 +23,12 @@ import pytest
 import redis
 import uvicorn
 from sqlalchemy import Engine, text
+from starlette.testclient import TestClient
 
 from admin.app import create_app
 from admin.users import create_user
+from api.app import create_app as create_api
+from decisions import apikeys
 from decisions.kafka import Producer
 from decisions.offers import active_offers
 from decisions.settings import Secret, Settings
@@ -213,6 +216,13 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         assert offers[0]["rule"] == "high-value-cart"
         assert offers[0]["ruleset_version"] == 2
         assert offers[0]["discount"]["code"] == "CART10"
+        # and the storefront gets it through the API
+        key, _ = apikeys.create_key(clean_db, "browser test", ["offers:read"])
+        with TestClient(create_api(settings)) as api:
+            served_offers = api.get("/v1/users/u-v2/offers",
+                                    headers={"Authorization": f"Bearer {key}"}).json()
+        assert [(o["rule"], o["ruleset_version"]) for o in served_offers["offers"]] == [
+            ("high-value-cart", 2)]
 
         # -- backtest version 2 over today's stored events (the worker archived them) -----
         wait_for(lambda: archived(clean_db, "u-v2") == 2, timeout=15)

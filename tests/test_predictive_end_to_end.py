@@ -83,7 +83,8 @@ def test_score_rule_fires_only_with_an_active_model(
         versions = (
             conn.execute(
                 text(
-                    "SELECT model_versions FROM decisions WHERE user_id = 'u-after' AND kind = 'offer'"
+                    "SELECT model_versions FROM decisions"
+                    " WHERE user_id = 'u-after' AND kind = 'offer'"
                 )
             )
             .scalars()

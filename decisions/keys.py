@@ -14,12 +14,13 @@ Cluster. Each use has its own prefix.
 | ``d:bought:{uid}`` | set | products the user bought |
 | ``d:seg:{uid}`` | set | segments added by rules |
 | ``d:offers:{uid}`` | hash | offer_id -> offer JSON (see ``decisions.offers``) |
-| ``d:offrule:{uid}`` | hash | rule key -> offer_id of the active offer of that rule (per-user cap) |
+| ``d:offrule:{uid}`` | hash | rule key -> offer_id of the active offer of that rule; ``<ruleset>/<rule>|times`` -> grant times of the last 30 days (per-user cap) |
 | ``d:recs:{uid}`` | hash | slot -> JSON {products, rule, ruleset_version, expires_at, ...} |
 | ``d:cust:{uid}`` | string | cached customer attributes JSON |
 | ``d:deadlines`` | zset | ``<uid>|<timer>`` scored by due event time (ms) |
 | ``d:covis:<product_id>`` | zset | co-visited products with counts |
 | ``d:top`` / ``d:topcat:<category>`` | zset | top sellers, overall and per category |
+| ``d:rl:<key prefix>`` | hash | API rate-limit token bucket of one API key |
 """
 
 from __future__ import annotations

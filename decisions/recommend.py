@@ -7,8 +7,8 @@ cart, and products the catalog marks out of stock (``products.in_stock``, re-rea
 reload interval; the API filters again at read time, as stock changes faster than
 recommendations expire).
 
-Per batch, the worker aggregates popularity updates (``PopularityBatch``: one ZINCRBY per
-distinct pair, one trim per key) and prefetches what the fired recommendation rules will
+Per batch, the worker aggregates popularity updates (``PopularityBatch``: one script
+call per sorted set touched) and prefetches what the fired recommendation rules will
 read (``Recommender.prefetch``: one pipeline), so the cost is a few round trips per batch
 rather than several per event. Every key stays single-key, so Redis Cluster works.
 """
@@ -16,7 +16,6 @@ rather than several per event. Every key stays single-key, so Redis Cluster work
 from __future__ import annotations
 
 import heapq
-import random
 from collections import defaultdict
 from collections.abc import Iterable
 from operator import itemgetter
@@ -29,7 +28,6 @@ from decisions.events import Event
 
 COVISIT_WITH = 5  # the newest products a view is paired with
 COVISIT_KEEP = 100  # neighbours kept per product
-TRIM_EVERY = 5  # a touched co-visitation set is trimmed in about one batch of five
 PREFETCH = 19  # ranked entries prefetched per key: count * 3 + 1 for the usual count 6
 STRATEGIES = {
     "covisit": ["covisit", "category_top", "top_sellers"],
@@ -39,48 +37,55 @@ STRATEGIES = {
 }
 
 
+# KEYS[1]: a sorted set. ARGV: keep (0: no trim), then member, increment pairs.
+INCREMENT = """
+for i = 2, #ARGV, 2 do redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i]) end
+local keep = tonumber(ARGV[1])
+if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1) end
+return 0
+"""
+
+
 class PopularityBatch:
-    """Co-visitation and top-seller increments of one batch, summed before writing."""
+    """Co-visitation and top-seller increments of one batch, summed per key, then written
+    with one script call per key (single-key: fine on Redis Cluster)."""
 
     def __init__(self) -> None:
-        self.increments: dict[tuple[str, str], float] = defaultdict(float)
-        self.trim: set[str] = set()
+        self.increments: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
     def add(self, event: Event, snapshot: dict[str, Any]) -> None:
         props = event.properties
         product = props.get("product_id")
+        inc = self.increments
         if event.type in ("product_view", "add_to_cart") and isinstance(product, str):
             weight = 2 if event.type == "add_to_cart" else 1
+            mine = inc[keys.covisit(product)]
             others = [p for p in snapshot.get("recent_products", []) if p != product]
             for other in others[:COVISIT_WITH]:
-                self.increments[(keys.covisit(product), other)] += weight
-                self.increments[(keys.covisit(other), product)] += weight
-                self.trim.add(keys.covisit(other))
-            self.trim.add(keys.covisit(product))
+                mine[other] += weight
+                inc[keys.covisit(other)][product] += weight
         elif event.type == "purchase":
             for item in props.get("items", []):
                 qty = int(item.get("quantity", 1))
-                self.increments[(keys.TOP, item["product_id"])] += qty
+                inc[keys.TOP][item["product_id"]] += qty
                 if isinstance(item.get("category"), str):
-                    self.increments[(keys.top_category(item["category"]),
-                                     item["product_id"])] += qty
+                    inc[keys.top_category(item["category"])][item["product_id"]] += qty
         if event.type == "add_to_cart" and isinstance(props.get("category"), str) \
                 and isinstance(product, str):
-            self.increments[(keys.top_category(props["category"]), product)] += 0.1
+            inc[keys.top_category(props["category"])][product] += 0.1
 
-    def queue(self, pipe: Any) -> None:
-        for (key, member), amount in self.increments.items():
-            pipe.zincrby(key, amount, member)
-        for key in self.trim:  # bounded, not exact: COVISIT_KEEP plus a few batches' growth
-            if random.randrange(TRIM_EVERY) == 0:
-                pipe.zremrangebyrank(key, 0, -COVISIT_KEEP - 1)
-
-
-def update_popularity(pipe: Any, event: Event, snapshot: dict[str, Any]) -> None:
-    """Queue co-visitation and top-seller updates for one first-seen event."""
-    batch = PopularityBatch()
-    batch.add(event, snapshot)
-    batch.queue(pipe)
+    def queue(self, pipe: Any, script: Any) -> None:
+        """``script``: ``client.register_script(INCREMENT)``."""
+        for key, members in self.increments.items():
+            if not members:
+                continue
+            # co-visitation sets keep their best COVISIT_KEEP; top sellers are bounded by
+            # the catalog
+            keep = COVISIT_KEEP if key.startswith("d:covis:") else 0
+            args: list[Any] = [keep]
+            for member, amount in members.items():
+                args += (member, amount)
+            script(keys=[key], args=args, client=pipe)
 
 
 class Recommender:

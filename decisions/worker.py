@@ -45,7 +45,7 @@ from decisions.errors import ServiceUnavailable, ValidationError
 from decisions.events import Event, format_ts, parse_event
 from decisions.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
 from decisions.offers import OfferStore
-from decisions.recommend import PopularityBatch, Recommender
+from decisions.recommend import INCREMENT, PopularityBatch, Recommender
 from decisions.settings import Settings
 from decisions.state import Applied, StateStore
 from rulesets.compile import CompiledRuleset, compile_ruleset
@@ -146,6 +146,7 @@ class Worker:
         self.runtime = Runtime(RulesetStore(self.db), RuleEngine(),
                                settings.reload_interval_seconds)
         self._drop_deadline = self.redis.register_script(DROP_DEADLINE)
+        self._increment = self.redis.register_script(INCREMENT)
         self.scorer = scorer
         self._scorer_factory = scorer_factory
         self._pg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-pg")
@@ -334,7 +335,7 @@ class Worker:
                     continue
                 for match in self.runtime.engine.evaluate(compiled, event, fact):
                     fired.append((item, match, compiled.stacking, model_versions))
-        popularity.queue(pipe)
+        popularity.queue(pipe, self._increment)
         if deadlines:  # one command for the batch; GT: a late event never pulls one earlier
             pipe.zadd(keys.DEADLINES, deadlines, gt=True)
         mark("state_rules")
@@ -371,8 +372,14 @@ class Worker:
                                 _action_message(effect))
         mark("publish")
         now_ms = int(time.time() * 1000)
-        for effect in effects:
-            self._queue_effect(pipe, effect, now_ms)
+        # a later recommendation for the same user and slot overwrites an earlier one in
+        # this very pipeline: write only the last (offers are all written: ids, caps)
+        last_rec = {(e.user_id, e.payload["slot"]): i for i, e in enumerate(effects)
+                    if e.kind == "recommendation"}
+        for i, effect in enumerate(effects):
+            if effect.kind != "recommendation" \
+                    or last_rec[(effect.user_id, effect.payload["slot"])] == i:
+                self._queue_effect(pipe, effect, now_ms)
         pipe.execute()
         mark("redis_write")
         self._producer.flush()

@@ -358,19 +358,10 @@ class Worker:
         mark("actions")
 
         # Three stores written at once, all awaited before anything is marked done or
-        # committed: PostgreSQL (archive, decisions) in a helper thread, Kafka by the
-        # producer's own I/O thread, Redis here.
+        # committed: PostgreSQL (archive, decisions) in a helper thread, Redis here first
+        # (what the API reads: visible soonest), then Kafka (acknowledged by the
+        # producer's I/O thread meanwhile).
         archived = self._pg.submit(self._archive, [a.event for a in fresh], decision_rows)
-        for record, reason, detail in dead:
-            self._producer.send(
-                self.settings.dead_letter_topic, _key(record), record.value or b"",
-                headers=_dead_letter_headers(record, reason, detail))
-            metrics.DEAD_LETTERED.labels(reason).inc()
-            self.stats.dead_lettered += 1
-        for effect in effects:
-            self._producer.send(self.settings.actions_topic, effect.user_id,
-                                _action_message(effect))
-        mark("publish")
         now_ms = int(time.time() * 1000)
         # a later recommendation for the same user and slot overwrites an earlier one in
         # this very pipeline: write only the last (offers are all written: ids, caps)
@@ -382,6 +373,16 @@ class Worker:
                 self._queue_effect(pipe, effect, now_ms)
         pipe.execute()
         mark("redis_write")
+        for record, reason, detail in dead:
+            self._producer.send(
+                self.settings.dead_letter_topic, _key(record), record.value or b"",
+                headers=_dead_letter_headers(record, reason, detail))
+            metrics.DEAD_LETTERED.labels(reason).inc()
+            self.stats.dead_lettered += 1
+        for effect in effects:
+            self._producer.send(self.settings.actions_topic, effect.user_id,
+                                _action_message(effect))
+        mark("publish")
         self._producer.flush()
         mark("publish_ack")
 

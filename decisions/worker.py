@@ -46,9 +46,9 @@ from decisions.events import Event, format_ts, parse_event
 from decisions.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
 from decisions.offers import OfferStore
 from decisions.recommend import INCREMENT, PopularityBatch, Recommender
+from decisions.runtime import Runtime
 from decisions.settings import Settings
 from decisions.state import Applied, StateStore
-from rulesets.compile import CompiledRuleset, compile_ruleset
 from rulesets.store import RulesetStore
 
 log = logging.getLogger(__name__)
@@ -69,63 +69,6 @@ class Stats:
     max_in_flight: int = 0  # most records held at once (bounded by batch_size)
     scorer_errors: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)  # where batch time goes
-
-
-@dataclass
-class Runtime:
-    """The compiled active rulesets, reloaded between batches when a new version is out."""
-
-    store: RulesetStore
-    engine: RuleEngine
-    interval: float
-    active: list[CompiledRuleset] = field(default_factory=list)
-    marker: str | None = None
-    checked: float = 0.0
-    cache: dict[tuple[str, int], CompiledRuleset] = field(default_factory=dict)
-    uses_scores: bool = False  # some active rule reads score.<model>
-    timers: list[tuple[str, int]] = field(default_factory=list)  # idle timers, on reload
-
-    def refresh(self, force: bool = False) -> bool:
-        now = time.monotonic()
-        if not force and now - self.checked < self.interval:
-            return False
-        self.checked = now
-        marker = self.store.active_marker()
-        if marker == self.marker:
-            return False
-        active = []
-        for item in self.store.active_documents():
-            key = (item.name, item.version)
-            if key not in self.cache:
-                compiled = compile_ruleset(item.document, item.version)
-                self.engine.load(compiled)
-                self.cache[key] = compiled
-            active.append(self.cache[key])
-            metrics.RULESET_VERSION.labels(item.name).set(item.version)
-        self.active = active
-        self.marker = marker
-        live = {(c.name, c.version) for c in active}
-        for key in [k for k in self.cache if k not in live]:  # free replaced versions
-            self.engine.unload(self.cache.pop(key))
-        self.uses_scores = any(path.startswith("score.") for compiled in active
-                               for rule in compiled.rules.values() for path in rule.fields)
-        self.timers = self.idle_timers()
-        log.info("rulesets active: %s", marker or "(none)")
-        return True
-
-    def idle_timers(self) -> list[tuple[str, int]]:
-        """Timers rules wait for, e.g. ``idle_30m`` (no activity for 30 minutes)."""
-        found: dict[str, int] = {}
-        for compiled in self.active:
-            for rule in compiled.rules.values():
-                for name in _timer_names(rule):
-                    if name.startswith("idle_") and name.endswith("m") and name[5:-1].isdigit():
-                        found[name] = int(name[5:-1]) * 60_000
-        return sorted(found.items())
-
-
-def _timer_names(rule: Any) -> list[str]:
-    return list(getattr(rule, "timers", []))
 
 
 class Worker:

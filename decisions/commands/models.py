@@ -14,21 +14,24 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from sqlalchemy import Engine, text
 
 from decisions.db import check_database, make_engine, redact
 from decisions.errors import ConfigError, DecisionsError, ServiceUnavailable
-from decisions.ml import pipeline, registry
 from decisions.ml.dataset import CHURN_RISK
 from decisions.ml.features import MODEL_NAMES
-from decisions.ml.train import ALGORITHMS
 from decisions.settings import Settings
 from decisions.stack import stackfile
 
+if TYPE_CHECKING:
+    from decisions.ml import pipeline, registry
+
 RETRAIN_LOCK = "decisions.models.retrain"
+# decisions.ml.train.ALGORITHMS, spelled out so `decisions --help` needs no scikit-learn
+ALGORITHMS = ("auto", "logreg", "hgb")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -156,6 +159,8 @@ def _period(args: argparse.Namespace, model: str) -> tuple[datetime, datetime]:
 
 def _train(engine: Engine, client: Any, model: str, args: argparse.Namespace,
            promote: bool, force: bool) -> pipeline.Outcome:
+    from decisions.ml import pipeline  # scikit-learn loads only when used
+
     start, end = _period(args, model)
     return pipeline.train_from_archive(
         engine, client, model, start, end, algorithm=args.algorithm,
@@ -172,6 +177,7 @@ def train_handler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def retrain_handler(args: argparse.Namespace, settings: Settings) -> int:
+
     models = args.models or list(MODEL_NAMES)
     failed = 0
     with _services(settings) as (engine, client), engine.connect() as lock:
@@ -220,6 +226,8 @@ def _print_outcome(outcome: pipeline.Outcome, as_json: bool) -> None:
 
 
 def list_handler(args: argparse.Namespace, settings: Settings) -> int:
+    from decisions.ml import registry  # scikit-learn loads only when used
+
     with _services(settings, need_redis=False) as (engine, _):
         rows = registry.versions(engine, args.model)
     if args.json:
@@ -253,6 +261,8 @@ def _version_dict(v: registry.VersionInfo) -> dict[str, Any]:
 
 
 def promote_handler(args: argparse.Namespace, settings: Settings) -> int:
+    from decisions.ml import pipeline  # scikit-learn loads only when used
+
     with _services(settings, need_redis=False) as (engine, _):
         info = pipeline.promote(engine, args.model, args.version, force=args.force)
     print(f"{info.name} version {info.version} is active")
@@ -260,6 +270,8 @@ def promote_handler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def rollback_handler(args: argparse.Namespace, settings: Settings) -> int:
+    from decisions.ml import pipeline  # scikit-learn loads only when used
+
     with _services(settings, need_redis=False) as (engine, _):
         info = pipeline.rollback(engine, args.model, args.to)
     print(f"{info.name} rolled back: version {info.version} is active")
@@ -267,6 +279,8 @@ def rollback_handler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def drift_handler(args: argparse.Namespace, settings: Settings) -> int:
+    from decisions.ml import pipeline, registry  # scikit-learn loads only when used
+
     models = args.models or list(MODEL_NAMES)
     results = []
     with _services(settings) as (engine, client):

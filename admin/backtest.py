@@ -114,7 +114,7 @@ def discount_value(params: dict[str, Any], snapshot: dict[str, Any]) -> float:
 
 def load_customers(db: Engine, user_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Customer attributes as the worker sees them (read-only: no cache is written)."""
-    from decisions.customers import _row_to_attrs
+    from decisions.customers import row_to_attrs
 
     if not user_ids:
         return {}
@@ -123,7 +123,7 @@ def load_customers(db: Engine, user_ids: list[str]) -> dict[str, dict[str, Any]]
             text("SELECT user_id, tier, country, consent, signup_date, segments, attributes "
                  "FROM customers WHERE user_id = ANY(:ids)"), {"ids": user_ids}).all()
     today = utcnow().date()
-    return {r.user_id: _row_to_attrs(r, today) for r in rows}
+    return {r.user_id: row_to_attrs(r, today) for r in rows}
 
 
 class Runner:

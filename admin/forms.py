@@ -35,7 +35,7 @@ ACTION_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "discount": (("code", "string", "Code shown to the shopper"),
                  ("min_basket", NUMBER, "Minimum basket"),
                  ("expires_minutes", NUMBER, "Expires after (minutes)"),
-                 ("per_user_cap", NUMBER, "Active offers per user"),
+                 ("per_user_cap", NUMBER, "Offers per user in 30 days"),
                  ("products", LIST, "Only for products (ids, comma-separated)")),
     "recommend": (("strategy", "string", "Strategy"), ("slot", "string", "Slot"),
                   ("count", NUMBER, "How many products")),

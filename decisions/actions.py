@@ -84,7 +84,8 @@ def discount(ctx: Context, params: dict[str, Any]) -> None:
         "created_at": format_ts(ctx.event.ts),
         "event_id": ctx.event.event_id,
         "reason": _reason(ctx.match),
-        "per_user_cap": int(params.get("per_user_cap", 1)),
+        # 0 = no 30-day cap; one active offer per rule and user always holds
+        "per_user_cap": int(params.get("per_user_cap", 0)),
     }
     if params.get("products"):
         offer["products"] = list(params["products"])

@@ -21,7 +21,7 @@ CACHE_TTL = 300
 OVERLAP = timedelta(seconds=5)  # a transaction's now() is its start, not its commit
 
 
-def _row_to_attrs(row: Any, today: date) -> dict[str, Any]:
+def row_to_attrs(row: Any, today: date) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "tier": row.tier,
         "country": row.country,
@@ -60,7 +60,7 @@ class CustomerCache:
                          "attributes FROM customers WHERE user_id = ANY(:ids)"),
                     {"ids": missing},
                 ).all()
-            found = {r.user_id: _row_to_attrs(r, today) for r in rows}
+            found = {r.user_id: row_to_attrs(r, today) for r in rows}
             pipe = self.client.pipeline(transaction=False)
             for uid in missing:
                 attrs = found.get(uid, {})
@@ -100,3 +100,4 @@ class CustomerCache:
                 {"u": user_id, "c": granted},
             )
         self.invalidate(user_id)
+        self.get_many([user_id])  # re-cache at once: the API reads consent from the cache

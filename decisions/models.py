@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -34,7 +35,14 @@ class Customer(Base):
     signup_date: Mapped[date | None] = mapped_column(Date)
     segments: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+    __table_args__ = (
+        # the API reloads the withdrawn-consent list often: keep that lookup small
+        Index("ix_customers_no_consent", "user_id", postgresql_where=text("NOT consent")),
+    )
 
 
 class Product(Base):
@@ -104,6 +112,7 @@ class ArchivedEvent(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (
         Index("ix_events_user_ts", "user_id", "ts"),
+        Index("ix_events_ts", "ts"),
         {"postgresql_partition_by": "RANGE (ts)"},
     )
 

@@ -52,6 +52,7 @@ from decisions.state import Applied, StateStore
 from rulesets.store import RulesetStore
 
 log = logging.getLogger(__name__)
+PRUNE_EVERY_SECONDS = 3600.0
 STATE_CHUNK = 100  # events per state pipeline (chunks overlap with rule evaluation)
 
 
@@ -96,6 +97,7 @@ class Worker:
         self._state_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-state")
         self.stats = Stats()
         self._refreshed = 0.0
+        self._pruned = 0.0
         self._lag_checked = 0.0
         self._stop = False
         self._consumer: Consumer | None = None
@@ -177,12 +179,28 @@ class Worker:
                     and self.runtime.uses_scores:
                 factory, self._scorer_factory = self._scorer_factory, None
                 self.scorer = factory()
+            self._prune_archive()
             if self.scorer is not None:
                 try:
                     self.scorer.refresh()
                 except Exception:  # noqa: BLE001 - models must never stop decisions
                     metrics.SCORER_ERRORS.labels("refresh").inc()
                     log.warning("model scorer refresh failed", exc_info=True)
+
+    def _prune_archive(self) -> None:
+        """Once an hour (any worker may do it; the archive serialises with a lock), drop
+        event-archive partitions older than ``DECISIONS_EVENT_RETENTION_DAYS``."""
+        now = time.monotonic()
+        if self._pruned and now - self._pruned < PRUNE_EVERY_SECONDS:
+            return
+        self._pruned = now
+        try:
+            result = self.archive.prune(self.settings.event_retention_days)
+        except OperationalError:
+            log.warning("event archive retention skipped: PostgreSQL unavailable")
+            return
+        if result.dropped:
+            log.info("event archive: dropped partitions %s", ", ".join(result.dropped))
 
     def _retry(self, exc: BaseException, backoff: float) -> float:
         """A dependency failed mid-batch: pause, wait, rewind to the committed offsets."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from decisions import metrics
 from decisions.engine import RuleEngine
+from decisions.state import wanted_features
 from rulesets.compile import CompiledRuleset, compile_ruleset
 from rulesets.store import RulesetStore
 
@@ -34,6 +35,7 @@ class Runtime:
     cache: dict[tuple[str, int], CompiledRuleset] = field(default_factory=dict)
     uses_scores: bool = False  # some active rule reads score.<model>
     timers: list[tuple[str, int]] = field(default_factory=list)  # idle timers, on reload
+    wanted: str = ""  # windowed state features the rules read (decisions.state spec)
 
     def refresh(self, force: bool = False) -> bool:
         now = time.monotonic()
@@ -60,6 +62,10 @@ class Runtime:
         self.uses_scores = any(path.startswith("score.") for compiled in active
                                for rule in compiled.rules.values() for path in rule.fields)
         self.timers = self.idle_timers()
+        # Models read the whole snapshot; rules alone only what their conditions name.
+        self.wanted = "" if self.uses_scores else wanted_features(
+            path for compiled in active for rule in compiled.rules.values()
+            for path in rule.fields)
         log.info("rulesets active: %s", marker or "(none)")
         return True
 

@@ -1,6 +1,7 @@
 -- Apply one event to a user's state and return the snapshot as of that event (event time).
 -- Every key is built from KEYS[1] = '{user_id}' (the hash tag), so all share one slot.
--- ARGV: event_id, type, ts_ms, properties JSON, dedup ttl seconds, page (or ''), product (or '')
+-- ARGV: event_id, type, ts_ms, properties JSON, dedup ttl seconds, page (or ''), product (or ''),
+--       wanted windowed features (see below; '' = all)
 local tag = KEYS[1]
 local eid, etype, ts = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seen = 'd:seen:' .. tag .. ':' .. eid
@@ -127,30 +128,61 @@ snap['cart_value'] = math.floor(cart_value * 100 + 0.5) / 100
 snap['cart_items'] = cart_items
 snap['cart_lines'] = cart_lines
 snap['cart_products'] = cart_products
-snap['order_count'] = num(st, 'order_count')
-snap['lifetime_value'] = num(st, 'lifetime_value')
-snap['session_events'] = num(st, 'session_events')
-snap['session_product_views'] = num(st, 'session_product_views')
-snap['session_page_views'] = num(st, 'session_page_views')
-snap['session_seconds'] = math.max(0, (ts - num(st, 'session_start')) / 1000)
-snap['product_view_seconds'] = num(st, 'product_view_seconds')
+local sv = {}
+local flat = redis.call('HGETALL', st)
+for i = 1, #flat, 2 do sv[flat[i]] = flat[i + 1] end
+local function val(field) return tonumber(sv[field] or '0') or 0 end
+snap['order_count'] = val('order_count')
+snap['lifetime_value'] = val('lifetime_value')
+snap['session_events'] = val('session_events')
+snap['session_product_views'] = val('session_product_views')
+snap['session_page_views'] = val('session_page_views')
+snap['session_seconds'] = math.max(0, (ts - val('session_start')) / 1000)
+snap['product_view_seconds'] = val('product_view_seconds')
+-- ARGV[8]: the windowed features to compute ('' = all). The worker asks only for what the
+-- active rules read ('c:<type>:<window>', 's:<type>', 'p:<page>'): these are most of the
+-- script's cost. Training and backtests replay with '' (the full snapshot).
+local spec = ARGV[8] or ''
+local full = spec == ''
+local want_count, want_since, want_page = {}, {}, {}
+if not full then
+  for tok in string.gmatch(spec, '[^,]+') do
+    local kind, a, b = string.match(tok, '^(%a):([^:]+):?(.*)$')
+    if kind == 'c' then want_count[a .. '|' .. b] = true; want_count[a] = true
+    elseif kind == 's' then want_since[a] = true
+    elseif kind == 'p' then want_page[a] = true end
+  end
+end
 for _, t in ipairs(TYPES) do
   local k = 'd:ts:' .. tag .. ':' .. t
-  for _, w in ipairs(WINDOWS) do
-    snap['count_' .. t .. '_' .. w[1]] = redis.call('ZCOUNT', k, ts - w[2], ts)
+  if full or want_count[t] then
+    for _, w in ipairs(WINDOWS) do
+      if full or want_count[t .. '|' .. w[1]] then
+        snap['count_' .. t .. '_' .. w[1]] = redis.call('ZCOUNT', k, ts - w[2], ts)
+      end
+    end
   end
-  local lastof = redis.call('ZREVRANGEBYSCORE', k, ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #lastof > 0 then snap['since_' .. t] = (ts - tonumber(lastof[2])) / 1000 else snap['since_' .. t] = -1 end
+  if full or want_since[t] then
+    local lastof = redis.call('ZREVRANGEBYSCORE', k, ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #lastof > 0 then snap['since_' .. t] = (ts - tonumber(lastof[2])) / 1000 else snap['since_' .. t] = -1 end
+  end
 end
-for _, page in ipairs(redis.call('SMEMBERS', 'd:pages:' .. tag)) do
+local pages
+if full then
+  pages = redis.call('SMEMBERS', 'd:pages:' .. tag)
+else
+  pages = {}
+  for page, _ in pairs(want_page) do table.insert(pages, page) end
+end
+for _, page in ipairs(pages) do
   local k = 'd:pg:' .. tag .. ':' .. page
   local lastof = redis.call('ZREVRANGEBYSCORE', k, ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if #lastof > 0 then snap['since_page_' .. page] = (ts - tonumber(lastof[2])) / 1000 end
 end
 snap['since_same_product_view'] = since_same_product_view
-local first_ts = tonumber(redis.call('HGET', st, 'first_ts') or '') or ts
+local first_ts = tonumber(sv['first_ts'] or '') or ts
 snap['days_since_first_seen'] = math.max(0, (ts - first_ts) / DAY)
-local lp = tonumber(redis.call('HGET', st, 'last_purchase_ts') or '')
+local lp = tonumber(sv['last_purchase_ts'] or '')
 if lp then snap['days_since_last_purchase'] = math.max(0, (ts - lp) / DAY) else snap['days_since_last_purchase'] = -1 end
 snap['recent_products'] = redis.call('ZREVRANGE', 'd:rp:' .. tag, 0, 19)
 snap['recent_categories'] = redis.call('ZREVRANGE', 'd:rc:' .. tag, 0, 9)

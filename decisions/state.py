@@ -12,6 +12,7 @@ snapshot (its effects are idempotent); once done, a redelivery is dropped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -49,6 +50,9 @@ class StateStore:
         self.client = client
         self.ttl = dedup_ttl_seconds
         self._script = client.register_script(LUA)
+        # Windowed features to compute ("" = all; see ``wanted_features``). The worker
+        # narrows it to what the active rules read; replays keep the full snapshot.
+        self.wanted = ""
 
     def _queue(self, pipe: Any, event: Event) -> None:
         props = event.properties
@@ -64,6 +68,7 @@ class StateStore:
                 self.ttl,
                 page if isinstance(page, str) else "",
                 product if isinstance(product, str) else "",
+                self.wanted,
             ],
             client=pipe,
         )
@@ -87,6 +92,36 @@ class StateStore:
         for event in events:
             pipe.set(keys.seen(event.user_id, event.event_id), DONE, keepttl=True)
         pipe.execute()
+
+
+WINDOWED = re.compile(
+    r"^(?:count_(?P<ctype>[a-z_]+)_(?P<window>5m|1h|24h|30d)|since_page_(?P<page>[a-z0-9_]+)"
+    r"|since_(?P<stype>page_view|product_view|click|add_to_cart|remove_from_cart|purchase"
+    r"|search))$"
+)
+
+
+def wanted_features(paths: Iterable[str]) -> str:
+    """The script's spec for the windowed state features among ``paths`` (``state.*``).
+
+    Windowed features (counts per type and window, seconds since a type or a page) are
+    most of the script's cost, so the worker asks only for those its rules read. A spec
+    is never empty (that means "all"): with none wanted it names a harmless placeholder.
+    """
+    tokens: set[str] = set()
+    for path in paths:
+        if not path.startswith("state."):
+            continue
+        m = WINDOWED.match(path[len("state."):])
+        if m is None:
+            continue
+        if m["ctype"]:
+            tokens.add(f"c:{m['ctype']}:{m['window']}")
+        elif m["page"]:
+            tokens.add(f"p:{m['page']}")
+        elif m["stype"]:
+            tokens.add(f"s:{m['stype']}")
+    return ",".join(sorted(tokens)) or "none:-"
 
 
 def replay(

@@ -364,6 +364,7 @@ class Worker:
         """Apply the batch to user state in chunks, in order, on a helper thread: Redis runs
         the scripts of the next chunk while this thread evaluates the rules of this one."""
         size = STATE_CHUNK
+        self.state.wanted = self.runtime.wanted  # only the windowed features rules read
         chunks = [self._state_pool.submit(self.state.apply_batch, events[i:i + size])
                   for i in range(0, len(events), size)]
         try:

@@ -62,8 +62,9 @@ class Runtime:
         self.uses_scores = any(path.startswith("score.") for compiled in active
                                for rule in compiled.rules.values() for path in rule.fields)
         self.timers = self.idle_timers()
-        # Models read the whole snapshot; rules alone only what their conditions name.
-        self.wanted = "" if self.uses_scores else wanted_features(
+        # What the rules' conditions name; the worker asks for the whole snapshot instead
+        # while a model is active (models read most windowed features).
+        self.wanted = wanted_features(
             path for compiled in active for rule in compiled.rules.values()
             for path in rule.fields)
         log.info("rulesets active: %s", marker or "(none)")

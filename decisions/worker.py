@@ -364,7 +364,9 @@ class Worker:
         """Apply the batch to user state in chunks, in order, on a helper thread: Redis runs
         the scripts of the next chunk while this thread evaluates the rules of this one."""
         size = STATE_CHUNK
-        self.state.wanted = self.runtime.wanted  # only the windowed features rules read
+        # only the windowed features rules read, unless a model scores (it reads most)
+        models = self.scorer is not None and bool(getattr(self.scorer, "versions", None))
+        self.state.wanted = "" if models and self.runtime.uses_scores else self.runtime.wanted
         chunks = [self._state_pool.submit(self.state.apply_batch, events[i:i + size])
                   for i in range(0, len(events), size)]
         try:

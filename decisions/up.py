@@ -25,7 +25,7 @@ import redis
 
 from decisions import migrate
 from decisions.db import check_database, make_engine, redact
-from decisions.errors import DecisionsError, ServiceUnavailable
+from decisions.errors import ConfigError, DecisionsError, ServiceUnavailable
 from decisions.kafka import check_reachable, ensure_topics
 from decisions.settings import Settings
 from decisions.stack import stackfile
@@ -213,7 +213,13 @@ class Up:
             self.shutdown()
 
     def _run(self) -> int:
+        if self.port and port_open(self.host, self.port):
+            raise ConfigError(
+                f"port {self.port} on {self.host} is already in use; choose another with "
+                "--port (0 = any free port) or DECISIONS_API_PORT"
+            )
         say("decisions: starting")
+        self._started = True
         settings = start_services(self.settings, self.stack)
         say("  migrating the schema (alembic upgrade head) ...")
         migrate.upgrade(str(settings.database_url))
@@ -310,4 +316,5 @@ Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
             stackfile.stack_path(self.settings).unlink(missing_ok=True)
         if self._lock_file is not None:
             self._lock_file.close()
-        say("decisions: stopped")
+        if getattr(self, "_started", False):
+            say("decisions: stopped")

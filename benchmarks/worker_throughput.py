@@ -257,6 +257,9 @@ def worker_env(urls: dict[str, str], topic: str, group: str, **extra: str) -> di
         "DECISIONS_HEARTBEAT_INTERVAL_MS": "500", "DECISIONS_LOG_LEVEL": "WARNING",
         "DECISIONS_TOPIC_PARTITIONS": "6",
     })
+    # BENCH_WORKER_<SETTING>=value tunes the measured workers (e.g. BENCH_WORKER_BATCH_SIZE)
+    env.update({"DECISIONS_" + k[len("BENCH_WORKER_"):]: v for k, v in os.environ.items()
+                if k.startswith("BENCH_WORKER_")})
     env.update(extra)
     return env
 

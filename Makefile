@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: help install run test lint typecheck check clean
+.PHONY: help install browser run test lint typecheck check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,10 +17,19 @@ $(BIN)/decisions: pyproject.toml
 
 install: $(BIN)/decisions  ## create .venv and install everything (embedded servers included)
 
+browser:  ## Debian's Chromium for the admin UI's browser tests (installed with apt-get if missing)
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make: /usr/bin/chromium is missing: install Debian's chromium package (as root: apt-get install chromium)"; exit 1; \
+	  fi; \
+	fi
+
 run: install  ## run the whole service on embedded defaults, with demo data
 	$(BIN)/decisions up --demo
 
-test: install  ## run the whole test suite against real (embedded) services
+test: install browser  ## run the whole test suite against real (embedded) services
 	$(BIN)/pytest
 
 lint: install  ## ruff

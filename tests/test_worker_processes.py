@@ -3,6 +3,7 @@ processes in one group with members joining and leaving, SIGTERM, /metrics."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -75,9 +76,12 @@ def _free(port: int) -> bool:
 
 
 def try_scrape(port: int) -> dict[str, float]:
+    """Metrics of a worker that may not listen yet. Before it does, a connection to a free
+    ephemeral port can even connect to itself (TCP self-connect) and read back its own
+    request: that is "not up yet" too."""
     try:
         return scrape(port)
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return {}
 
 

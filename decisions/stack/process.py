@@ -29,9 +29,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_open(host: str, port: int) -> bool:
+    """A server listens on ``host:port``. A connection to a free ephemeral port can connect
+    to itself (TCP self-connect) while nothing listens: that does not count."""
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
+        if sock.connect_ex((host, port)) != 0:
+            return False
+        try:
+            return bool(sock.getsockname() != sock.getpeername())
+        except OSError:
+            return False
 
 
 class Child:

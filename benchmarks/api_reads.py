@@ -37,7 +37,6 @@ from typing import Any
 
 import httpx
 import orjson
-import psycopg
 import redis
 
 from decisions import apikeys, catalog, keys, migrate
@@ -256,10 +255,7 @@ def main() -> None:
     try:
         server_url = stack.start_postgres()
         redis_url = stack.start_redis()
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE decisions_bench")
-        database_url = server_url.rsplit("/", 1)[0] + "/decisions_bench"
-        migrate.upgrade(database_url)
+        database_url = migrate.create_database(server_url, "decisions_bench")
         engine = make_engine(database_url, pool_size=1)
         catalog.import_file(engine, catalog.DEMO_CATALOG)
         key, _ = apikeys.create_key(engine, "benchmark", ["offers:read"])

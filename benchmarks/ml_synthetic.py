@@ -50,14 +50,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHURN_DAYS = 7.0
 
 
-def fresh_database(server_url: str) -> str:
-    name = f"decisions_bench_ml_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = server_url.rsplit("/", 1)[0] + "/" + name
-    migrate.upgrade(url)
-    return url
 
 
 def percentiles(samples: list[float]) -> str:
@@ -79,7 +71,7 @@ def main() -> int:
     try:
         server = args.database_url or stack.start_postgres()
         redis_url = args.redis_url or stack.start_redis()
-        url = fresh_database(server)
+        url = migrate.create_database(server, f"decisions_bench_ml_{os.getpid()}")
         engine = make_engine(url)
         client = redis.Redis.from_url(redis_url)
         run(engine, client, args.users, args.days)

@@ -149,11 +149,7 @@ def services(var: Path) -> tuple[dict[str, str], EmbeddedStack | None]:
         urls["redis_url"] = urls["redis_url"] or stack.start_redis()
         urls["kafka_bootstrap"] = urls["kafka_bootstrap"] or stack.start_kafka()
     server = urls["database_url"]
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "decisions_bench" WITH (FORCE)')
-        conn.execute('CREATE DATABASE "decisions_bench"')
-    urls["database_url"] = server.rsplit("/", 1)[0] + "/decisions_bench"
-    migrate.upgrade(urls["database_url"])
+    urls["database_url"] = migrate.create_database(server, "decisions_bench")
     engine = make_engine(urls["database_url"], pool_size=1)
     store = RulesetStore(engine)
     for path in sorted(STARTER.glob("*.yaml")):

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 from sqlalchemy import Engine, text
@@ -49,14 +48,8 @@ def database_url(services: dict[str, str]) -> Iterator[str]:
     """A fresh database built by the migrations, dropped at the end of the session."""
     server = services["database_url"]
     name = f"decisions_test_{os.getpid()}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = server.rsplit("/", 1)[0] + "/" + name
-    migrate.upgrade(url)
-    yield url
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield migrate.create_database(server, name)
+    migrate.drop_database(server, name)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -29,12 +28,8 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
 def fresh_url(services: dict[str, str]) -> Iterator[str]:
     server = services["database_url"]
     name = f"decisions_migrations_{os.getpid()}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield server.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield migrate.create_database(server, name, migrated=False)
+    migrate.drop_database(server, name)
 
 
 def tables(url: str) -> set[str]:

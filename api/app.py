@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from api.dispatch import ReadDispatch
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import events, feedback, ops, privacy, reads
@@ -36,16 +37,17 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
         finally:
             await state.stop()
 
-    middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
+    cors: dict[str, Any] | None = None
     if settings.cors_origins:
-        middleware.append(Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Retry-After"],
-            max_age=600,
-        ))
+        cors = {"allow_origins": list(settings.cors_origins),
+                "allow_methods": ["GET", "POST", "DELETE", "OPTIONS"],
+                "allow_headers": ["Authorization", "Content-Type", "If-None-Match"],
+                "expose_headers": ["ETag", "Retry-After"],
+                "max_age": 600}
+    middleware = [Middleware(ReadDispatch, metrics=metrics, cors=cors),
+                  Middleware(MetricsMiddleware, metrics=metrics)]
+    if cors:
+        middleware.append(Middleware(CORSMiddleware, **cors))
     routes = [*reads.routes, *events.routes, *feedback.routes, *privacy.routes, *ops.routes,
               *(extra_routes or [])]
     return Starlette(routes=routes, middleware=middleware,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -35,57 +35,90 @@ def pack(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
-@dataclass
 class _Waiter:
-    future: asyncio.Future[list[Any]]
-    count: int
-    sent_at: float
-    replies: list[Any] = field(default_factory=list)
+    """One call: ``count`` replies expected, answered by ``deadline`` (loop time)."""
+
+    __slots__ = ("count", "deadline", "future", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int, deadline: float) -> None:
+        self.future = future
+        self.count = count
+        self.deadline = deadline
+        self.replies: list[Any] = []
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    """One connection: calls in flight in send order, replies matched to them in order.
+
+    Deadlines: one timer per connection, armed at the oldest unanswered call's deadline (not
+    one per call). When it fires, every call past its deadline fails with TimeoutError; its
+    late reply still comes, in order, and is dropped.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float = 1.0,
+                 dead_after: float = 10.0) -> None:
         self.loop = loop
+        self.timeout = timeout
+        self.dead_after = dead_after
         self.reader = hiredis.Reader()
         self.pending: deque[_Waiter] = deque()
         self.transport: asyncio.Transport | None = None
         self.buffer: list[bytes] = []
         self.flush_scheduled = False
         self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.sweeping = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
+        reader = self.reader
+        pending = self.pending
+        reader.feed(data)
         try:
-            while True:
-                reply = self.reader.gets()
-                if reply is False:
-                    return
-                waiter = self.pending[0]
-                waiter.replies.append(reply)
-                if len(waiter.replies) == waiter.count:
-                    self.pending.popleft()
+            reply = reader.gets()
+            while reply is not False:
+                waiter = pending[0]
+                replies = waiter.replies
+                replies.append(reply)
+                if len(replies) == waiter.count:
+                    pending.popleft()
                     if not waiter.future.done():
-                        waiter.future.set_result(waiter.replies)
+                        waiter.future.set_result(replies)
+                reply = reader.gets()
         except (hiredis.ProtocolError, IndexError) as exc:
             self.abort(ConnectionError(f"Redis protocol error: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(ConnectionError("connection to Redis lost"))
 
-    def send(self, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
-        future: asyncio.Future[list[Any]] = self.loop.create_future()
+    def send(self, payload: bytes, count: int,
+             deadline: float | None = None) -> asyncio.Future[list[Any]]:
+        """``count`` packed commands; the future fails with TimeoutError past the deadline
+        (loop time; by default ``timeout`` from now)."""
+        loop = self.loop
+        future: asyncio.Future[list[Any]] = loop.create_future()
         if self.closed:
             future.set_exception(ConnectionError("connection to Redis closed"))
             return future
-        self.pending.append(_Waiter(future, count, self.loop.time()))
+        waiter = _Waiter(future, count,
+                         loop.time() + self.timeout if deadline is None else deadline)
+        self.pending.append(waiter)
         self.buffer.append(payload)
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.call_soon(self.flush)
+            loop.call_soon(self.flush)
+        if not self.sweeping and (self.timer is None or waiter.deadline < self.timer_at):
+            self._arm(waiter.deadline)
         return future
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._deadline)
+        self.timer_at = when
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -93,8 +126,40 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(b"".join(self.buffer))
         self.buffer.clear()
 
+    def _deadline(self) -> None:
+        """The oldest call's deadline passed: give the socket one more look first.
+
+        A busy event loop can run a due timer before the read callback of a reply that
+        came in time (libuv runs timers first). Two hops through ``call_soon`` put one I/O
+        poll between the deadline and the verdict, so only a reply that really is late
+        counts.
+        """
+        self.timer = None
+        self.sweeping = True
+        self.loop.call_soon(self.loop.call_soon, self._sweep)
+
+    def _sweep(self) -> None:
+        self.sweeping = False
+        if self.closed:
+            return
+        now = self.loop.time()
+        for waiter in self.pending:
+            if waiter.future.done():
+                continue
+            if waiter.deadline > now:
+                self._arm(waiter.deadline)
+                break
+            waiter.future.set_exception(TimeoutError("Redis did not answer in time"))
+        # Only a connection that has answered nothing for a long while is given up (a hung
+        # server or a dead network path): its calls fail and the next call reconnects.
+        if self.pending and now - (self.pending[0].deadline - self.timeout) > self.dead_after:
+            self.abort(TimeoutError("Redis stopped answering"))
+
     def fail(self, exc: Exception) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         while self.pending:
             waiter = self.pending.popleft()
             if not waiter.future.done():
@@ -135,7 +200,7 @@ class FastRedis:
 
     async def pipeline_packed(self, payload: bytes, count: int) -> list[Any]:
         """``count`` commands already packed with :func:`pack`."""
-        replies = await self._call(payload, count)
+        replies = await self.request(payload, count)
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 raise RespError(str(reply))
@@ -144,27 +209,22 @@ class FastRedis:
     async def execute(self, *args: Any) -> Any:
         return (await self.pipeline([args]))[0]
 
-    async def _call(self, payload: bytes, count: int) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+    def request(self, payload: bytes, count: int) -> Awaitable[list[Any]]:
+        """The raw replies of ``count`` packed commands (error replies included), awaitable.
+
+        On a live connection this is the reply future itself: no coroutine, no timer of its
+        own (the connection keeps one deadline timer for all its calls).
+        """
         index = self._next = (self._next + 1) % len(self._slots)
         proto = self._slots[index]
-        if proto is None or proto.closed:
-            proto = await self._connection(index, deadline)
-        future = proto.send(payload, count)
-        handle = loop.call_at(deadline, _deadline, loop, future)
-        try:
-            return await future
-        except TimeoutError:
-            # The late reply will still come, in order, and be dropped. Only a connection
-            # that has answered nothing for a long while is given up (a hung server or a
-            # dead network path): its pending calls fail and the next call reconnects.
-            oldest = proto.pending[0].sent_at if proto.pending else loop.time()
-            if loop.time() - oldest > self.dead_after:
-                proto.abort(TimeoutError("Redis stopped answering"))
-            raise
-        finally:
-            handle.cancel()
+        if proto is not None and not proto.closed:
+            return proto.send(payload, count)
+        return self._connect_and_send(index, payload, count)
+
+    async def _connect_and_send(self, index: int, payload: bytes, count: int) -> list[Any]:
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        proto = await self._connection(index, deadline)
+        return await proto.send(payload, count, deadline)
 
     async def _connection(self, index: int, deadline: float) -> _Protocol:
         connecting = self._connecting[index]
@@ -187,7 +247,7 @@ class FastRedis:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        proto = _Protocol(loop)
+        proto = _Protocol(loop, self.timeout, self.dead_after)
         if self.scheme == "unix":
             await loop.create_unix_connection(lambda: proto, self.path)
         else:
@@ -217,22 +277,6 @@ class FastRedis:
         for connecting in self._connecting:
             if connecting is not None and not connecting.done():
                 connecting.cancel()
-
-
-def _deadline(loop: asyncio.AbstractEventLoop, future: asyncio.Future[list[Any]]) -> None:
-    """The deadline passed: give the socket one more look before calling it a timeout.
-
-    A busy event loop can run a due timer before the read callback of a reply that came
-    in time (libuv runs timers first). Two hops through ``call_soon`` put one I/O poll
-    between the deadline and the verdict, so only a reply that really is late counts.
-    """
-    if not future.done():
-        loop.call_soon(loop.call_soon, _expire, future)
-
-
-def _expire(future: asyncio.Future[list[Any]]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError("Redis did not answer in time"))
 
 
 def _retrieve(future: asyncio.Future[_Protocol]) -> None:

@@ -1,7 +1,8 @@
 """Compact JSON responses: orjson, gzip for large bodies, ETag and 304 for cacheable reads.
 
-``encode`` builds status, headers and body once; ``json_response`` wraps that in a
-Starlette ``Response``, ``send_json`` sends it straight through ASGI (the read path).
+``encode`` builds status, headers and body once and ``json_response`` wraps that in a
+Starlette ``Response``; ``encode_cacheable`` does the same for the hot reads, with the raw
+ASGI headers their endpoints send themselves.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Send
 
 JSON = "application/json"
 RawHeaders = list[tuple[bytes, bytes]]
@@ -33,6 +33,11 @@ class JSONBody(Response):
 def etag_of(body: bytes) -> str:
     """A weak validator: the same JSON, whatever its content encoding, is the same entity."""
     return 'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+_blake2b = hashlib.blake2b
+_VARY = b"Accept-Encoding, Authorization"
+_JSON = b"application/json"
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -90,10 +95,25 @@ def json_response(
     return JSONBody(body, status_code=status, headers=out)
 
 
-async def send_json(send: Send, status: int, headers: dict[str, str], body: bytes) -> None:
-    raw: RawHeaders = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    if status != 304:
-        raw.append((b"content-type", b"application/json"))
-        raw.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+def encode_cacheable(
+    data: Any,
+    max_age: int,
+    *,
+    gzip_min: int = 1024,
+    if_none_match: bytes | None = None,
+    accept_encoding: bytes | None = None,
+) -> tuple[int, RawHeaders, bytes]:
+    """``encode(data, max_age=…)`` for a 200 answer, with raw ASGI headers: ETag,
+    Cache-Control, Vary, 304 on a matching ``If-None-Match``, gzip from ``gzip_min`` bytes."""
+    body = dumps(data)
+    etag = b'W/"%b"' % _blake2b(body, digest_size=12).hexdigest().encode()
+    headers: RawHeaders = [(b"etag", etag), (b"cache-control", b"private, max-age=%d" % max_age),
+                           (b"vary", _VARY)]
+    if if_none_match and _matches(if_none_match.decode("latin-1"), etag.decode()):
+        return 304, headers, b""
+    if len(body) >= gzip_min and accept_encoding and b"gzip" in accept_encoding:
+        body = gzip.compress(body, compresslevel=5, mtime=0)
+        headers.append((b"content-encoding", b"gzip"))
+    headers.append((b"content-type", _JSON))
+    headers.append((b"content-length", b"%d" % len(body)))
+    return 200, headers, body

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import ReplyError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -61,21 +62,24 @@ class RedisStore:
     async def ping(self) -> None:
         await self.client.execute("PING")
 
-    async def _pipeline(self, key_prefix: str, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The rate-limit script plus ``commands``, in one round trip."""
-        tail = b"".join(pack(c) for c in commands)
-        try:
-            return await self.client.pipeline_packed(self._bucket(key_prefix) + tail,
-                                                     len(commands) + 1)
-        except RespError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
+    async def _pipeline(self, key_prefix: str, tail: bytes, count: int) -> list[Any]:
+        """The rate-limit script plus ``count`` packed commands, in one round trip."""
+        if not self._bucket_sha:
+            await self._load_script()
+        replies = await self.client.request(self._bucket(key_prefix) + tail, count + 1)
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                break
+        else:
+            return replies
+        error = str(reply)
+        if not error.startswith("NOSCRIPT"):
+            raise RespError(error)
         # Redis restarted or flushed its script cache: load the script and try once more
         self._bucket_sha = ""
         await self._load_script()
         self._bucket_commands.clear()
-        return await self.client.pipeline_packed(self._bucket(key_prefix) + tail,
-                                                 len(commands) + 1)
+        return await self.client.pipeline_packed(self._bucket(key_prefix) + tail, count + 1)
 
     def _bucket(self, key_prefix: str) -> bytes:
         """The packed EVALSHA of one key's bucket (cached: it is the same every time)."""
@@ -92,23 +96,19 @@ class RedisStore:
             self._bucket_sha = (await self.client.execute("SCRIPT", "LOAD", BUCKET_SCRIPT)).decode()
 
     async def rate_limit(self, key_prefix: str) -> Verdict:
-        await self._load_script()
-        replies = await self._pipeline(key_prefix, [])
+        replies = await self._pipeline(key_prefix, b"", 0)
         return Verdict.from_reply(replies[0])
 
     async def offers_view(self, key_prefix: str, user_id: str) -> OffersView:
-        if not self._bucket_sha:
-            await self._load_script()
-        bucket, customer, offers = await self._pipeline(key_prefix, [
-            ("GET", keys.customer(user_id)), ("HVALS", keys.offers(user_id))])
+        bucket, customer, offers = await self._pipeline(
+            key_prefix, _GET + _arg(keys.customer(user_id)) + _HVALS
+            + _arg(keys.offers(user_id)), 2)
         return OffersView(Verdict.from_reply(bucket), customer, offers)
 
     async def recs_view(self, key_prefix: str, user_id: str, slot: str) -> RecsView:
-        if not self._bucket_sha:
-            await self._load_script()
-        bucket, customer, rec, bought = await self._pipeline(key_prefix, [
-            ("GET", keys.customer(user_id)), ("HGET", keys.recs(user_id), slot),
-            ("SMEMBERS", keys.bought(user_id))])
+        bucket, customer, rec, bought = await self._pipeline(
+            key_prefix, _GET + _arg(keys.customer(user_id)) + _HGET + _arg(keys.recs(user_id))
+            + _arg(slot) + _SMEMBERS + _arg(keys.bought(user_id)), 3)
         return RecsView(Verdict.from_reply(bucket), customer, rec, set(bought))
 
     async def top_sellers(self, count: int = 200) -> list[str]:
@@ -171,6 +171,18 @@ class RedisStore:
         if kind == "list":
             return [_text(v) for v in await client.lrange(key, 0, -1)]
         return None
+
+
+# The read path's commands, packed by hand (``pack`` does the same for any arguments).
+_GET = b"*2\r\n$3\r\nGET\r\n"
+_HVALS = b"*2\r\n$5\r\nHVALS\r\n"
+_HGET = b"*3\r\n$4\r\nHGET\r\n"
+_SMEMBERS = b"*2\r\n$8\r\nSMEMBERS\r\n"
+
+
+def _arg(value: str) -> bytes:
+    data = value.encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
 def _text(value: Any) -> Any:

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from api.auth import Unverifiable, authenticate_header
 from api.errors import BadRequest, FieldError, Unavailable
 from api.ratelimit import Verdict
-from api.responses import encode, send_json
+from api.responses import encode_cacheable
 from api.state import ApiState
 from decisions.errors import RateLimited
 from decisions.events import parse_ts
@@ -41,13 +41,13 @@ class ReadRequest:
 
     __slots__ = ("headers", "query", "route_path", "user_id")
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, scope: Scope, user_id: str, route_path: str) -> None:
         self.headers = dict(scope["headers"])
         raw_query = scope.get("query_string", b"")
         self.query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) \
             if raw_query else {}
-        self.user_id = valid_user_id(scope["path_params"]["user_id"])
-        self.route_path = getattr(scope.get("route"), "path", "")
+        self.user_id = valid_user_id(user_id)
+        self.route_path = route_path
 
     def header(self, name: bytes) -> str:
         return self.headers.get(name, b"").decode("latin-1")
@@ -57,23 +57,33 @@ Handler = Callable[[ApiState, ReadRequest], Awaitable[dict[str, Any]]]
 
 
 class ReadEndpoint:
-    """An ASGI endpoint answering the JSON body ``handler`` returns, cacheable."""
+    """An ASGI endpoint answering the JSON body ``handler`` returns, cacheable.
 
-    def __init__(self, handler: Handler) -> None:
+    Routed like any endpoint, and also called directly by :class:`api.dispatch.ReadDispatch`
+    (``respond``), which answers the hot GETs before the router.
+    """
+
+    def __init__(self, path: str, handler: Handler) -> None:
+        self.path = path
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        api: ApiState = scope["app"].state.api
-        request = ReadRequest(scope)
+        await self.respond(scope["app"].state.api, scope["path_params"]["user_id"], scope, send)
+
+    async def respond(self, api: ApiState, user_id: str, scope: Scope, send: Send) -> int:
+        """Answer the read and return its status; a DecisionsError is raised, not answered."""
+        request = ReadRequest(scope, user_id, self.path)
         body = await self.handler(api, request)
         if not body["personalized"]:
-            api.metrics.fallbacks.labels(request.route_path, body["reason"]).inc()
-        status, headers, payload = encode(
-            body, max_age=api.settings.api_cache_max_age, gzip_min=api.settings.api_gzip_min_bytes,
-            if_none_match=request.header(b"if-none-match") or None,
-            accept_encoding=request.header(b"accept-encoding"),
+            api.metrics.fallbacks.labels(self.path, body["reason"]).inc()
+        status, headers, payload = encode_cacheable(
+            body, api.settings.api_cache_max_age, gzip_min=api.settings.api_gzip_min_bytes,
+            if_none_match=request.headers.get(b"if-none-match"),
+            accept_encoding=request.headers.get(b"accept-encoding"),
         )
-        await send_json(send, status, headers, payload)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return status
 
 
 def user_id_of(request: Request) -> str:
@@ -208,8 +218,10 @@ async def get_recommendations(api: ApiState, request: ReadRequest) -> dict[str, 
             "products": products}
 
 
+OFFERS = ReadEndpoint("/v1/users/{user_id}/offers", get_offers)
+RECOMMENDATIONS = ReadEndpoint("/v1/users/{user_id}/recommendations", get_recommendations)
+
 routes = [
-    Route("/v1/users/{user_id}/offers", ReadEndpoint(get_offers), methods=["GET"]),
-    Route("/v1/users/{user_id}/recommendations", ReadEndpoint(get_recommendations),
-          methods=["GET"]),
+    Route(OFFERS.path, OFFERS, methods=["GET"]),
+    Route(RECOMMENDATIONS.path, RECOMMENDATIONS, methods=["GET"]),
 ]

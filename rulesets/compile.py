@@ -23,14 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rulesets.language import EVENT_TYPE_CHOICES, LIST, field_type
+from rulesets.language import EVENT_TYPE_CHOICES, FIELDS, LIST, STRING, field_type
 
 Predicate = Callable[[dict[str, Any]], bool]
+# per event type: the chunks every event of the type meets, and per indexed fact key the
+# chunks an event with that value meets (indices into the type's chunk lists)
+TypeIndex = tuple[tuple[int, ...], tuple[tuple[str, dict[str, tuple[int, ...]]], ...]]
 NEGATE = {"eq": "ne", "ne": "eq", "gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt",
           "in": "not_in", "not_in": "in"}
 DURABLE_OP = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte", "ne": "$neq"}
@@ -78,10 +82,29 @@ class CompiledRuleset:
     # event type -> per chunk, the fact keys and derived predicates its rules read
     chunk_reads: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
     chunk_derived: dict[str, list[dict[str, Predicate]]] = field(default_factory=dict)
+    # event type -> which of its chunks an event meets (see TypeIndex); a type without an
+    # entry: every chunk
+    index_by_type: dict[str, TypeIndex] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.key = f"{self.name}--v{self.version}--{self.digest[:8]}"  # names it in engines
 
     def durable_name(self, event_type: str, chunk: int = 0) -> str:
-        name = f"{self.name}--v{self.version}--{self.digest[:8]}--{event_type}"
+        name = f"{self.key}--{event_type}"
         return f"{name}--{chunk}" if chunk else name
+
+    def chunks_for(self, event_type: str, fact: dict[str, Any]) -> tuple[int, ...]:
+        """The chunks of ``event_type`` an event with this fact meets (window aside)."""
+        index = self.index_by_type.get(event_type)
+        if index is None:
+            return tuple(range(len(self.by_type.get(event_type, ()))))
+        unkeyed, keyed = index
+        met = unkeyed
+        for key, table in keyed:
+            value = fact.get(key)
+            if isinstance(value, str) and value in table:
+                met += table[value]
+        return met
 
 
 def digest(document: dict[str, Any]) -> str:
@@ -186,6 +209,10 @@ def _epoch_ms(value: str) -> int:
 
 MAX_PATHS = 8  # a condition expanding to more alternatives is evaluated in Python instead
 CHUNK_PATHS = 32  # alternatives per durable_rules ruleset: its matcher overflows near 64
+# Event properties a rule can be indexed by (besides its type): string fields, compared
+# by equality, so a dictionary lookup on the event's value finds the rules that can match.
+INDEX_FIELDS = tuple(path for path in FIELDS if path.startswith("event.")
+                     and path != "event.type" and field_type(path) == STRING)
 
 
 def _paths(cond: dict[str, Any]) -> int:
@@ -216,6 +243,18 @@ def _indexed(cond: dict[str, Any]) -> bool:
     return cond.get("field") == "event.type" and cond.get("op") in ("eq", "in")
 
 
+def _index_candidate(cond: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+    """A top-level condition the property index can decide: ``event.<string property>``
+    ``eq`` / ``in`` string values. Returns the field path and its values."""
+    if cond.get("field") not in INDEX_FIELDS or cond.get("op") not in ("eq", "in"):
+        return None
+    value = cond.get("value")
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) for v in values):
+        return None
+    return cond["field"], tuple(dict.fromkeys(values))
+
+
 def _whole(when: dict[str, Any]) -> Predicate:
     from rulesets.explain import holds  # explain reads fact_key from here
 
@@ -225,44 +264,99 @@ def _whole(when: dict[str, Any]) -> Predicate:
     return check
 
 
+def _flat(cond: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conjuncts of a compiled condition (nested ``$and`` flattened)."""
+    if "$and" in cond:
+        return [part for sub in cond["$and"] for part in _flat(sub)]
+    return [cond]
+
+
+def _sig(cond: dict[str, Any]) -> str:
+    return json.dumps(cond, sort_keys=True)
+
+
+def _arrange(conjuncts: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """Order each rule's conjuncts so that rules share leading conditions.
+
+    durable_rules builds one node per condition and shares it between rules whose
+    conditions agree up to it (a trie): a shared node is tested once per fact, not once
+    per rule. Greedily, the condition most rules of a group have goes first, then the
+    same within the rules that have it, and so on. Plain comparisons go before
+    alternatives (``$or``), whose branches would each repeat what follows them.
+    Conjunction is order-free (every condition is a pure test of the fact), so the order
+    changes cost only, never a result.
+    """
+    left = [{_sig(c): c for c in conds} for conds in conjuncts]
+    out: list[list[dict[str, Any]]] = [[] for _ in conjuncts]
+    stack = [list(range(len(conjuncts)))]
+    while stack:
+        members = [i for i in stack.pop() if left[i]]
+        if not members:
+            continue
+        counts = Counter(s for i in members for s in left[i] if "$or" not in left[i][s])
+        if not counts:
+            counts = Counter(s for i in members for s in left[i])
+        best = min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
+        having = [i for i in members if best in left[i]]
+        stack.append([i for i in members if best not in left[i]])
+        for i in having:
+            out[i].append(left[i].pop(best))
+        stack.append(having)
+    return out
+
+
+@dataclass
+class _Item:
+    """One rule as compiled for one bucket of the index, before packing into chunks."""
+
+    name: str
+    conjuncts: list[dict[str, Any]]
+    lo: float
+    hi: float
+    used: list[str]
+
+
 def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
     """``document`` must have passed ``rulesets.validate.validate``."""
     compiler = _Compiler()
     rules: dict[str, CompiledRule] = {}
-    pending: dict[str, list[tuple[str, dict[str, Any], int, float, float, list[str],
-                                  list[str]]]] = {}
-    derived_by_type: dict[str, dict[str, Predicate]] = {}
-    reads_by_type: dict[str, set[str]] = {}
-    for rule in document["rules"]:
-        if not rule.get("enabled", True):
-            continue
+    enabled = [rule for rule in document["rules"] if rule.get("enabled", True)]
+    # the property each rule is indexed by: of its candidates, the field the ruleset's
+    # rules name the most distinct values of (the most selective), then by name
+    distinct: dict[str, set[str]] = {}
+    for rule in enabled:
+        when = rule["when"]
+        for cond in when["all"] if "all" in when else [when]:
+            found = _index_candidate(cond)
+            if found:
+                distinct.setdefault(found[0], set()).update(found[1])
+    # (event type, index key or "", value) -> rules
+    pending: dict[tuple[str, str, str], list[_Item]] = {}
+    for rule in enabled:
         compiler.fields = []
         compiler.timers = []
         compiler.used = []
         when = rule["when"]
         top = when["all"] if "all" in when else [when]
-        rest = [c for c in top if not _indexed(c)]
-        if rest and len(rest) < len(top):  # the index decides event.type: leave it out
-            compiler.fields.append("event.type")
-            cond = compiler.node({"all": rest})
-        else:
-            cond = compiler.node(when)
-        weight = _paths(cond)
+        candidates = [(i, found) for i, cond in enumerate(top)
+                      if (found := _index_candidate(cond))]
+        chosen = min(candidates, key=lambda c: (-len(distinct[c[1][0]]), c[1][0], c[0]),
+                     default=None)
+        conjuncts: list[dict[str, Any]] = []
+        for i, cond in enumerate(top):
+            compiled_cond = compiler.node(cond)  # also records fields (reasons) and timers
+            if not _indexed(cond) and (chosen is None or i != chosen[0]):
+                conjuncts.extend(_flat(compiled_cond))
+        if not conjuncts and chosen is None:  # only event.type conditions: keep them
+            conjuncts = _flat(compiler.node(when))
+        weight = math.prod(_paths(c) for c in conjuncts) if conjuncts else 1
         if weight > MAX_PATHS:  # too many alternatives for durable_rules: one Python check
             name = "x_rule_" + hashlib.sha1(  # noqa: S324 - a name, not security
                 json.dumps(when, sort_keys=True).encode()).hexdigest()[:12]
             compiler.derived[name] = _whole(when)
             compiler.used = [name]
-            cond, weight = {name: 1}, 1
-        parts = cond["$and"] if "$and" in cond else [cond]
+            conjuncts = [{name: 1}]
         active = rule.get("active") or {}
-        # the active window first: rules out of season stop at their first (shared) node
-        if active.get("until"):
-            parts = [{"$lt": {"ts_ms": _epoch_ms(active["until"])}}, *parts]
-        if active.get("from"):
-            parts = [{"$gte": {"ts_ms": _epoch_ms(active["from"])}}, *parts]
-        match = parts[0] if len(parts) == 1 else {"$and": parts}
-        reads = sorted(_keys(match) - set(compiler.derived))
         types = _event_types(when)
         rules[rule["name"]] = CompiledRule(
             rule["name"], int(rule.get("priority", 0)), list(rule["then"]),
@@ -271,46 +365,87 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
         )
         lo = _epoch_ms(active["from"]) if active.get("from") else -math.inf
         hi = _epoch_ms(active["until"]) if active.get("until") else math.inf
+        buckets = [("", "")]
+        if chosen is not None:
+            key = fact_key(chosen[1][0])
+            buckets = [(key, value) for value in chosen[1][1]]
         for etype in types:
-            pending.setdefault(etype, []).append(
-                (rule["name"], match, weight, lo, hi, reads, list(compiler.used)))
-            wanted = derived_by_type.setdefault(etype, {})
-            for name in compiler.used:
-                wanted[name] = compiler.derived[name]
-            reads_by_type.setdefault(etype, set()).update(reads)
+            for key, value in buckets:
+                # a rule with no other condition: the index decided everything, but
+                # durable_rules needs a condition to match; restate the indexed one
+                conds = conjuncts or [{key: value}]
+                pending.setdefault((etype, key, value), []).append(
+                    _Item(rule["name"], conds, lo, hi, list(compiler.used)))
     by_type: dict[str, list[dict[str, Any]]] = {}
     spans_by_type: dict[str, list[tuple[float, float]]] = {}
     chunk_reads: dict[str, list[tuple[str, ...]]] = {}
     chunk_derived: dict[str, list[dict[str, Predicate]]] = {}
-    for etype, items in pending.items():
-        # rules sorted by active window, so a chunk holds rules of neighbouring seasons
-        # and the engine skips chunks whose rules are all out of season
-        items.sort(key=lambda item: (item[3], item[4]))
-        chunks: list[dict[str, Any]] = [{}]
-        spans = [(math.inf, -math.inf)]
-        keys: list[set[str]] = [set()]
-        checks: list[dict[str, Predicate]] = [{}]
-        load = 0
-        for name, match, weight, lo, hi, reads, used in items:
-            if chunks[-1] and load + weight > CHUNK_PATHS:
-                chunks.append({})
-                spans.append((math.inf, -math.inf))
-                keys.append(set())
-                checks.append({})
-                load = 0
-            chunks[-1]["r_" + name] = {"all": [{"m": match}], "run": name}
-            spans[-1] = (min(spans[-1][0], lo), max(spans[-1][1], hi))
-            keys[-1].update(reads)
-            checks[-1].update((d, compiler.derived[d]) for d in used)
-            load += weight
-        by_type[etype] = chunks
-        spans_by_type[etype] = spans
-        chunk_derived[etype] = checks
-        chunk_reads[etype] = [tuple(sorted(k - set(c))) for k, c in zip(keys, checks,
-                                                                         strict=True)]
+    index_by_type: dict[str, TypeIndex] = {}
+    for (etype, key, value), items in sorted(pending.items()):
+        chunks = by_type.setdefault(etype, [])
+        first = len(chunks)
+        for definition, span, reads, checks in _pack(items, compiler.derived):
+            chunks.append(definition)
+            spans_by_type.setdefault(etype, []).append(span)
+            chunk_reads.setdefault(etype, []).append(reads)
+            chunk_derived.setdefault(etype, []).append(checks)
+        built = tuple(range(first, len(chunks)))
+        unkeyed, keyed = index_by_type.get(etype, ((), ()))
+        if not key:
+            index_by_type[etype] = (unkeyed + built, keyed)
+            continue
+        tables = dict(keyed)
+        tables.setdefault(key, {})[value] = built
+        index_by_type[etype] = (unkeyed, tuple(tables.items()))
+    derived_by_type = {t: {name: check for checks in chunk_derived[t]
+                           for name, check in checks.items()} for t in by_type}
+    reads_by_type = {t: tuple(sorted({k for reads in chunk_reads[t] for k in reads}))
+                     for t in by_type}
     return CompiledRuleset(
         document["name"], version, bool(document.get("stacking", False)), digest(document),
-        rules, by_type, compiler.derived, derived_by_type,
-        {t: tuple(sorted(r - set(derived_by_type.get(t, {})))) for t, r in reads_by_type.items()},
-        spans_by_type, chunk_reads, chunk_derived,
+        rules, by_type, compiler.derived, derived_by_type, reads_by_type,
+        spans_by_type, chunk_reads, chunk_derived, index_by_type,
     )
+
+
+def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[
+        tuple[dict[str, Any], tuple[float, float], tuple[str, ...], dict[str, Predicate]]]:
+    """Pack one bucket's rules into durable_rules rulesets of at most ``CHUNK_PATHS``
+    alternatives: by active window (a chunk holds rules of neighbouring seasons, and the
+    engine skips chunks whose rules are all out of season), conditions arranged so that
+    neighbouring rules share their leading ones (see ``_arrange``)."""
+    windows: dict[tuple[float, float], list[_Item]] = {}
+    for item in items:
+        windows.setdefault((item.lo, item.hi), []).append(item)
+    ordered: list[tuple[tuple[float, float], list[str], _Item, list[dict[str, Any]]]] = []
+    for window, group in windows.items():
+        for item, conds in zip(group, _arrange([i.conjuncts for i in group]), strict=True):
+            ordered.append((window, [_sig(c) for c in conds], item, conds))
+    ordered.sort(key=lambda entry: (entry[0], entry[1], entry[2].name))
+    out: list[tuple[dict[str, Any], tuple[float, float], tuple[str, ...],
+                    dict[str, Predicate]]] = []
+    definition: dict[str, Any] = {}
+    span = (math.inf, -math.inf)
+    keys: set[str] = set()
+    checks: dict[str, Predicate] = {}
+    load = 0
+    for (lo, hi), _, item, conds in ordered:
+        # the active window first: rules out of season stop at their first (shared) node
+        parts = list(conds)
+        if hi != math.inf:
+            parts.insert(0, {"$lt": {"ts_ms": int(hi)}})
+        if lo != -math.inf:
+            parts.insert(0, {"$gte": {"ts_ms": int(lo)}})
+        match = parts[0] if len(parts) == 1 else {"$and": parts}
+        weight = _paths(match)
+        if definition and load + weight > CHUNK_PATHS:
+            out.append((definition, span, tuple(sorted(keys - set(checks))), checks))
+            definition, span, keys, checks, load = {}, (math.inf, -math.inf), set(), {}, 0
+        definition["r_" + item.name] = {"all": [{"m": match}], "run": item.name}
+        span = (min(span[0], lo), max(span[1], hi))
+        keys.update(_keys(match))
+        checks.update((d, derived[d]) for d in item.used)
+        load += weight
+    if definition:
+        out.append((definition, span, tuple(sorted(keys - set(checks))), checks))
+    return out

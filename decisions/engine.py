@@ -164,7 +164,9 @@ class RuleEngine:
             _run(handle, orjson.dumps(posted).decode(), fired)
         if not fired:
             return []
-        ranked = sorted(rules[key] for key in fired)
+        # once per rule: durable_rules matches a rule once per alternative that holds
+        # (``any``: both sides true, two matches)
+        ranked = sorted(rules[key] for key in set(fired))
         name, version = compiled.name, compiled.version
         return [Match(name, version, rule.name, rule.priority, rule.actions, reason(fact))
                 for _, rule, reason in ranked]

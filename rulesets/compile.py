@@ -429,6 +429,7 @@ def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[
     keys: set[str] = set()
     checks: dict[str, Predicate] = {}
     load = 0
+    window = (-math.inf, math.inf)
     for (lo, hi), _, item, conds in ordered:
         # the active window first: rules out of season stop at their first (shared) node
         parts = list(conds)
@@ -438,7 +439,11 @@ def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[
             parts.insert(0, {"$gte": {"ts_ms": int(lo)}})
         match = parts[0] if len(parts) == 1 else {"$and": parts}
         weight = _paths(match)
-        if definition and load + weight > CHUNK_PATHS:
+        # a chunk is full at CHUNK_PATHS alternatives; a new active window starts a new
+        # chunk once this one holds a few (so a season's rules are not posted to with
+        # the next season's; many tiny windows still share chunks)
+        if definition and (load + weight > CHUNK_PATHS
+                           or ((lo, hi) != window and load >= CHUNK_PATHS // 4)):
             out.append((definition, span, tuple(sorted(keys - set(checks))), checks))
             definition, span, keys, checks, load = {}, (math.inf, -math.inf), set(), {}, 0
         definition["r_" + item.name] = {"all": [{"m": match}], "run": item.name}
@@ -446,6 +451,7 @@ def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[
         keys.update(_keys(match))
         checks.update((d, derived[d]) for d in item.used)
         load += weight
+        window = (lo, hi)
     if definition:
         out.append((definition, span, tuple(sorted(keys - set(checks))), checks))
     return out

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from decisions.engine import RuleEngine, build_fact
+from decisions.errors import ValidationError
 from decisions.events import Event
 from rulesets.compile import CHUNK_PATHS, compile_ruleset
+from rulesets.explain import holds
 from rulesets.validate import validate
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -112,3 +115,180 @@ def test_unloaded_versions_are_loaded_again_on_demand() -> None:
     engine.unload(compiled)
     assert [m.rule for m in engine.evaluate(compiled, event, build_fact(event, {}))] == [
         "any-view"]
+
+
+def product_event(etype: str = "product_view", category: str = "shoes",
+                  product: str = "p-1", at: datetime = NOW) -> Event:
+    return Event("e-2", etype, "u-1", at, {"product_id": product, "category": category,
+                                           "price": 10.0, "quantity": 1})
+
+
+def test_rules_indexed_by_an_event_property_meet_only_events_with_its_value() -> None:
+    def rule(name: str, *conds: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "when": {"all": [
+            {"field": "event.type", "op": "in", "value": ["product_view", "add_to_cart"]},
+            *conds]}, "then": SEGMENT}
+
+    big = {"field": "state.cart_value", "op": "gt", "value": 100}
+    doc = {"name": "targets", "rules": [
+        rule("shoes-big-cart", {"field": "event.category", "op": "eq", "value": "shoes"}, big),
+        rule("shoes-or-bags", {"field": "event.category", "op": "in", "value": ["shoes", "bags"]}),
+        rule("three-products", {"field": "event.product_id", "op": "in",
+                                "value": ["p-1", "p-2", "p-3"]}, big),
+        rule("untargeted", big),
+        # not a top-level equality: stays with the rules every event meets
+        rule("not-shoes", {"not": {"field": "event.category", "op": "eq", "value": "shoes"}}),
+        rule("shoes-or-cheap", {"any": [
+            {"field": "event.category", "op": "eq", "value": "shoes"},
+            {"field": "event.price", "op": "lt", "value": 5}]}),
+        rule("prefix", {"field": "event.category", "op": "prefix", "value": "sh"}),
+    ]}
+    compiled = compile_ruleset(validate(doc), 1)
+    unkeyed, keyed = compiled.index_by_type["product_view"]
+    chunks = compiled.by_type["product_view"]
+    assert {name for i in unkeyed for name in chunks[i]} == {
+        "r_untargeted", "r_not-shoes", "r_shoes-or-cheap", "r_prefix"}
+    tables = dict(keyed)
+    # products are indexed (more distinct values named than categories)
+    assert sorted(tables["e_product_id"]) == ["p-1", "p-2", "p-3"]
+    assert sorted(tables["e_category"]) == ["bags", "shoes"]
+    assert {name for i in tables["e_category"]["bags"] for name in chunks[i]} == {
+        "r_shoes-or-bags"}
+    # the index decided the category: it is not tested again (unless nothing else is
+    # left to test), but it is still in the reason
+    [shoes] = tables["e_category"]["shoes"]
+    assert "e_category" not in str(chunks[shoes]["r_shoes-big-cart"])
+    assert chunks[shoes]["r_shoes-or-bags"]["all"] == [{"m": {"e_category": "shoes"}}]
+
+    def fire(event: Event, **state: Any) -> list[str]:
+        matches = RuleEngine().evaluate(compiled, event, build_fact(event, state))
+        return sorted(m.rule for m in matches)
+
+    assert fire(product_event(), cart_value=150) == [
+        "prefix", "shoes-big-cart", "shoes-or-bags", "shoes-or-cheap", "three-products",
+        "untargeted"]
+    assert fire(product_event(), cart_value=50) == ["prefix", "shoes-or-bags",
+                                                    "shoes-or-cheap"]
+    assert fire(product_event("add_to_cart", "bags", "p-9"), cart_value=150) == [
+        "not-shoes", "shoes-or-bags", "untargeted"]
+    assert fire(product_event("add_to_cart", "toys", "p-3"), cart_value=150) == [
+        "not-shoes", "three-products", "untargeted"]
+    no_category = Event("e-3", "product_view", "u-1", NOW, {"product_id": "p-2"})
+    assert fire(no_category, cart_value=150) == ["three-products", "untargeted"]
+    bags = product_event("add_to_cart", "bags")
+    [match] = [m for m in RuleEngine().evaluate(compiled, bags, build_fact(bags, {}))
+               if m.rule == "shoes-or-bags"]
+    assert match.reason == {"event.type": "add_to_cart", "event.category": "bags"}
+
+
+def test_compiled_rules_fire_exactly_when_their_conditions_hold() -> None:
+    """Index, condition order and chunks change the cost, never what fires: against the
+    plain Python reading of every rule (rulesets.explain) on random rules and facts."""
+    rng = random.Random(7)
+    types = ["page_view", "product_view", "add_to_cart", "search"]
+    categories, pages = ["shoes", "bags", "toys"], ["home", "cart", "checkout"]
+
+    def leaf() -> dict[str, Any]:
+        return rng.choice([
+            lambda: {"field": "state.cart_value", "op": rng.choice(["gt", "lte", "eq"]),
+                     "value": rng.choice([0, 50, 100])},
+            lambda: {"field": "state.count_product_view_1h", "op": "between",
+                     "value": sorted(rng.sample(range(6), 2))},
+            lambda: {"field": "state.since_page_checkout", "op": "within", "value": 300},
+            lambda: {"field": "customer.tier", "op": rng.choice(["in", "not_in"]),
+                     "value": rng.sample(["gold", "silver", "bronze"], 2)},
+            lambda: {"field": "customer.country", "op": rng.choice(["eq", "ne"]),
+                     "value": rng.choice(["DE", "FR"])},
+            lambda: {"field": "user.segments", "op": "contains", "value": "vip"},
+            lambda: {"field": "score.purchase_intent", "op": "exists"},
+            lambda: {"field": "event.category", "op": rng.choice(["eq", "in", "ne"]),
+                     "value": rng.choice(categories) if rng.random() < 0.5 else categories[:2]},
+            lambda: {"field": "event.page", "op": "eq", "value": rng.choice(pages)},
+            lambda: {"field": "event.product_id", "op": "in",
+                     "value": [f"p-{rng.randrange(6)}" for _ in range(2)]},
+        ])()
+
+    def tree(depth: int) -> dict[str, Any]:
+        pick = rng.random()
+        if depth and pick < 0.15:
+            return {"not": leaf()}
+        if depth and pick < 0.3:
+            return {"any": [tree(depth - 1) for _ in range(2)]}
+        return leaf()
+
+    rules = []
+    for i in range(150):
+        conds = [tree(1) for _ in range(rng.randint(1, 3))]
+        if rng.random() < 0.8:
+            conds.insert(0, {"field": "event.type", "op": "in",
+                             "value": rng.sample(types, rng.randint(1, 2))})
+        rule: dict[str, Any] = {"name": f"r{i}", "priority": rng.randint(0, 9),
+                                "when": {"all": conds}, "then": SEGMENT}
+        if rng.random() < 0.2:
+            start = NOW + timedelta(hours=rng.randint(-3, 2))
+            rule["active"] = {"from": start.isoformat(),
+                              "until": (start + timedelta(hours=2)).isoformat()}
+        rules.append(rule)
+    doc = _valid_subset(rules)
+    compiled = compile_ruleset(doc, 1)
+    assert any(keyed for _, keyed in compiled.index_by_type.values())
+    engine = RuleEngine()
+    total = 0
+    for n in range(400):
+        etype = rng.choice(types)
+        props: dict[str, Any] = {"page": rng.choice(pages)} if etype == "page_view" else (
+            {"query": "x"} if etype == "search" else
+            {"product_id": f"p-{rng.randrange(6)}", "price": 10.0, "quantity": 1,
+             **({"category": rng.choice(categories)} if rng.random() < 0.8 else {})})
+        event = Event(f"e-{n}", etype, "u-1", NOW + timedelta(minutes=rng.randint(-200, 200)),
+                      props)
+        state = {"cart_value": rng.choice([0, 50, 120]),
+                 "count_product_view_1h": rng.randrange(6)}
+        if rng.random() < 0.5:
+            state["since_page_checkout"] = rng.choice([10, 1000])
+        customer = {"tier": rng.choice(["gold", "silver", "bronze"]),
+                    "country": rng.choice(["DE", "FR", "US"]),
+                    "segments": rng.choice([[], ["vip"]])}
+        scores = {"purchase_intent": 0.5} if rng.random() < 0.5 else {}
+        fact = build_fact(event, state, customer, scores)
+        fired = [m.rule for m in engine.evaluate(compiled, event, fact)]
+        expected = [r.name for r in sorted(compiled.rules.values(),
+                                           key=lambda r: (-r.priority, r.name))
+                    if event.type in r.event_types and _in_window(r.active, event.ts)
+                    and holds(r.when, fact)]
+        assert fired == expected, (event, fact)
+        total += len(fired)
+    assert total > 400  # rules do fire, often several per event
+
+
+def _valid_subset(rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """The random rules that pass validation (some are contradictory by chance)."""
+    keep = []
+    for rule in rules:
+        try:
+            validate({"name": "random", "rules": [rule]})
+        except ValidationError:
+            continue
+        keep.append(rule)
+    assert len(keep) > 100
+    return validate({"name": "random", "rules": keep})
+
+
+def _in_window(active: dict[str, str], at: datetime) -> bool:
+    start, until = active.get("from"), active.get("until")
+    return ((not start or at >= datetime.fromisoformat(start))
+            and (not until or at < datetime.fromisoformat(until)))
+
+
+def test_a_rule_fires_once_when_several_of_its_alternatives_hold() -> None:
+    """durable_rules matches once per alternative that holds: the engine reports the rule
+    once (one decision, one set of effects)."""
+    doc = {"name": "t", "rules": [{"name": "either", "when": {"any": [
+        {"field": "state.cart_value", "op": "gt", "value": 100},
+        {"field": "customer.tier", "op": "eq", "value": "gold"}]}, "then": SEGMENT}]}
+    compiled = compile_ruleset(validate(doc), 1)
+    event = view()
+    for customer in ({"tier": "gold"}, {"tier": "silver"}):
+        matches = RuleEngine().evaluate(compiled, event,
+                                        build_fact(event, {"cart_value": 150}, customer))
+        assert [m.rule for m in matches] == ["either"]

@@ -34,10 +34,10 @@ PARTITION = re.compile(r"^events_(\d{4})_(\d{2})$")
 _LOCK = "decisions.events.partitions"
 _INSERT = text(
     "INSERT INTO events (event_id, ts, user_id, type, properties, received_at) "
-    "SELECT i, t, u, y, p::jsonb, :now FROM unnest("
-    "CAST(:ids AS text[]), CAST(:ts AS timestamptz[]), CAST(:users AS text[]), "
-    "CAST(:types AS text[]), CAST(:props AS text[])) AS r(i, t, u, y, p) "
-    "ON CONFLICT DO NOTHING RETURNING event_id"
+    "SELECT r.event_id, r.ts, r.user_id, r.type, r.properties, :now "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+    "AS r(event_id text, ts timestamptz, user_id text, type text, properties jsonb) "
+    "ON CONFLICT DO NOTHING"
 )
 
 
@@ -69,26 +69,25 @@ class EventArchive:
         self._ready: set[datetime] = set()  # months with a partition (or settled on default)
 
     # -- writing -----------------------------------------------------------------------
-    def write_batch(self, events: list[Event]) -> int:
+    def write_batch(self, events: list[Event], conn: Connection | None = None) -> int:
         """Archive ``events`` in one statement; duplicates (same event_id and ts) are skipped.
 
-        The rows travel as six arrays unnested server-side (``INSERT … SELECT FROM unnest``):
-        one round trip and six bind parameters whatever the batch size, several times
-        faster than a multi-row VALUES list. Returns how many rows were new.
+        The rows travel as one JSON array that PostgreSQL unpacks (``jsonb_to_recordset``):
+        one round trip and one bind parameter whatever the batch size, serialised by orjson
+        in C rather than adapted value by value in Python (several times cheaper for the
+        worker than arrays or a multi-row VALUES list). ``conn``: write inside the caller's
+        transaction. Returns how many rows were new.
         """
         if not events:
             return 0
         self.ensure_partitions(e.ts for e in events)
-        params = {
-            "ids": [e.event_id for e in events],
-            "ts": [e.ts for e in events],
-            "users": [e.user_id for e in events],
-            "types": [e.type for e in events],
-            "props": [orjson.dumps(e.properties).decode() for e in events],
-            "now": utcnow(),
-        }
-        with self.engine.begin() as conn:
-            return len(conn.execute(_INSERT, params).all())
+        params = {"rows": orjson.dumps([
+            {"event_id": e.event_id, "ts": e.ts, "user_id": e.user_id, "type": e.type,
+             "properties": e.properties} for e in events]).decode(), "now": utcnow()}
+        if conn is not None:
+            return conn.execute(_INSERT, params).rowcount
+        with self.engine.begin() as own:
+            return own.execute(_INSERT, params).rowcount
 
     def ensure_partitions(self, timestamps: Iterable[datetime]) -> None:
         """Create the monthly partitions of ``timestamps`` plus this month and the next."""

@@ -105,6 +105,7 @@ class Producer:
     ) -> int:
         futures = [self.send(topic, key, value) for key, value in records]
         try:
+            self._producer.flush(timeout=timeout)  # do not wait out linger_ms
             for fut in futures:
                 fut.get(timeout=timeout)
         except KafkaError as exc:

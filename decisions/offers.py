@@ -23,6 +23,7 @@ import redis
 
 from decisions import keys
 from decisions.events import format_ts, parse_ts
+from decisions.rawredis import RawPipeline, RawScript
 
 # KEYS: offers hash, offer-rule hash. ARGV: offer_id, rule key, offer JSON, now_ms, ttl_s,
 # cap (offers of this rule per user in 30 days; 0: no cap)
@@ -66,24 +67,31 @@ class OfferStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._store = client.register_script(STORE_OFFER)
+        self._raw_store = RawScript(STORE_OFFER)
 
     def store_offer(
         self, pipe: Any, user_id: str, offer: dict[str, Any], now_ms: int, ttl_s: int
     ) -> None:
-        """Queue an idempotent offer write on a pipeline (or run it on the client)."""
+        """Queue an idempotent offer write on a pipeline (redis-py's or the worker's
+        ``RawPipeline``), or run it on the client."""
         rule_key = f"{offer['ruleset']}/{offer['rule']}"
-        self._store(
-            keys=[keys.offers(user_id), keys.offer_rules(user_id)],
-            args=[offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, ttl_s,
-                  int(offer.get("per_user_cap") or 0)],
-            client=pipe,
-        )
+        script_keys = [keys.offers(user_id), keys.offer_rules(user_id)]
+        args = [offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, ttl_s,
+                int(offer.get("per_user_cap") or 0)]
+        if isinstance(pipe, RawPipeline):
+            pipe.script(self._raw_store, script_keys, args)
+        else:
+            self._store(keys=script_keys, args=args, client=pipe)
 
     def store_recommendation(
         self, pipe: Any, user_id: str, slot: str, rec: dict[str, Any], ttl_s: int
     ) -> None:
-        pipe.hset(keys.recs(user_id), slot, orjson.dumps(rec))
-        pipe.expire(keys.recs(user_id), ttl_s)
+        if isinstance(pipe, RawPipeline):
+            pipe.command("HSET", keys.recs(user_id), slot, orjson.dumps(rec))
+            pipe.command("EXPIRE", keys.recs(user_id), ttl_s)
+        else:
+            pipe.hset(keys.recs(user_id), slot, orjson.dumps(rec))
+            pipe.expire(keys.recs(user_id), ttl_s)
 
 
 def active_offers(client: Any, user_id: str, now: datetime) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, text
 
 from decisions import keys
 from decisions.events import Event
+from decisions.rawredis import RawPipeline, RawScript
 
 COVISIT_WITH = 5  # the newest products a view is paired with
 COVISIT_KEEP = 100  # neighbours kept per product
@@ -74,8 +75,8 @@ class PopularityBatch:
                 and isinstance(product, str):
             inc[keys.top_category(props["category"])][product] += 0.1
 
-    def queue(self, pipe: Any, script: Any) -> None:
-        """``script``: ``client.register_script(INCREMENT)``."""
+    def queue(self, pipe: RawPipeline, script: RawScript) -> None:
+        """``script``: ``RawScript(INCREMENT)``."""
         for key, members in self.increments.items():
             if not members:
                 continue
@@ -85,7 +86,14 @@ class PopularityBatch:
             args: list[Any] = [keep]
             for member, amount in members.items():
                 args += (member, amount)
-            script(keys=[key], args=args, client=pipe)
+            pipe.script(script, (key,), args)
+
+
+def _scored(reply: list[Any]) -> list[tuple[str, float]]:
+    """``ZREVRANGE … WITHSCORES`` as (member, score): RESP3 gives pairs, RESP2 a flat list."""
+    if reply and isinstance(reply[0], list):
+        return [(m.decode(), float(s)) for m, s in reply]
+    return [(reply[i].decode(), float(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
 class Recommender:
@@ -119,16 +127,16 @@ class Recommender:
         todo_ranked = sorted(ranked - self._cache.keys())
         if not todo_bought and not todo_ranked:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = RawPipeline(self.client)
         for key in todo_bought:
-            pipe.smembers(key)
+            pipe.command("SMEMBERS", key)
         for key in todo_ranked:
-            pipe.zrevrange(key, 0, PREFETCH - 1, withscores=True)
+            pipe.command("ZREVRANGE", key, 0, PREFETCH - 1, "WITHSCORES")
         results = pipe.execute()
         for key, members in zip(todo_bought, results, strict=False):
             self._cache[key] = [m.decode() for m in members]
         for key, rows in zip(todo_ranked, results[len(todo_bought):], strict=True):
-            self._cache[key] = [(m.decode(), s) for m, s in rows]
+            self._cache[key] = _scored(rows)
             self._depth[key] = PREFETCH
 
     def clear(self) -> None:

@@ -23,6 +23,7 @@ import redis
 
 from decisions import keys
 from decisions.events import Event
+from decisions.rawredis import RawPipeline, RawScript
 
 LUA = resources.files("decisions").joinpath("state.lua").read_text()
 LIST_FEATURES = ("cart_products", "recent_products", "recent_categories", "segments")
@@ -49,34 +50,30 @@ class StateStore:
     def __init__(self, client: redis.Redis, dedup_ttl_seconds: int = 48 * 3600) -> None:
         self.client = client
         self.ttl = dedup_ttl_seconds
-        self._script = client.register_script(LUA)
+        self._script = RawScript(LUA)
         # Windowed features to compute ("" = all; see ``wanted_features``). The worker
         # narrows it to what the active rules read; replays keep the full snapshot.
         self.wanted = ""
 
-    def _queue(self, pipe: Any, event: Event) -> None:
+    def _queue(self, pipe: RawPipeline, event: Event) -> None:
         props = event.properties
         page = props.get("page", "") if event.type == "page_view" else ""
         product = props.get("product_id") or ""
-        self._script(
-            keys=[keys.tag(event.user_id)],
-            args=[
-                event.event_id,
-                event.type,
-                event.ts_ms,
-                orjson.dumps(props),
-                self.ttl,
-                page if isinstance(page, str) else "",
-                product if isinstance(product, str) else "",
-                self.wanted,
-            ],
-            client=pipe,
-        )
+        pipe.script(self._script, (keys.tag(event.user_id),), (
+            event.event_id,
+            event.type,
+            event.ts_ms,
+            orjson.dumps(props),
+            self.ttl,
+            page if isinstance(page, str) else "",
+            product if isinstance(product, str) else "",
+            self.wanted,
+        ))
 
     def apply_batch(self, events: Sequence[Event]) -> list[Applied]:
         if not events:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        pipe = RawPipeline(self.client)
         for event in events:
             self._queue(pipe, event)
         results = pipe.execute()
@@ -88,9 +85,9 @@ class StateStore:
         return out
 
     def mark_done(self, events: Iterable[Event]) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = RawPipeline(self.client)
         for event in events:
-            pipe.set(keys.seen(event.user_id, event.event_id), DONE, keepttl=True)
+            pipe.command("SET", keys.seen(event.user_id, event.event_id), DONE, "KEEPTTL")
         pipe.execute()
 
 

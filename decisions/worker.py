@@ -23,7 +23,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +45,7 @@ from decisions.errors import ServiceUnavailable, ValidationError
 from decisions.events import Event, format_ts, parse_event
 from decisions.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
 from decisions.offers import OfferStore
+from decisions.rawredis import RawPipeline, RawScript
 from decisions.recommend import INCREMENT, PopularityBatch, Recommender
 from decisions.runtime import Runtime
 from decisions.settings import Settings
@@ -53,6 +54,7 @@ from rulesets.store import RulesetStore
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
+PRODUCER_LINGER_MS = 1000  # records of a batch wait for its flush, not a timer
 STATE_CHUNK = 100  # events per state pipeline (chunks overlap with rule evaluation)
 
 
@@ -67,9 +69,21 @@ class Stats:
     reloads: int = 0
     retries: int = 0
     rebalances: int = 0
-    max_in_flight: int = 0  # most records held at once (bounded by batch_size)
+    max_in_flight: int = 0  # most records held at once (bounded by 2 * batch_size)
     scorer_errors: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)  # where batch time goes
+
+
+@dataclass
+class _InFlight:
+    """A batch whose effects are being made durable; its offsets wait for that."""
+
+    offsets: dict[TopicPartition, int]
+    fresh: list[Applied]
+    effects: int
+    started: float
+    keys: set[tuple[str, str]]
+    tail: Future[None] | None = None
 
 
 class Worker:
@@ -90,11 +104,13 @@ class Worker:
         self.runtime = Runtime(RulesetStore(self.db), RuleEngine(),
                                settings.reload_interval_seconds)
         self._drop_deadline = self.redis.register_script(DROP_DEADLINE)
-        self._increment = self.redis.register_script(INCREMENT)
+        self._increment = RawScript(INCREMENT)
         self.scorer = scorer
         self._scorer_factory = scorer_factory
         self._pg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-pg")
         self._state_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-state")
+        self._tail = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-tail")
+        self._inflight: _InFlight | None = None
         self.stats = Stats()
         self._refreshed = 0.0
         self._pruned = 0.0
@@ -113,7 +129,10 @@ class Worker:
 
     def start(self) -> None:
         ensure_topics(self.settings)
-        self._producer = Producer(self.settings, client_id="decisions-worker")
+        # a batch's records are sent together and flushed at once: a long linger keeps the
+        # producer's I/O thread from sending (and waking) record by record meanwhile
+        self._producer = Producer(self.settings, client_id="decisions-worker",
+                                  linger_ms=PRODUCER_LINGER_MS)
         self._consumer = Consumer(self.settings, [self.settings.events_topic])
         self.runtime.refresh(force=True)
 
@@ -122,6 +141,8 @@ class Worker:
             self._consumer.close()
         if self._producer is not None:
             self._producer.close()
+        self._abandon()
+        self._tail.shutdown(wait=True)
         self._pg.shutdown(wait=True)
         self._state_pool.shutdown(wait=True)
         self.redis.close()
@@ -147,11 +168,17 @@ class Worker:
             try:
                 self.refresh()
                 self.fire_due_timers()
+                generation = self._consumer.generation
                 records = self._consumer.poll(self.settings.poll_timeout_ms)
+                if self._consumer.generation != generation:
+                    self._settle_after_rebalance()
                 if records:
                     last_record = time.monotonic()
-                    self.stats.max_in_flight = max(self.stats.max_in_flight, len(records))
+                    held = len(records) + (len(self._inflight.fresh) if self._inflight else 0)
+                    self.stats.max_in_flight = max(self.stats.max_in_flight, held)
                     self.process(records)
+                else:
+                    self.settle()  # idle: commit what is in flight now
                 self._update_lag()
                 backoff = 0.1
             except GroupRebalanced as exc:
@@ -164,6 +191,14 @@ class Worker:
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
                     OperationalError, ServiceUnavailable, KafkaError) as exc:
                 backoff = self._retry(exc, backoff)
+        try:
+            self.settle()
+        except GroupRebalanced as exc:
+            log.info("last commit refused after a rebalance (%s)", exc)
+        except (redis.RedisError, OperationalError, ServiceUnavailable, KafkaError) as exc:
+            self._abandon()
+            log.warning("last batch not committed (%s: %s); it is replayed on restart",
+                        type(exc).__name__, exc)
         return self.stats
 
     def refresh(self) -> None:
@@ -205,6 +240,7 @@ class Worker:
     def _retry(self, exc: BaseException, backoff: float) -> float:
         """A dependency failed mid-batch: pause, wait, rewind to the committed offsets."""
         assert self._consumer is not None
+        self._abandon()
         service = _service_of(exc)
         metrics.RETRIES.labels(service).inc()
         self.stats.retries += 1
@@ -264,13 +300,15 @@ class Worker:
         mark("customers")
         in_batch: set[tuple[str, str]] = set()
         fresh: list[Applied] = []
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = RawPipeline(self.redis)
         popularity = PopularityBatch()
         deadlines: dict[str, int] = {}
         fired: list[tuple[Applied, Match, bool, dict[str, int]]] = []
+        # events of the batch in flight are not marked done yet: drop their repeats here
+        in_flight = self._inflight.keys if self._inflight is not None else frozenset()
         for item in self._apply_state(events):
             key = (item.event.user_id, item.event.event_id)
-            if item.done or key in in_batch:
+            if item.done or key in in_batch or key in in_flight:
                 metrics.DUPLICATES.inc()
                 self.stats.duplicates += 1
                 continue
@@ -298,7 +336,10 @@ class Worker:
                     fired.append((item, match, compiled.stacking, model_versions))
         popularity.queue(pipe, self._increment)
         if deadlines:  # one command for the batch; GT: a late event never pulls one earlier
-            pipe.zadd(keys.DEADLINES, deadlines, gt=True)
+            flat: list[str | int] = []
+            for member, due in deadlines.items():
+                flat += (due, member)
+            pipe.command("ZADD", keys.DEADLINES, "GT", *flat)
         mark("state_rules")
 
         # actions, once every rule of the batch is known: what they read, read at once
@@ -344,21 +385,71 @@ class Worker:
             self._producer.send(self.settings.actions_topic, effect.user_id,
                                 _action_message(effect))
         mark("publish")
+
+        # The rest makes the batch durable: broker acks, the PostgreSQL write, events
+        # marked done. It runs on the tail thread while the next batch is processed; the
+        # offsets are committed (here, on this thread) once it has finished.
+        batch = _InFlight(offsets, fresh, len(effects), batch_started,
+                          {(e.event.user_id, e.event.event_id) for e in fresh})
+        batch.tail = self._tail.submit(self._finish, batch, archived)
+        previous, self._inflight = self._inflight, batch
+        if previous is not None:
+            self._settle(previous)
+
+    def _finish(self, batch: _InFlight, archived: Future[None]) -> None:
+        """The batch's durable half (tail thread): acks, archive, then marked done."""
+        assert self._producer is not None
+        mark = _Phases(self.stats.phase_seconds)
         self._producer.flush()
         mark("publish_ack")
-
         archived.result()
         mark("archive")
-        self.state.mark_done([a.event for a in fresh])
-        self._consumer.commit(offsets)
-        mark("commit")
+        self.state.mark_done([a.event for a in batch.fresh])
+        mark("mark_done")
 
+    def _settle(self, batch: _InFlight) -> None:
+        """Wait for a batch's durable half, then commit its offsets (effects are stored)."""
+        assert self._consumer is not None and batch.tail is not None
+        mark = _Phases(self.stats.phase_seconds)
+        batch.tail.result()
+        mark("tail_wait")
+        if batch.offsets:
+            self._consumer.commit(batch.offsets)
+        mark("commit")
         self.stats.batches += 1
-        self.stats.effects += len(effects)
+        self.stats.effects += batch.effects
         done_at = datetime.now(UTC)
-        for item in fresh:
+        for item in batch.fresh:
             metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
-        metrics.BATCH_SECONDS.observe(time.monotonic() - batch_started)
+        metrics.BATCH_SECONDS.observe(time.monotonic() - batch.started)
+
+    def _settle_after_rebalance(self) -> None:
+        """The group rebalanced during the poll (kafka-python runs the rebalance listener
+        on its I/O thread, where no commit may block): commit the batch in flight for the
+        partitions still ours. Those that moved are replayed by their new owner from the
+        committed offset, which drops (or idempotently redoes) what this batch did."""
+        batch, self._inflight = self._inflight, None
+        if batch is None or batch.tail is None:
+            return
+        assert self._consumer is not None
+        batch.tail.result()
+        owned = self._consumer.assignment()
+        batch.offsets = {tp: off for tp, off in batch.offsets.items() if tp in owned}
+        self._inflight = batch
+        self.settle()
+
+    def settle(self) -> None:
+        """Commit the batch in flight, if any (idle, stopping, partitions revoked)."""
+        batch, self._inflight = self._inflight, None
+        if batch is not None:
+            self._settle(batch)
+
+    def _abandon(self) -> None:
+        """After a failure: forget the batch in flight without committing (it is replayed
+        from the committed offsets), once its tail has stopped touching anything."""
+        batch, self._inflight = self._inflight, None
+        if batch is not None and batch.tail is not None:
+            batch.tail.exception()
 
     def _apply_state(self, events: list[Event]) -> Iterator[Applied]:
         """Apply the batch to user state in chunks, in order, on a helper thread: Redis runs
@@ -378,8 +469,14 @@ class Worker:
                     chunk.exception()
 
     def _archive(self, events: list[Event], decision_rows: list[dict[str, Any]]) -> None:
-        self.archive.write_batch(events)
-        self._store_decisions(decision_rows)
+        """Events and decisions of a batch, in one transaction (one connection checkout)."""
+        if not events and not decision_rows:
+            return
+        self.archive.ensure_partitions(e.ts for e in events)
+        with self.db.begin() as conn:
+            self.archive.write_batch(events, conn)
+            if decision_rows:
+                conn.execute(_INSERT_DECISIONS, {"rows": orjson.dumps(decision_rows).decode()})
 
     def _count(self, event: Event) -> None:
         metrics.EVENTS.labels(event.type).inc()
@@ -402,7 +499,7 @@ class Worker:
                                            for d in exc.details) else "invalid_event"
             return None, reason, detail
 
-    def _queue_effect(self, pipe: Any, effect: Effect, now_ms: int) -> None:
+    def _queue_effect(self, pipe: RawPipeline, effect: Effect, now_ms: int) -> None:
         ttl = self.settings.offer_ttl_seconds
         if effect.kind == "offer":
             self.offers.store_offer(pipe, effect.user_id, effect.payload, now_ms, ttl)
@@ -410,18 +507,7 @@ class Worker:
             self.offers.store_recommendation(pipe, effect.user_id, effect.payload["slot"],
                                              effect.payload, ttl)
         elif effect.kind == "segment":
-            pipe.sadd(keys.segments(effect.user_id), effect.payload["segment"])
-
-    def _store_decisions(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        with self.db.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO decisions (action_id, user_id, event_id, ruleset, ruleset_version,"
-                " rule, kind, payload, reason, model_versions, decided_at, event_ts) VALUES "
-                "(:action_id, :user_id, :event_id, :ruleset, :ruleset_version, :rule, :kind,"
-                " CAST(:payload AS jsonb), CAST(:reason AS jsonb), CAST(:model_versions AS jsonb),"
-                " now(), :event_ts) ON CONFLICT (action_id) DO NOTHING"), rows)
+            pipe.command("SADD", keys.segments(effect.user_id), effect.payload["segment"])
 
     # -- deadlines: absences become timer events --------------------------------------
     def _schedule_timers(self, deadlines: dict[str, int], event: Event) -> None:
@@ -459,6 +545,17 @@ class Worker:
         pipe.execute()
         return len(records)
 
+
+# a batch's decision rows travel as one JSON array (see EventArchive.write_batch)
+_INSERT_DECISIONS = text(
+    "INSERT INTO decisions (action_id, user_id, event_id, ruleset, ruleset_version, rule, kind,"
+    " payload, reason, model_versions, decided_at, event_ts) "
+    "SELECT r.action_id, r.user_id, r.event_id, r.ruleset, r.ruleset_version, r.rule, r.kind,"
+    " r.payload, r.reason, r.model_versions, now(), r.event_ts "
+    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(action_id text, user_id text,"
+    " event_id text, ruleset text, ruleset_version integer, rule text, kind text, payload jsonb,"
+    " reason jsonb, model_versions jsonb, event_ts timestamptz) "
+    "ON CONFLICT (action_id) DO NOTHING")
 
 DROP_DEADLINE = """
 local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -510,9 +607,7 @@ def _decision_row(effect: Effect, match: Match, model_versions: dict[str, int]) 
         "action_id": effect.action_id, "user_id": effect.user_id,
         "event_id": effect.event.event_id, "ruleset": match.ruleset,
         "ruleset_version": match.version, "rule": match.rule, "kind": effect.kind,
-        "payload": orjson.dumps(effect.payload).decode(),
-        "reason": orjson.dumps(match.reason).decode(),
-        "model_versions": orjson.dumps(model_versions).decode(),
+        "payload": effect.payload, "reason": match.reason, "model_versions": model_versions,
         "event_ts": effect.event.ts,
     }
 

@@ -9,6 +9,13 @@ It drives durable_rules' C core (``durable_rules_engine``) directly rather than 
 round trip and JSON decoding (most of the cost when many rules fire) and starts timer
 threads we never use. Here a match is read off the action queue and completed at once.
 The definitions are the same JSON the host would register.
+
+Per event, ``evaluate`` takes the chunks of the event's type that the compiled index
+lets it meet (the unkeyed ones, plus the bucket of its page, category, product ... value;
+see rulesets/compile.py) and are in season, posts each the keys its rules read (derived
+predicates computed once per event), and returns one ``Match`` per rule that fired,
+highest priority first. Everything per chunk (handle, window, keys, predicates) is
+resolved once, at ``load``.
 """
 
 from __future__ import annotations

@@ -2,14 +2,25 @@
 
 Each event is evaluated as one *fact* (event + user state + customer + scores), asserted
 and retracted under one bounded session id, so every matching rule fires and nothing
-temporal lives in the engine (see DESIGN.md). Rules are indexed by the event types they
-can match: durable_rules rulesets per event type, so cost grows with the rules that could
-fire for an event, not with the whole ruleset; a top-level condition on ``event.type`` is
-then left out of the compiled match (the index already decided it). Only the fact keys an
-event type's rules read are posted.
+temporal lives in the engine (see DESIGN.md). Rules are indexed so that an event meets
+only the rules that can match it, and cost grows with those, not with the whole ruleset:
 
-durable_rules' matcher overflows (error 303) when about 64 alternatives are pending at
-once, so each event type's rules are packed into rulesets of at most ``CHUNK_PATHS``
+- by the event types they can match: durable_rules rulesets per event type; a top-level
+  condition on ``event.type`` is then left out of the compiled match;
+- then by one event property they require: a top-level ``eq`` / ``in`` on a string
+  property (``event.page``, ``event.category``, ``event.product_id`` ...) puts the rule in
+  a bucket per value, looked up with the event's value (``CompiledRuleset.chunks_for``);
+  of several such conditions, the property the ruleset names the most values of is used.
+  Rules without one stay in their type's unkeyed bucket, which every event of the type
+  meets.
+
+Only the fact keys a chunk's rules read are posted to it. Within a bucket, each rule's
+conditions are ordered so that rules share their leading ones (durable_rules tests a
+shared condition node once, see ``_arrange``), and rules are sorted by active window:
+chunks whose rules are all out of season are skipped.
+
+durable_rules' matcher overflows (error 303) when more than 64 matched nodes are pending
+at once, so each bucket's rules are packed into rulesets of at most ``CHUNK_PATHS``
 alternatives (``any`` and ``in`` expand into alternatives; a rule expanding into more than
 ``MAX_PATHS`` is evaluated as one Python check instead).
 
@@ -28,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from rulesets.language import EVENT_TYPE_CHOICES, FIELDS, LIST, STRING, field_type
 
@@ -272,7 +285,7 @@ def _flat(cond: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _sig(cond: dict[str, Any]) -> str:
-    return json.dumps(cond, sort_keys=True)
+    return orjson.dumps(cond, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _arrange(conjuncts: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:

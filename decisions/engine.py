@@ -46,6 +46,26 @@ class Match:
     reason: dict[str, Any]
 
 
+class _Keys(dict[str, str]):
+    """Fact keys by name, made once: ``"s_" + name`` allocates and hashes a new string
+    for each of ~50 state features per event; a lookup reuses the hashed one. Bounded
+    (page names, hence ``since_page_<page>``, are open-ended)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, name: str) -> str:
+        key = self.prefix + name
+        if len(self) < 10_000:
+            self[name] = key
+        return key
+
+
+_EVENT_KEYS, _STATE_KEYS = _Keys("e_"), _Keys("s_")
+_CUSTOMER_KEYS, _SCORE_KEYS = _Keys("c_"), _Keys("sc_")
+
+
 def build_fact(
     event: Event,
     snapshot: dict[str, Any],
@@ -53,25 +73,25 @@ def build_fact(
     scores: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Flatten event, state, customer attributes and scores into one fact."""
-    fact: dict[str, Any] = {"e_" + name: value for name, value in event.properties.items()
+    event_key = _EVENT_KEYS.__getitem__
+    fact: dict[str, Any] = {event_key(name): value for name, value in event.properties.items()
                             if isinstance(value, str | int | float | bool)}
     fact["e_type"] = event.type
     fact["ts_ms"] = event.ts_ms
-    fact.update({"s_" + name: value for name, value in snapshot.items()})
-    customer = customer or {}
-    segments = set(snapshot.get("segments") or [])
-    for name, value in customer.items():
+    fact.update(zip(map(_STATE_KEYS.__getitem__, snapshot), snapshot.values(), strict=True))
+    segments = set(snapshot.get("segments") or ())
+    for name, value in (customer or {}).items():
         if name == "segments":
-            segments |= set(value or [])
+            segments.update(value or ())
         elif name == "attributes" and isinstance(value, dict):
             for k, v in value.items():
                 if v is not None:
-                    fact.setdefault("c_" + k, v)
+                    fact.setdefault(_CUSTOMER_KEYS[k], v)
         elif value is not None:
-            fact["c_" + name] = value
+            fact[_CUSTOMER_KEYS[name]] = value
     fact["u_segments"] = sorted(segments)
-    for name, value in (scores or {}).items():
-        fact["sc_" + name] = value
+    if scores:
+        fact.update(zip(map(_SCORE_KEYS.__getitem__, scores), scores.values(), strict=True))
     ts = event.ts
     fact["t_hour"] = ts.hour
     fact["t_weekday"] = ts.weekday()

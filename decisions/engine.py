@@ -63,6 +63,8 @@ class _Keys(dict[str, str]):
 
 
 _EVENT_KEYS, _STATE_KEYS = _Keys("e_"), _Keys("s_")
+# tuples, not ``str | int``: a union written in a loop is built anew on every pass
+_SCALAR, _NESTED = (str, int, float, bool), (list, dict)
 _CUSTOMER_KEYS, _SCORE_KEYS = _Keys("c_"), _Keys("sc_")
 
 
@@ -75,7 +77,7 @@ def build_fact(
     """Flatten event, state, customer attributes and scores into one fact."""
     event_key = _EVENT_KEYS.__getitem__
     fact: dict[str, Any] = {event_key(name): value for name, value in event.properties.items()
-                            if isinstance(value, str | int | float | bool)}
+                            if isinstance(value, _SCALAR)}
     fact["e_type"] = event.type
     fact["ts_ms"] = event.ts_ms
     fact.update(zip(map(_STATE_KEYS.__getitem__, snapshot), snapshot.values(), strict=True))
@@ -175,11 +177,8 @@ class RuleEngine:
         fired: list[str] = []
         known: dict[str, int] = {}  # derived predicates already computed for this fact
         for handle, _, _, reads, derived in met:
-            posted: dict[str, Any] = {}
-            for key in reads:
-                value = get(key)
-                if value is not None and not isinstance(value, list | dict):
-                    posted[key] = value
+            posted = {key: value for key in reads
+                      if (value := get(key)) is not None and not isinstance(value, _NESTED)}
             for key, check in derived:
                 result = known.get(key)
                 if result is None:

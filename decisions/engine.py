@@ -105,8 +105,10 @@ def build_fact(
 _Chunk = tuple[int, float, float, tuple[str, ...], tuple[tuple[str, Predicate], ...]]
 # per event type: the chunks every event meets, and per indexed fact key, value -> chunks
 _Plan = tuple[tuple[_Chunk, ...], tuple[tuple[str, dict[str, tuple[_Chunk, ...]]], ...]]
-# per fired rule key ("r_<name>"): (order among the rules, the rule, its reason function)
-_Rules = dict[str, tuple[int, CompiledRule, Callable[[dict[str, Any]], dict[str, Any]]]]
+# per fired rule key ("r_<name>"): (order among the rules: priority then name, name,
+# priority, actions, its reason function)
+_Rules = dict[str, tuple[int, str, int, list[dict[str, Any]],
+                         Callable[[dict[str, Any]], dict[str, Any]]]]
 
 
 class RuleEngine:
@@ -136,8 +138,9 @@ class RuleEngine:
                                          for value, met in table.items()})
                                   for key, table in keyed))
         order = sorted(compiled.rules.values(), key=lambda r: (-r.priority, r.name))
-        self._plans[compiled.key] = (plans, {"r_" + rule.name: (rank, rule, _reason(rule))
-                                             for rank, rule in enumerate(order)})
+        self._plans[compiled.key] = (plans, {
+            "r_" + rule.name: (rank, rule.name, rule.priority, rule.actions, _reason(rule))
+            for rank, rule in enumerate(order)})
 
     def unload(self, compiled: CompiledRuleset) -> None:
         """Free a version no longer in use (after a reload switched away from it)."""
@@ -192,10 +195,10 @@ class RuleEngine:
             return []
         # once per rule: durable_rules matches a rule once per alternative that holds
         # (``any``: both sides true, two matches)
-        ranked = sorted(rules[key] for key in set(fired))
-        name, version = compiled.name, compiled.version
-        return [Match(name, version, rule.name, rule.priority, rule.actions, reason(fact))
-                for _, rule, reason in ranked]
+        ranked = sorted(map(rules.__getitem__, set(fired)))
+        ruleset, version = compiled.name, compiled.version
+        return [Match(ruleset, version, name, priority, actions, reason(fact))
+                for _, name, priority, actions, reason in ranked]
 
 
 def _reason(rule: CompiledRule) -> Callable[[dict[str, Any]], dict[str, Any]]:

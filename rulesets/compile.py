@@ -222,6 +222,12 @@ def _epoch_ms(value: str) -> int:
 
 MAX_PATHS = 8  # a condition expanding to more alternatives is evaluated in Python instead
 CHUNK_PATHS = 32  # alternatives per durable_rules ruleset: its matcher overflows near 64
+# an index value whose rules expand into fewer alternatives shares its rulesets with other
+# such values (its condition restated): one small durable_rules ruleset costs ~70 KB
+POOL_BELOW = CHUNK_PATHS // 4
+# a condition naming more values is not indexed (a rule shared by several values restates
+# them as alternatives, and durable_rules hangs building a node with ~500 children)
+INDEX_MAX_VALUES = CHUNK_PATHS
 # Event properties a rule can be indexed by (besides its type): string fields, compared
 # by equality, so a dictionary lookup on the event's value finds the rules that can match.
 INDEX_FIELDS = tuple(path for path in FIELDS if path.startswith("event.")
@@ -263,7 +269,8 @@ def _index_candidate(cond: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None
         return None
     value = cond.get("value")
     values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, str) for v in values):
+    if not values or len(values) > INDEX_MAX_VALUES or not all(isinstance(v, str)
+                                                               for v in values):
         return None
     return cond["field"], tuple(dict.fromkeys(values))
 
@@ -323,10 +330,17 @@ class _Item:
     """One rule as compiled for one bucket of the index, before packing into chunks."""
 
     name: str
-    conjuncts: list[dict[str, Any]]
+    conjuncts: list[dict[str, Any]]  # its conditions but those the index decides
     lo: float
     hi: float
     used: list[str]
+    # conditions tested first: the indexed ones, restated where the chunk is shared by
+    # several values (or where nothing else is left to test)
+    prefix: list[dict[str, Any]] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)  # the index values it is met under
+
+    def weight(self) -> int:
+        return math.prod(_paths(c) for c in self.conjuncts) if self.conjuncts else 1
 
 
 def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
@@ -384,31 +398,53 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             buckets = [(key, value) for value in chosen[1][1]]
         for etype in types:
             for key, value in buckets:
-                # a rule with no other condition: the index decided everything, but
-                # durable_rules needs a condition to match; restate the indexed one
-                conds = conjuncts or [{key: value}]
                 pending.setdefault((etype, key, value), []).append(
-                    _Item(rule["name"], conds, lo, hi, list(compiler.used)))
+                    _Item(rule["name"], conjuncts, lo, hi, list(compiler.used)))
     by_type: dict[str, list[dict[str, Any]]] = {}
     spans_by_type: dict[str, list[tuple[float, float]]] = {}
     chunk_reads: dict[str, list[tuple[str, ...]]] = {}
     chunk_derived: dict[str, list[dict[str, Predicate]]] = {}
     index_by_type: dict[str, TypeIndex] = {}
+    by_key: dict[str, dict[str, dict[str, list[_Item]]]] = {}  # type -> key -> value
     for (etype, key, value), items in sorted(pending.items()):
-        chunks = by_type.setdefault(etype, [])
-        first = len(chunks)
-        for definition, span, reads, checks in _pack(items, compiler.derived):
-            chunks.append(definition)
+        by_key.setdefault(etype, {}).setdefault(key, {})[value] = items
+
+    def add(etype: str, items: list[_Item]) -> list[tuple[int, list[_Item]]]:
+        """Pack items into the type's chunks: (chunk index, its items) per chunk."""
+        out = []
+        for definition, span, reads, checks, packed in _pack(items, compiler.derived):
+            out.append((len(by_type.setdefault(etype, [])), packed))
+            by_type[etype].append(definition)
             spans_by_type.setdefault(etype, []).append(span)
             chunk_reads.setdefault(etype, []).append(reads)
             chunk_derived.setdefault(etype, []).append(checks)
-        built = tuple(range(first, len(chunks)))
-        unkeyed, keyed = index_by_type.get(etype, ((), ()))
-        if not key:
-            index_by_type[etype] = (unkeyed + built, keyed)
-            continue
-        tables = dict(keyed)
-        tables.setdefault(key, {})[value] = built
+        return out
+
+    for etype, keys in by_key.items():
+        unkeyed = tuple(i for i, _ in add(etype, keys.pop("", {}).get("", [])))
+        tables: dict[str, dict[str, tuple[int, ...]]] = {}
+        for key, by_value in keys.items():
+            table: dict[str, set[int]] = {}
+            pool: dict[str, _Item] = {}  # small buckets share chunks: rule -> its values
+            for value, items in by_value.items():
+                if sum(item.weight() for item in items) >= POOL_BELOW:
+                    # a bucket of its own: the index decided the condition; restate it
+                    # only for a rule with nothing else to test (durable_rules needs one)
+                    own = [_Item(i.name, i.conjuncts, i.lo, i.hi, i.used,
+                                 [] if i.conjuncts else [{key: value}]) for i in items]
+                    table[value] = {i for i, _ in add(etype, own)}
+                    continue
+                for item in items:
+                    pool.setdefault(item.name, _Item(item.name, item.conjuncts, item.lo,
+                                                     item.hi, item.used)).values.append(value)
+            for item in pool.values():  # restated: the chunk holds rules of other values
+                alts: list[dict[str, Any]] = [{key: value} for value in item.values]
+                item.prefix = [alts[0] if len(alts) == 1 else {"$or": alts}]
+            for index, packed in add(etype, list(pool.values())):
+                for item in packed:
+                    for value in item.values:
+                        table.setdefault(value, set()).add(index)
+            tables[key] = {value: tuple(sorted(met)) for value, met in table.items()}
         index_by_type[etype] = (unkeyed, tuple(tables.items()))
     derived_by_type = {t: {name: check for checks in chunk_derived[t]
                            for name, check in checks.items()} for t in by_type}
@@ -422,30 +458,33 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
 
 
 def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[
-        tuple[dict[str, Any], tuple[float, float], tuple[str, ...], dict[str, Predicate]]]:
+        tuple[dict[str, Any], tuple[float, float], tuple[str, ...], dict[str, Predicate],
+              list[_Item]]]:
     """Pack one bucket's rules into durable_rules rulesets of at most ``CHUNK_PATHS``
     alternatives: by active window (a chunk holds rules of neighbouring seasons, and the
-    engine skips chunks whose rules are all out of season), conditions arranged so that
-    neighbouring rules share their leading ones (see ``_arrange``)."""
-    windows: dict[tuple[float, float], list[_Item]] = {}
+    engine skips chunks whose rules are all out of season), then by restated index
+    condition (rules of one value together), conditions arranged so that neighbouring
+    rules share their leading ones (see ``_arrange``)."""
+    groups: dict[tuple[float, float, str], list[_Item]] = {}
     for item in items:
-        windows.setdefault((item.lo, item.hi), []).append(item)
-    ordered: list[tuple[tuple[float, float], list[str], _Item, list[dict[str, Any]]]] = []
-    for window, group in windows.items():
+        groups.setdefault((item.lo, item.hi, _sig({"p": item.prefix})), []).append(item)
+    ordered: list[tuple[tuple[float, float, str], list[str], _Item, list[dict[str, Any]]]] = []
+    for group_key, group in groups.items():
         for item, conds in zip(group, _arrange([i.conjuncts for i in group]), strict=True):
-            ordered.append((window, [_sig(c) for c in conds], item, conds))
+            ordered.append((group_key, [_sig(c) for c in conds], item, conds))
     ordered.sort(key=lambda entry: (entry[0], entry[1], entry[2].name))
     out: list[tuple[dict[str, Any], tuple[float, float], tuple[str, ...],
-                    dict[str, Predicate]]] = []
+                    dict[str, Predicate], list[_Item]]] = []
     definition: dict[str, Any] = {}
     span = (math.inf, -math.inf)
     keys: set[str] = set()
     checks: dict[str, Predicate] = {}
+    packed: list[_Item] = []
     load = 0
     window = (-math.inf, math.inf)
-    for (lo, hi), _, item, conds in ordered:
+    for (lo, hi, _), _, item, conds in ordered:
         # the active window first: rules out of season stop at their first (shared) node
-        parts = list(conds)
+        parts = [*item.prefix, *conds]
         if hi != math.inf:
             parts.insert(0, {"$lt": {"ts_ms": int(hi)}})
         if lo != -math.inf:
@@ -457,14 +496,16 @@ def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[
         # the next season's; many tiny windows still share chunks)
         if definition and (load + weight > CHUNK_PATHS
                            or ((lo, hi) != window and load >= CHUNK_PATHS // 4)):
-            out.append((definition, span, tuple(sorted(keys - set(checks))), checks))
-            definition, span, keys, checks, load = {}, (math.inf, -math.inf), set(), {}, 0
+            out.append((definition, span, tuple(sorted(keys - set(checks))), checks, packed))
+            definition, span, keys, checks, packed = {}, (math.inf, -math.inf), set(), {}, []
+            load = 0
         definition["r_" + item.name] = {"all": [{"m": match}], "run": item.name}
         span = (min(span[0], lo), max(span[1], hi))
         keys.update(_keys(match))
         checks.update((d, derived[d]) for d in item.used)
+        packed.append(item)
         load += weight
         window = (lo, hi)
     if definition:
-        out.append((definition, span, tuple(sorted(keys - set(checks))), checks))
+        out.append((definition, span, tuple(sorted(keys - set(checks))), checks, packed))
     return out

@@ -152,13 +152,14 @@ def test_rules_indexed_by_an_event_property_meet_only_events_with_its_value() ->
     # products are indexed (more distinct values named than categories)
     assert sorted(tables["e_product_id"]) == ["p-1", "p-2", "p-3"]
     assert sorted(tables["e_category"]) == ["bags", "shoes"]
-    assert {name for i in tables["e_category"]["bags"] for name in chunks[i]} == {
-        "r_shoes-or-bags"}
-    # the index decided the category: it is not tested again (unless nothing else is
-    # left to test), but it is still in the reason
-    [shoes] = tables["e_category"]["shoes"]
-    assert "e_category" not in str(chunks[shoes]["r_shoes-big-cart"])
-    assert chunks[shoes]["r_shoes-or-bags"]["all"] == [{"m": {"e_category": "shoes"}}]
+    # few rules per value: the values share a ruleset, each rule's value restated first
+    [pooled] = set(tables["e_category"]["bags"])
+    assert tables["e_category"]["shoes"] == (pooled,)
+    assert set(chunks[pooled]) == {"r_shoes-big-cart", "r_shoes-or-bags"}
+    assert chunks[pooled]["r_shoes-big-cart"]["all"][0]["m"]["$and"][0] == {
+        "e_category": "shoes"}
+    assert chunks[pooled]["r_shoes-or-bags"]["all"][0]["m"] == {
+        "$or": [{"e_category": "bags"}, {"e_category": "shoes"}]}
 
     def fire(event: Event, **state: Any) -> list[str]:
         matches = RuleEngine().evaluate(compiled, event, build_fact(event, state))
@@ -179,6 +180,31 @@ def test_rules_indexed_by_an_event_property_meet_only_events_with_its_value() ->
     [match] = [m for m in RuleEngine().evaluate(compiled, bags, build_fact(bags, {}))
                if m.rule == "shoes-or-bags"]
     assert match.reason == {"event.type": "add_to_cart", "event.category": "bags"}
+
+
+def test_a_value_with_many_rules_has_rulesets_of_its_own() -> None:
+    rules = [{"name": f"toys-{i}", "when": {"all": [
+        {"field": "event.type", "op": "eq", "value": "product_view"},
+        {"field": "event.category", "op": "eq", "value": "toys"},
+        {"field": "state.cart_value", "op": "gte", "value": i}]}, "then": SEGMENT}
+        for i in range(40)]
+    rules.append({"name": "toys-only", "when": {"all": [
+        {"field": "event.type", "op": "eq", "value": "product_view"},
+        {"field": "event.category", "op": "eq", "value": "toys"}]}, "then": SEGMENT})
+    doc = {"name": "toys", "rules": rules}
+    compiled = compile_ruleset(validate(doc), 1)
+    unkeyed, keyed = compiled.index_by_type["product_view"]
+    chunks = compiled.by_type["product_view"]
+    assert unkeyed == ()
+    own = dict(keyed)["e_category"]["toys"]
+    assert len(own) == 2 and sum(len(chunks[i]) for i in own) == 41
+    for i in own:  # the index decided the category: not tested again ...
+        for name, rule in chunks[i].items():
+            # ... but a rule with nothing else to test needs a condition: restated
+            assert ("e_category" in str(rule)) == (name == "r_toys-only")
+    assert fired(doc, product_event(category="toys"), cart_value=9) == sorted(
+        ["toys-only", *(f"toys-{i}" for i in range(10))])
+    assert fired(doc, product_event(category="shoes"), cart_value=9) == []
 
 
 def test_compiled_rules_fire_exactly_when_their_conditions_hold() -> None:
@@ -292,3 +318,23 @@ def test_a_rule_fires_once_when_several_of_its_alternatives_hold() -> None:
         matches = RuleEngine().evaluate(compiled, event,
                                         build_fact(event, {"cart_value": 150}, customer))
         assert [m.rule for m in matches] == ["either"]
+
+
+def test_a_long_list_of_values_is_not_indexed() -> None:
+    """Restated as alternatives, hundreds of values would be one durable_rules node with
+    hundreds of children (it hangs building one with ~500): such a rule stays unkeyed."""
+    products = [f"p-{i}" for i in range(600)]
+    doc = {"name": "many", "rules": [
+        {"name": "listed", "when": {"all": [
+            {"field": "event.type", "op": "eq", "value": "product_view"},
+            {"field": "event.product_id", "op": "in", "value": products}]}, "then": SEGMENT},
+        {"name": "few", "when": {"all": [
+            {"field": "event.product_id", "op": "in", "value": products[:3]}]},
+         "then": SEGMENT}]}
+    compiled = compile_ruleset(validate(doc), 1)
+    unkeyed, keyed = compiled.index_by_type["product_view"]
+    assert {n for i in unkeyed for n in compiled.by_type["product_view"][i]} == {"r_listed"}
+    assert sorted(dict(keyed)["e_product_id"]) == products[:3]
+    assert fired(doc, product_event(product="p-599")) == ["listed"]
+    assert fired(doc, product_event(product="p-2")) == ["few", "listed"]
+    assert fired(doc, product_event(product="p-600")) == []

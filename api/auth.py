@@ -38,6 +38,15 @@ async def authenticate(api: ApiState, request: Request, scope: str) -> KeyInfo:
     return await authenticate_header(api, request.headers.get("authorization", ""), scope)
 
 
+def cached_key(api: ApiState, authorization: str, scope: str) -> KeyInfo | None:
+    """The key from the in-process cache when it is fresh and allowed ``scope`` (no await);
+    None when PostgreSQL must be asked (:func:`authenticate_header`)."""
+    fresh, info = api.keys.get(bearer_key(authorization))
+    if not fresh:
+        return None
+    return _allowed(info, scope)
+
+
 async def authenticate_header(api: ApiState, authorization: str, scope: str) -> KeyInfo:
     key = bearer_key(authorization)
     fresh, info = api.keys.get(key)
@@ -54,6 +63,10 @@ async def authenticate_header(api: ApiState, authorization: str, scope: str) -> 
             if not api.keys.known(key):
                 raise Unverifiable(api.db_breaker.retry_after()) from None
             # a stale entry: trust what PostgreSQL said last time
+    return _allowed(info, scope)
+
+
+def _allowed(info: KeyInfo | None, scope: str) -> KeyInfo:
     if info is None:
         raise Unauthorized("unknown or revoked API key")
     if not info.allows(scope):

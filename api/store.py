@@ -9,6 +9,7 @@ Erasure and export, which scan, use redis-py with a roomier timeout.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,20 +63,25 @@ class RedisStore:
     async def ping(self) -> None:
         await self.client.execute("PING")
 
-    async def _pipeline(self, key_prefix: str, tail: bytes, count: int) -> list[Any]:
-        """The rate-limit script plus ``count`` packed commands, in one round trip."""
-        if not self._bucket_sha:
-            await self._load_script()
-        replies = await self.client.request(self._bucket(key_prefix) + tail, count + 1)
-        for reply in replies:
-            if isinstance(reply, ReplyError):
-                break
-        else:
-            return replies
-        error = str(reply)
+    def _request(self, key_prefix: str, tail: bytes, count: int) -> Awaitable[list[Any]]:
+        """The rate-limit script plus ``count`` packed commands, in one round trip: the raw
+        replies (check them with :meth:`_checked`)."""
+        if self._bucket_sha:
+            return self.client.request(self._bucket(key_prefix) + tail, count + 1)
+        return self._first_request(key_prefix, tail, count)
+
+    async def _first_request(self, key_prefix: str, tail: bytes, count: int) -> list[Any]:
+        await self._load_script()
+        return await self.client.request(self._bucket(key_prefix) + tail, count + 1)
+
+    async def _checked(self, replies: list[Any], key_prefix: str, tail: bytes,
+                       count: int) -> list[Any]:
+        """``replies`` of :meth:`_request` that hold an error reply: RespError. On NOSCRIPT
+        (Redis restarted or flushed its script cache) the script is loaded and the request
+        sent once more."""
+        error = next(str(r) for r in replies if isinstance(r, ReplyError))
         if not error.startswith("NOSCRIPT"):
             raise RespError(error)
-        # Redis restarted or flushed its script cache: load the script and try once more
         self._bucket_sha = ""
         await self._load_script()
         self._bucket_commands.clear()
@@ -96,19 +102,26 @@ class RedisStore:
             self._bucket_sha = (await self.client.execute("SCRIPT", "LOAD", BUCKET_SCRIPT)).decode()
 
     async def rate_limit(self, key_prefix: str) -> Verdict:
-        replies = await self._pipeline(key_prefix, b"", 0)
+        replies = await self._request(key_prefix, b"", 0)
+        if _has_error(replies):
+            replies = await self._checked(replies, key_prefix, b"", 0)
         return Verdict.from_reply(replies[0])
 
     async def offers_view(self, key_prefix: str, user_id: str) -> OffersView:
-        bucket, customer, offers = await self._pipeline(
-            key_prefix, _GET + _arg(keys.customer(user_id)) + _HVALS
-            + _arg(keys.offers(user_id)), 2)
+        tail = _GET + _arg(keys.customer(user_id)) + _HVALS + _arg(keys.offers(user_id))
+        replies = await self._request(key_prefix, tail, 2)
+        if _has_error(replies):
+            replies = await self._checked(replies, key_prefix, tail, 2)
+        bucket, customer, offers = replies
         return OffersView(Verdict.from_reply(bucket), customer, offers)
 
     async def recs_view(self, key_prefix: str, user_id: str, slot: str) -> RecsView:
-        bucket, customer, rec, bought = await self._pipeline(
-            key_prefix, _GET + _arg(keys.customer(user_id)) + _HGET + _arg(keys.recs(user_id))
-            + _arg(slot) + _SMEMBERS + _arg(keys.bought(user_id)), 3)
+        tail = (_GET + _arg(keys.customer(user_id)) + _HGET + _arg(keys.recs(user_id))
+                + _arg(slot) + _SMEMBERS + _arg(keys.bought(user_id)))
+        replies = await self._request(key_prefix, tail, 3)
+        if _has_error(replies):
+            replies = await self._checked(replies, key_prefix, tail, 3)
+        bucket, customer, rec, bought = replies
         return RecsView(Verdict.from_reply(bucket), customer, rec, set(bought))
 
     async def top_sellers(self, count: int = 200) -> list[str]:
@@ -183,6 +196,13 @@ _SMEMBERS = b"*2\r\n$8\r\nSMEMBERS\r\n"
 def _arg(value: str) -> bytes:
     data = value.encode()
     return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _has_error(replies: list[Any]) -> bool:
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            return True
+    return False
 
 
 def _text(value: Any) -> Any:

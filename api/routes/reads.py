@@ -21,11 +21,12 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from api.auth import Unverifiable, authenticate_header
-from api.errors import BadRequest, FieldError, Unavailable
+from api.auth import Unverifiable, authenticate_header, cached_key
+from api.errors import BadRequest, FieldError
 from api.ratelimit import Verdict
 from api.responses import encode_cacheable
 from api.state import ApiState
+from api.store import REDIS_ERRORS
 from decisions.errors import RateLimited
 from decisions.events import parse_ts
 from decisions.offers import public_offer, select_offers
@@ -144,14 +145,22 @@ async def get_offers(api: ApiState, request: ReadRequest) -> dict[str, Any]:
         return {"user_id": user_id, "personalized": False, "reason": reason,
                 "offers": list(api.fallback.offers)}
 
-    try:
-        key = await authenticate_header(api, request.header(b"authorization"), "offers:read")
-    except Unverifiable:
-        return fallback("auth_unavailable")
-    try:
-        view = await api.call_redis(api.redis.offers_view(key.prefix, user_id))
-    except Unavailable:
+    authorization = request.header(b"authorization")
+    key = cached_key(api, authorization, "offers:read")
+    if key is None:
+        try:
+            key = await authenticate_header(api, authorization, "offers:read")
+        except Unverifiable:
+            return fallback("auth_unavailable")
+    breaker = api.redis_breaker  # api.call_redis, inlined: this is the hot path
+    if not breaker.allow():
         return fallback("redis_unavailable")
+    try:
+        view = await api.redis.offers_view(key.prefix, user_id)
+    except REDIS_ERRORS as exc:
+        breaker.failure(exc)
+        return fallback("redis_unavailable")
+    breaker.success()
     _check_rate(api, view.verdict)
     if not api.snapshot.database_loaded:
         return fallback("database_unavailable")  # consent cannot be checked
@@ -192,14 +201,22 @@ async def get_recommendations(api: ApiState, request: ReadRequest) -> dict[str, 
         return {"user_id": user_id, "slot": slot, "personalized": False, "reason": reason,
                 "strategy": "top_sellers", "products": products}
 
-    try:
-        key = await authenticate_header(api, request.header(b"authorization"), "offers:read")
-    except Unverifiable:
-        return fallback("auth_unavailable")
-    try:
-        view = await api.call_redis(api.redis.recs_view(key.prefix, user_id, slot))
-    except Unavailable:
+    authorization = request.header(b"authorization")
+    key = cached_key(api, authorization, "offers:read")
+    if key is None:
+        try:
+            key = await authenticate_header(api, authorization, "offers:read")
+        except Unverifiable:
+            return fallback("auth_unavailable")
+    breaker = api.redis_breaker
+    if not breaker.allow():
         return fallback("redis_unavailable")
+    try:
+        view = await api.redis.recs_view(key.prefix, user_id, slot)
+    except REDIS_ERRORS as exc:
+        breaker.failure(exc)
+        return fallback("redis_unavailable")
+    breaker.success()
     _check_rate(api, view.verdict)
     if not api.snapshot.database_loaded:
         return fallback("database_unavailable")

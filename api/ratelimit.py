@@ -49,7 +49,9 @@ class Verdict:
     @classmethod
     def from_reply(cls, reply: list[int] | tuple[int, int]) -> Verdict:
         allowed, wait_ms = int(reply[0]), int(reply[1])
-        return cls(bool(allowed), 0 if allowed else max(1, -(-wait_ms // 1000)))
+        if allowed:
+            return ALLOW
+        return cls(False, max(1, -(-wait_ms // 1000)))
 
 
 ALLOW = Verdict(True, 0)

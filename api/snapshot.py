@@ -43,13 +43,11 @@ class Snapshot:
              = frozenset()) -> list[dict[str, Any]]:
         """Catalog products for ids, in order: unknown, out-of-stock, excluded ones dropped."""
         out: list[dict[str, Any]] = []
-        seen: set[str] = set()
         in_stock = self.in_stock
-        for pid in product_ids:
+        for pid in dict.fromkeys(product_ids):  # each id once, in order
             product = in_stock.get(pid)  # shared objects: callers only serialize them
-            if product is None or pid in exclude or pid in seen:
+            if product is None or pid in exclude:
                 continue
-            seen.add(pid)
             out.append(product)
             if len(out) >= limit:
                 break

@@ -39,7 +39,7 @@ class RecsView:
     verdict: Verdict
     customer: bytes | None
     recommendation: bytes | None
-    bought: set[bytes]
+    bought: list[bytes]
 
 
 class RedisStore:
@@ -122,7 +122,7 @@ class RedisStore:
         if _has_error(replies):
             replies = await self._checked(replies, key_prefix, tail, 3)
         bucket, customer, rec, bought = replies
-        return RecsView(Verdict.from_reply(bucket), customer, rec, set(bought))
+        return RecsView(Verdict.from_reply(bucket), customer, rec, bought)
 
     async def top_sellers(self, count: int = 200) -> list[str]:
         ids = await self.client.execute("ZREVRANGE", keys.TOP, 0, count - 1)

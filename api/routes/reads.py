@@ -35,6 +35,7 @@ MAX_LIMIT = 50
 DEFAULT_LIMIT = 10
 DEFAULT_SLOT = "default"
 MAX_USER_ID = 200
+NOTHING: frozenset[str] = frozenset()
 
 
 class ReadRequest:
@@ -222,7 +223,7 @@ async def get_recommendations(api: ApiState, request: ReadRequest) -> dict[str, 
         return fallback("database_unavailable")
     if _consent_withdrawn(api, user_id, view.customer):
         return fallback("consent_withdrawn")
-    bought = frozenset(b.decode() for b in view.bought)
+    bought = frozenset(b.decode() for b in view.bought) if view.bought else NOTHING
     rec = _live_recommendation(view.recommendation, datetime.now(UTC))
     if rec is None:
         return fallback("no_recommendations", bought)

@@ -169,6 +169,7 @@ class Consumer:
             "session_timeout_ms": settings.session_timeout_ms,
             "heartbeat_interval_ms": settings.heartbeat_interval_ms,
             "max_poll_records": settings.batch_size,
+            "fetch_max_wait_ms": settings.worker_fetch_max_wait_ms,
             "fetch_max_bytes": fetch_max,
             "max_partition_fetch_bytes": max(settings.max_event_bytes + 1024, fetch_max // 4),
             "client_id": "decisions-worker",
@@ -218,11 +219,17 @@ class Consumer:
                 self._consumer.seek(tp, committed)
 
     def lag(self) -> int:
-        parts = list(self._consumer.assignment())
-        if not parts:
-            return 0
-        ends = self._consumer.end_offsets(parts)
-        return sum(max(0, ends[tp] - self._consumer.position(tp)) for tp in parts)
+        """Records behind the end of the assigned partitions, from the high-water marks the
+        last fetches reported (no broker round trip: the consumer's thread must not wait).
+        Partitions not fetched yet count 0."""
+        total = 0
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            position = self._consumer.position(tp)  # known once fetched: no round trip
+            total += max(0, end - (position if position is not None else end))
+        return total
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

@@ -70,6 +70,7 @@ class Settings:
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"
     worker_fetch_max_bytes: int = 4 * 1024 * 1024
+    worker_fetch_max_wait_ms: int = 25
     worker_retry_max_seconds: float = 5.0
     worker_lag_interval_seconds: float = 5.0
 

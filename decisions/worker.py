@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,8 +55,10 @@ from rulesets.store import RulesetStore
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
+TIMER_CHECK_SECONDS = 0.25  # due deadlines are looked for (and fired) this often
 PRODUCER_LINGER_MS = 1000  # records of a batch wait for its flush, not a timer
-STATE_CHUNK = 100  # events per state pipeline (chunks overlap with rule evaluation)
+STATE_CHUNKS = 4  # state pipelines per batch: Redis runs the next while rules evaluate this
+STATE_CHUNK_MIN, STATE_CHUNK_MAX = 16, 100  # events per state pipeline
 
 
 @dataclass
@@ -115,6 +118,9 @@ class Worker:
         self._refreshed = 0.0
         self._pruned = 0.0
         self._lag_checked = 0.0
+        self._models_refreshed = 0.0
+        self._housekeeping_stop = threading.Event()
+        self._housekeeping_warned = 0.0
         self._stop = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -156,6 +162,21 @@ class Worker:
         assert self._consumer is not None
         started = last_record = time.monotonic()
         backoff = 0.1
+        housekeeping = threading.Thread(target=self._housekeeping, name="worker-housekeeping",
+                                        daemon=True)
+        self._housekeeping_stop.clear()
+        housekeeping.start()
+        try:
+            self._consume(started, last_record, backoff, max_messages, timeout, idle_timeout)
+        finally:
+            self._housekeeping_stop.set()
+            housekeeping.join()
+        return self.stats
+
+    def _consume(self, started: float, last_record: float, backoff: float,
+                 max_messages: int | None, timeout: float | None,
+                 idle_timeout: float | None) -> None:
+        assert self._consumer is not None
         while not self._stop:
             now = time.monotonic()
             if timeout is not None and now - started > timeout:
@@ -167,7 +188,6 @@ class Worker:
                 break
             try:
                 self.refresh()
-                self.fire_due_timers()
                 generation = self._consumer.generation
                 records = self._consumer.poll(self.settings.poll_timeout_ms)
                 if self._consumer.generation != generation:
@@ -199,22 +219,40 @@ class Worker:
             self._abandon()
             log.warning("last batch not committed (%s: %s); it is replayed on restart",
                         type(exc).__name__, exc)
-        return self.stats
+
+    def _housekeeping(self) -> None:
+        """Off the consuming thread, so a batch never waits for it: fire due timers (their
+        broker acks take milliseconds), re-read changed customers and stock, prune the
+        archive. A dependency that is down is retried on the next round."""
+        while not self._housekeeping_stop.wait(TIMER_CHECK_SECONDS):
+            try:
+                self.fire_due_timers()
+                now = time.monotonic()
+                if now - self._refreshed >= self.settings.reload_interval_seconds:
+                    self._refreshed = now
+                    self.customers.invalidate_changed()
+                    self.recommender.refresh_stock(self.db)
+                    self._prune_archive()
+            except (redis.RedisError, OperationalError, ServiceUnavailable, KafkaError) as exc:
+                if time.monotonic() - self._housekeeping_warned >= 5.0:  # not 4 lines a second
+                    self._housekeeping_warned = time.monotonic()
+                    log.warning("housekeeping deferred: %s unavailable (%s)",
+                                _service_of(exc), exc)
+            except Exception:  # noqa: BLE001 - never let this thread die silently
+                log.exception("housekeeping failed; retrying")
 
     def refresh(self) -> None:
-        """Between batches: a new ruleset version, changed customers, stock, model versions."""
+        """Between batches: a new ruleset version, model versions (customers, stock and
+        timers are the housekeeping thread's)."""
         if self.runtime.refresh():
             self.stats.reloads += 1
         now = time.monotonic()
-        if now - self._refreshed >= self.settings.reload_interval_seconds:
-            self._refreshed = now
-            self.customers.invalidate_changed()
-            self.recommender.refresh_stock(self.db)
+        if now - self._models_refreshed >= self.settings.reload_interval_seconds:
+            self._models_refreshed = now
             if self.scorer is None and self._scorer_factory is not None \
                     and self.runtime.uses_scores:
                 factory, self._scorer_factory = self._scorer_factory, None
                 self.scorer = factory()
-            self._prune_archive()
             if self.scorer is not None:
                 try:
                     self.scorer.refresh()
@@ -454,7 +492,7 @@ class Worker:
     def _apply_state(self, events: list[Event]) -> Iterator[Applied]:
         """Apply the batch to user state in chunks, in order, on a helper thread: Redis runs
         the scripts of the next chunk while this thread evaluates the rules of this one."""
-        size = STATE_CHUNK
+        size = max(STATE_CHUNK_MIN, min(STATE_CHUNK_MAX, -(-len(events) // STATE_CHUNKS)))
         # only the windowed features rules read, unless a model scores (it reads most)
         models = self.scorer is not None and bool(getattr(self.scorer, "versions", None))
         self.state.wanted = "" if models and self.runtime.uses_scores else self.runtime.wanted

@@ -20,31 +20,37 @@ local SESSION_GAP = 30 * 60000
 local TYPES = {'page_view', 'product_view', 'click', 'add_to_cart', 'remove_from_cart', 'purchase', 'search'}
 local WINDOWS = {{'5m', 300000}, {'1h', 3600000}, {'24h', DAY}, {'30d', MONTH}}
 
-local function num(key, field)
-  return tonumber(redis.call('HGET', key, field) or '0') or 0
-end
+-- the scalar state, read once; changes are collected and written with one HSET
+local sv = {}
+local flat = redis.call('HGETALL', st)
+for i = 1, #flat, 2 do sv[flat[i]] = flat[i + 1] end
+local changed = {}
+local function put(field, value) sv[field] = value; changed[field] = value end
+local function n(field) return tonumber(sv[field] or '') end  -- nil when missing or ''
+local function fmt(x) return string.format('%.15g', x) end  -- as HINCRBYFLOAT would print it
 
 if etype ~= 'timer' then  -- timer events read state, they are not activity
 -- first/last seen; sessions (30 minutes without events end one)
-local first = tonumber(redis.call('HGET', st, 'first_ts') or '')
-if not first or ts < first then redis.call('HSET', st, 'first_ts', ts); first = ts end
-local last = tonumber(redis.call('HGET', st, 'last_ts') or '')
-local sess_last = tonumber(redis.call('HGET', st, 'session_last') or '')
+local first = n('first_ts')
+if not first or ts < first then put('first_ts', ts) end
+local last = n('last_ts')
+local sess_last = n('session_last')
 if not sess_last or ts - sess_last > SESSION_GAP then
-  redis.call('HSET', st, 'session_start', ts, 'session_last', ts, 'session_events', 0, 'session_product_views', 0,
-             'session_page_views', 0, 'product_view_seconds', 0, 'last_pv_ts', '')
+  put('session_start', ts); put('session_last', ts); put('session_events', 0)
+  put('session_product_views', 0); put('session_page_views', 0)
+  put('product_view_seconds', 0); put('last_pv_ts', '')
   sess_last = ts
 end
 if ts > sess_last then
   -- time on product pages: the gap after a product view, capped at 10 minutes
-  local last_pv = tonumber(redis.call('HGET', st, 'last_pv_ts') or '')
+  local last_pv = n('last_pv_ts')
   if last_pv and last_pv == sess_last then
-    redis.call('HINCRBYFLOAT', st, 'product_view_seconds', math.min(ts - last_pv, 600000) / 1000)
+    put('product_view_seconds', fmt((n('product_view_seconds') or 0) + math.min(ts - last_pv, 600000) / 1000))
   end
-  redis.call('HSET', st, 'session_last', ts)
+  put('session_last', ts)
 end
-if not last or ts > last then redis.call('HSET', st, 'last_ts', ts); last = ts end
-redis.call('HINCRBY', st, 'session_events', 1)
+if not last or ts > last then put('last_ts', ts); last = ts end
+put('session_events', (n('session_events') or 0) + 1)
 
 -- windowed counts per type, on event time (late events land in their own place)
 local tkey = 'd:ts:' .. tag .. ':' .. etype
@@ -60,10 +66,10 @@ if etype == 'page_view' then
   redis.call('ZREMRANGEBYRANK', pkey, 0, -51)
   redis.call('PEXPIRE', pkey, MONTH)
   redis.call('SADD', 'd:pages:' .. tag, page)
-  redis.call('HINCRBY', st, 'session_page_views', 1)
+  put('session_page_views', (n('session_page_views') or 0) + 1)
 elseif etype == 'product_view' then
-  redis.call('HINCRBY', st, 'session_product_views', 1)
-  redis.call('HSET', st, 'last_pv_ts', ts)
+  put('session_product_views', (n('session_product_views') or 0) + 1)
+  put('last_pv_ts', ts)
 end
 if product ~= '' then
   local pv = 'd:pv:' .. tag
@@ -98,10 +104,10 @@ if etype == 'add_to_cart' or etype == 'remove_from_cart' then
   end
 elseif etype == 'purchase' then
   redis.call('DEL', cart)
-  redis.call('HINCRBY', st, 'order_count', 1)
-  redis.call('HINCRBYFLOAT', st, 'lifetime_value', tonumber(props['total']) or 0)
-  local lp = tonumber(redis.call('HGET', st, 'last_purchase_ts') or '')
-  if not lp or ts > lp then redis.call('HSET', st, 'last_purchase_ts', ts) end
+  put('order_count', (n('order_count') or 0) + 1)
+  put('lifetime_value', fmt((n('lifetime_value') or 0) + (tonumber(props['total']) or 0)))
+  local lp = n('last_purchase_ts')
+  if not lp or ts > lp then put('last_purchase_ts', ts) end
   for _, item in ipairs(props['items'] or {}) do
     if type(item) == 'table' and item['product_id'] then
       redis.call('SADD', 'd:bought:' .. tag, item['product_id'])
@@ -109,6 +115,9 @@ elseif etype == 'purchase' then
   end
 end
 
+local fields = {}
+for k, v in pairs(changed) do fields[#fields + 1] = k; fields[#fields + 1] = v end
+if #fields > 0 then redis.call('HSET', st, unpack(fields)) end
 end
 
 -- the snapshot, as of this event's time
@@ -128,9 +137,6 @@ snap['cart_value'] = math.floor(cart_value * 100 + 0.5) / 100
 snap['cart_items'] = cart_items
 snap['cart_lines'] = cart_lines
 snap['cart_products'] = cart_products
-local sv = {}
-local flat = redis.call('HGETALL', st)
-for i = 1, #flat, 2 do sv[flat[i]] = flat[i + 1] end
 local function val(field) return tonumber(sv[field] or '0') or 0 end
 snap['order_count'] = val('order_count')
 snap['lifetime_value'] = val('lifetime_value')

@@ -182,3 +182,31 @@ def test_consent_withdrawn_in_customers_table(
             store_offer(redis_client, uid, offer(uid, "a"))
             body = test_client.get(f"/v1/users/{uid}/offers", headers=auth(key)).json()
             assert body["personalized"] is personalized, uid
+
+
+def test_dispatched_and_routed_reads_answer_alike(
+    api_settings: Settings, demo_catalog: object, make_key: KeyMaker, redis_client: redis.Redis
+) -> None:
+    """The hot GETs are answered before the router (api.dispatch); with a root_path they go
+    through the router to the same endpoints: same status, headers and body, errors too."""
+    key = make_key("offers:read")
+    store_offer(redis_client, "u-9", offer("u-9", "one", priority=3))
+    store_recs(redis_client, "u-9", ["p-1", "p-2"])
+    with TestClient(create_app(api_settings)) as direct, \
+            TestClient(create_app(api_settings), root_path="/shop") as routed:
+        for path, headers, status in (
+                ("/v1/users/u-9/offers", auth(key), 200),
+                ("/v1/users/u-9/recommendations?limit=1", auth(key), 200),
+                ("/v1/users/u-9/recommendations?limit=0", auth(key), 400),
+                ("/v1/users/u-9/offers", {"Authorization": "Bearer nope"}, 401)):
+            one, two = direct.get(path, headers=headers), routed.get(path, headers=headers)
+            assert one.status_code == status, (path, one.text)
+            assert (one.status_code, one.content) == (two.status_code, two.content), path
+            drop = {"date", "server"}
+            assert {k: v for k, v in one.headers.items() if k not in drop} == \
+                {k: v for k, v in two.headers.items() if k not in drop}, path
+        for client in (direct, routed):
+            metrics = client.get("/metrics").text
+            assert ('decisions_api_request_seconds_count{method="GET",'
+                    'route="/v1/users/{user_id}/offers",status="200"} 1.0') in metrics
+            assert 'route="/v1/users/{user_id}/recommendations",status="400"} 1.0' in metrics

@@ -43,3 +43,29 @@ def test_unreachable_redis_fails_fast() -> None:
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_one_deadline_timer_serves_every_call(services: dict[str, str]) -> None:
+    """Calls in flight share one timer per connection: each still fails at its own
+    deadline, and calls made after a timeout are timed (and answered) as usual."""
+
+    async def scenario() -> None:
+        client = FastRedis(services["redis_url"], timeout=0.05)
+        try:
+            await client.execute("PING")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            # the ECHOs are answered after the BLPOP, so all three are late
+            stuck = [client.execute("BLPOP", "resp:none", "0.15"),
+                     client.execute("ECHO", "a"), client.execute("ECHO", "b")]
+            results = await asyncio.gather(*stuck, return_exceptions=True)
+            assert all(isinstance(r, TimeoutError) for r in results), results
+            assert loop.time() - started < 0.14  # at the deadline, not at the late replies
+            await asyncio.sleep(0.2)
+            assert await client.execute("ECHO", "after") == b"after"
+            with pytest.raises(TimeoutError):
+                await client.execute("BLPOP", "resp:none", "0.1")
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())

@@ -6,23 +6,32 @@ customer attributes → model scores → evaluate every active ruleset → store
 (offers, recommendations, segments) in Redis → publish them to the actions topic →
 archive events and decisions in PostgreSQL → mark events done → commit offsets.
 
-Offsets are committed only after every effect of the batch is stored; a crash anywhere
-before that replays the batch, and deterministic action ids make the replay write the
-same effects again instead of new ones. When Redis, PostgreSQL or the broker fails, the
-batch is retried with backoff from the committed offsets; nothing is committed meanwhile.
+Three batches overlap, each in a different stage: while batch N is decided on this
+thread (rules, actions, Redis writes, records handed to the producer), the state
+scripts of batch N+1 run in Redis (state thread), and batch N-1 is made durable (tail
+thread: broker acks, PostgreSQL, marked done). Offsets are committed on this thread,
+and only for a batch whose durable half has finished; a crash anywhere before that
+replays the batch, and deterministic action ids make the replay write the same effects
+again instead of new ones. When Redis, PostgreSQL or the broker fails, every batch not
+committed is replayed with backoff from the committed offsets. Consequence of the
+overlap: a segment added by batch N's actions is in the snapshots of batch N+2 on, not
+N+1 (within a batch it was never visible either). A ruleset reload waits until nothing
+is staged, so every snapshot is computed for the rules that evaluate it.
 
-Backpressure: one batch at a time. A poll returns at most ``batch_size`` records and the
-fetcher buffers at most ``worker_fetch_max_bytes`` ahead; while a batch is processed or
-retried (partitions paused) nothing more is fetched, so a slow dependency slows
-consumption instead of growing memory. ``Stats.max_in_flight`` records the bound held.
+Backpressure: a poll returns at most ``batch_size`` records and the fetcher buffers at
+most ``worker_fetch_max_bytes`` ahead; with three batches in their stages, nothing more
+is fetched until one finishes, so a slow dependency slows consumption instead of growing
+memory. ``Stats.max_in_flight`` records the bound held (3 × ``batch_size``).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,9 +81,20 @@ class Stats:
     reloads: int = 0
     retries: int = 0
     rebalances: int = 0
-    max_in_flight: int = 0  # most records held at once (bounded by 2 * batch_size)
+    max_in_flight: int = 0  # most records held at once (bounded by 3 * batch_size)
     scorer_errors: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)  # where batch time goes
+
+
+@dataclass
+class _Staged:
+    """A polled batch whose state scripts are running; decided on the next round."""
+
+    started: float
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    dead: list[tuple[Any, str, str]] = field(default_factory=list)
+    chunks: list[Future[list[Applied]]] = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +134,7 @@ class Worker:
         self._state_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-state")
         self._tail = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-tail")
         self._inflight: _InFlight | None = None
+        self._staged: _Staged | None = None
         self.stats = Stats()
         self._refreshed = 0.0
         self._pruned = 0.0
@@ -187,16 +208,28 @@ class Worker:
                     + self.stats.duplicates >= max_messages:
                 break
             try:
-                self.refresh()
+                if self._staged is None or self.runtime.refresh_due():
+                    # a reload changes what the state scripts compute: none may be staged
+                    self.decide_staged()
+                    self.refresh()
                 generation = self._consumer.generation
-                records = self._consumer.poll(self.settings.poll_timeout_ms)
+                records = self._consumer.poll(
+                    0 if self._staged is not None else self.settings.poll_timeout_ms)
                 if self._consumer.generation != generation:
-                    self._settle_after_rebalance()
+                    # kafka-python runs the rebalance listener on its I/O thread, where no
+                    # commit may block: settle now, for the partitions still ours (those
+                    # that moved are replayed by their new owner from the committed offset,
+                    # which drops or idempotently redoes what was done here)
+                    self.decide_staged()
+                    self.settle()
                 if records:
                     last_record = time.monotonic()
-                    held = len(records) + (len(self._inflight.fresh) if self._inflight else 0)
+                    held = len(records) + (len(self._staged.events) if self._staged else 0) \
+                        + (len(self._inflight.fresh) if self._inflight else 0)
                     self.stats.max_in_flight = max(self.stats.max_in_flight, held)
                     self.process(records)
+                elif self._staged is not None:
+                    self.decide_staged()
                 else:
                     self.settle()  # idle: commit what is in flight now
                 self._update_lag()
@@ -212,6 +245,7 @@ class Worker:
                     OperationalError, ServiceUnavailable, KafkaError) as exc:
                 backoff = self._retry(exc, backoff)
         try:
+            self.decide_staged()
             self.settle()
         except GroupRebalanced as exc:
             log.info("last commit refused after a rebalance (%s)", exc)
@@ -318,21 +352,39 @@ class Worker:
 
     # -- one batch ---------------------------------------------------------------------
     def process(self, records: Sequence[Any]) -> None:
-        assert self._producer is not None and self._consumer is not None
-        batch_started = time.monotonic()
+        """Stage a polled batch (parse; its state scripts start on the state thread), then
+        decide the batch staged before it while Redis works on this one's state."""
+        staged = self._stage(records)
+        previous, self._staged = self._staged, staged
+        if previous is not None:
+            self._decide(previous)
+
+    def decide_staged(self) -> None:
+        """Decide the staged batch now (idle, reloading, rebalanced, stopping)."""
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            self._decide(staged)
+
+    def _stage(self, records: Sequence[Any]) -> _Staged:
         mark = _Phases(self.stats.phase_seconds)
-        offsets: dict[TopicPartition, int] = {}
-        events: list[Event] = []
-        dead: list[tuple[Any, str, str]] = []
+        batch = _Staged(time.monotonic())
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+            batch.offsets[tp] = max(batch.offsets.get(tp, 0), record.offset + 1)
             event, reason, detail = self._parse(record.value)
             if event is None:
-                dead.append((record, reason, detail))
+                batch.dead.append((record, reason, detail))
             else:
-                events.append(event)
+                batch.events.append(event)
+        batch.chunks = self._submit_state(batch.events)
         mark("parse")
+        return batch
+
+    def _decide(self, batch: _Staged) -> None:
+        assert self._producer is not None and self._consumer is not None
+        batch_started = batch.started
+        offsets, events, dead = batch.offsets, batch.events, batch.dead
+        mark = _Phases(self.stats.phase_seconds)
 
         customers = self.customers.get_many([e.user_id for e in events])
         mark("customers")
@@ -342,9 +394,10 @@ class Worker:
         popularity = PopularityBatch()
         deadlines: dict[str, int] = {}
         fired: list[tuple[Applied, Match, bool, dict[str, int]]] = []
+        by_type: Counter[str] = Counter()
         # events of the batch in flight are not marked done yet: drop their repeats here
         in_flight = self._inflight.keys if self._inflight is not None else frozenset()
-        for item in self._apply_state(events):
+        for item in self._state_results(batch.chunks):
             key = (item.event.user_id, item.event.event_id)
             if item.done or key in in_batch or key in in_flight:
                 metrics.DUPLICATES.inc()
@@ -362,7 +415,7 @@ class Worker:
             if not item.duplicate:
                 popularity.add(event, item.snapshot)
                 self._schedule_timers(deadlines, event)
-            self._count(event)
+            by_type[event.type] += 1
             if customer.get("consent") is False:
                 continue
             scores, model_versions = self._score(item.snapshot, customer)
@@ -372,6 +425,9 @@ class Worker:
                     continue
                 for match in self.runtime.engine.evaluate(compiled, event, fact):
                     fired.append((item, match, compiled.stacking, model_versions))
+        for etype, n in by_type.items():  # one metric update per type, not per event
+            metrics.EVENTS.labels(etype).inc(n)
+            self.stats.processed += n
         popularity.queue(pipe, self._increment)
         if deadlines:  # one command for the batch; GT: a late event never pulls one earlier
             flat: list[str | int] = []
@@ -387,14 +443,17 @@ class Worker:
             for name, params in action.items() if name == "recommend")
         effects: list[Effect] = []
         decision_rows: list[dict[str, Any]] = []
+        by_rule: Counter[tuple[str, str]] = Counter()
         for item, match, stacking, model_versions in fired:
-            metrics.DECISIONS.labels(match.ruleset, match.rule).inc()
+            by_rule[(match.ruleset, match.rule)] += 1
             self.stats.fired += 1
             ctx = Context(item.event, item.snapshot, match, stacking, self.recommender)
             for effect in run_actions(ctx):
                 effects.append(effect)
                 decision_rows.append(_decision_row(effect, match, model_versions))
         self.recommender.clear()
+        for (ruleset, rule), n in by_rule.items():
+            metrics.DECISIONS.labels(ruleset, rule).inc(n)
         mark("actions")
 
         # Three stores written at once, all awaited before anything is marked done or
@@ -427,10 +486,10 @@ class Worker:
         # The rest makes the batch durable: broker acks, the PostgreSQL write, events
         # marked done. It runs on the tail thread while the next batch is processed; the
         # offsets are committed (here, on this thread) once it has finished.
-        batch = _InFlight(offsets, fresh, len(effects), batch_started,
-                          {(e.event.user_id, e.event.event_id) for e in fresh})
-        batch.tail = self._tail.submit(self._finish, batch, archived)
-        previous, self._inflight = self._inflight, batch
+        durable = _InFlight(offsets, fresh, len(effects), batch_started,
+                            {(e.event.user_id, e.event.event_id) for e in fresh})
+        durable.tail = self._tail.submit(self._finish, durable, archived)
+        previous, self._inflight = self._inflight, durable
         if previous is not None:
             self._settle(previous)
 
@@ -451,8 +510,10 @@ class Worker:
         mark = _Phases(self.stats.phase_seconds)
         batch.tail.result()
         mark("tail_wait")
-        if batch.offsets:
-            self._consumer.commit(batch.offsets)
+        owned = self._consumer.assignment()  # after a rebalance: only what is still ours
+        offsets = {tp: off for tp, off in batch.offsets.items() if tp in owned}
+        if offsets:
+            self._consumer.commit(offsets)
         mark("commit")
         self.stats.batches += 1
         self.stats.effects += batch.effects
@@ -460,21 +521,6 @@ class Worker:
         for item in batch.fresh:
             metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
         metrics.BATCH_SECONDS.observe(time.monotonic() - batch.started)
-
-    def _settle_after_rebalance(self) -> None:
-        """The group rebalanced during the poll (kafka-python runs the rebalance listener
-        on its I/O thread, where no commit may block): commit the batch in flight for the
-        partitions still ours. Those that moved are replayed by their new owner from the
-        committed offset, which drops (or idempotently redoes) what this batch did."""
-        batch, self._inflight = self._inflight, None
-        if batch is None or batch.tail is None:
-            return
-        assert self._consumer is not None
-        batch.tail.result()
-        owned = self._consumer.assignment()
-        batch.offsets = {tp: off for tp, off in batch.offsets.items() if tp in owned}
-        self._inflight = batch
-        self.settle()
 
     def settle(self) -> None:
         """Commit the batch in flight, if any (idle, stopping, partitions revoked)."""
@@ -485,26 +531,31 @@ class Worker:
     def _abandon(self) -> None:
         """After a failure: forget the batch in flight without committing (it is replayed
         from the committed offsets), once its tail has stopped touching anything."""
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            _drain(staged.chunks)
         batch, self._inflight = self._inflight, None
         if batch is not None and batch.tail is not None:
             batch.tail.exception()
 
-    def _apply_state(self, events: list[Event]) -> Iterator[Applied]:
-        """Apply the batch to user state in chunks, in order, on a helper thread: Redis runs
-        the scripts of the next chunk while this thread evaluates the rules of this one."""
+    def _submit_state(self, events: list[Event]) -> list[Future[list[Applied]]]:
+        """Apply a batch to user state in chunks, in order, on the state thread: Redis runs
+        them while this thread decides the previous batch, and the next chunk while rules
+        evaluate this one."""
         size = max(STATE_CHUNK_MIN, min(STATE_CHUNK_MAX, -(-len(events) // STATE_CHUNKS)))
         # only the windowed features rules read, unless a model scores (it reads most)
         models = self.scorer is not None and bool(getattr(self.scorer, "versions", None))
         self.state.wanted = "" if models and self.runtime.uses_scores else self.runtime.wanted
-        chunks = [self._state_pool.submit(self.state.apply_batch, events[i:i + size])
-                  for i in range(0, len(events), size)]
+        return [self._state_pool.submit(self.state.apply_batch, events[i:i + size])
+                for i in range(0, len(events), size)]
+
+    @staticmethod
+    def _state_results(chunks: list[Future[list[Applied]]]) -> Iterator[Applied]:
         try:
             for chunk in chunks:
                 yield from chunk.result()
         finally:
-            for chunk in chunks:  # after a failure: let the rest finish before a retry
-                if not chunk.cancel():
-                    chunk.exception()
+            _drain(chunks)
 
     def _archive(self, events: list[Event], decision_rows: list[dict[str, Any]]) -> None:
         """Events and decisions of a batch, in one transaction (one connection checkout)."""
@@ -515,10 +566,6 @@ class Worker:
             self.archive.write_batch(events, conn)
             if decision_rows:
                 conn.execute(_INSERT_DECISIONS, {"rows": orjson.dumps(decision_rows).decode()})
-
-    def _count(self, event: Event) -> None:
-        metrics.EVENTS.labels(event.type).inc()
-        self.stats.processed += 1
 
     def _parse(self, raw: bytes | None) -> tuple[Event | None, str, str]:
         if raw is None:
@@ -602,6 +649,13 @@ return 0
 """
 
 
+def _drain(chunks: list[Future[list[Applied]]]) -> None:
+    """After a failure: let the rest of a batch's state chunks finish before a retry."""
+    for chunk in chunks:
+        if not chunk.cancel():
+            chunk.exception()
+
+
 class _Phases:
     """Times the steps of a batch: ``decisions_batch_phase_seconds{phase}`` and Stats."""
 
@@ -672,6 +726,10 @@ def run_worker(settings: Settings) -> int:
     worker.install_signal_handlers()
     try:
         worker.start()
+        # what is loaded by now (code, compiled rulesets, clients) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise pause a
+        # batch for milliseconds
+        gc.freeze()
         stats = worker.run()
     finally:
         worker.close()

@@ -478,9 +478,10 @@ class Worker:
                 headers=_dead_letter_headers(record, reason, detail))
             metrics.DEAD_LETTERED.labels(reason).inc()
             self.stats.dead_lettered += 1
+        decided_at = format_ts(datetime.now(UTC))  # one clock reading per batch
         for effect in effects:
             self._producer.send(self.settings.actions_topic, effect.user_id,
-                                _action_message(effect))
+                                _action_message(effect, decided_at))
         mark("publish")
 
         # The rest makes the batch durable: broker acks, the PostgreSQL write, events
@@ -704,13 +705,13 @@ def _decision_row(effect: Effect, match: Match, model_versions: dict[str, int]) 
     }
 
 
-def _action_message(effect: Effect) -> dict[str, Any]:
+def _action_message(effect: Effect, decided_at: str) -> dict[str, Any]:
     return {
         "action_id": effect.action_id, "kind": effect.kind, "user_id": effect.user_id,
         "event_id": effect.event.event_id, "ruleset": effect.match.ruleset,
         "ruleset_version": effect.match.version, "rule": effect.match.rule,
         "payload": effect.payload, "reason": effect.match.reason,
-        "decided_at": format_ts(datetime.now(UTC)),
+        "decided_at": decided_at,
     }
 
 

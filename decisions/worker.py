@@ -353,11 +353,19 @@ class Worker:
     # -- one batch ---------------------------------------------------------------------
     def process(self, records: Sequence[Any]) -> None:
         """Stage a polled batch (parse; its state scripts start on the state thread), then
-        decide the batch staged before it while Redis works on this one's state."""
+        decide the batch staged before it while Redis works on this one's state.
+
+        Only a full stream is worth the overlap: a batch of less than half
+        ``batch_size`` (records trickling in) is decided at once, for latency; staging
+        it would only wait for the next poll."""
         staged = self._stage(records)
-        previous, self._staged = self._staged, staged
+        previous, self._staged = self._staged, None
         if previous is not None:
             self._decide(previous)
+        if len(records) >= max(1, self.settings.batch_size // 2):
+            self._staged = staged
+        else:
+            self._decide(staged)
 
     def decide_staged(self) -> None:
         """Decide the staged batch now (idle, reloading, rebalanced, stopping)."""

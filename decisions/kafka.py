@@ -122,6 +122,12 @@ class Producer:
         self._producer.close(timeout=5)
 
 
+def _commit_done(offsets: Any, response: Any) -> None:
+    if isinstance(response, Exception):
+        log.info("asynchronous offset commit failed (%s); a later commit supersedes it",
+                 response)
+
+
 class GroupRebalanced(Exception):
     """A commit was refused because the group rebalanced during the batch.
 
@@ -196,6 +202,15 @@ class Consumer:
             )
         except CommitFailedError as exc:
             raise GroupRebalanced(str(exc)) from None
+
+    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit without waiting for the coordinator: requests go out in order, so a
+        later commit supersedes an earlier one; a failure (e.g. the group moved on) is
+        logged, and the partitions' next owner replays from the last commit that held."""
+        self._consumer.commit_async(
+            {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
+            callback=_commit_done,
+        )
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())

@@ -135,6 +135,8 @@ class Worker:
         self._tail = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-tail")
         self._inflight: _InFlight | None = None
         self._staged: _Staged | None = None
+        # per partition, the offset up to which effects are durable (committed or not)
+        self._durable: dict[TopicPartition, int] = {}
         self.stats = Stats()
         self._refreshed = 0.0
         self._pruned = 0.0
@@ -221,7 +223,7 @@ class Worker:
                     # that moved are replayed by their new owner from the committed offset,
                     # which drops or idempotently redoes what was done here)
                     self.decide_staged()
-                    self.settle()
+                    self.settle(wait=True)
                 if records:
                     last_record = time.monotonic()
                     held = len(records) + (len(self._staged.events) if self._staged else 0) \
@@ -246,7 +248,7 @@ class Worker:
                 backoff = self._retry(exc, backoff)
         try:
             self.decide_staged()
-            self.settle()
+            self.settle(wait=True)
         except GroupRebalanced as exc:
             log.info("last commit refused after a rebalance (%s)", exc)
         except (redis.RedisError, OperationalError, ServiceUnavailable, KafkaError) as exc:
@@ -513,16 +515,25 @@ class Worker:
         self.state.mark_done([a.event for a in batch.fresh])
         mark("mark_done")
 
-    def _settle(self, batch: _InFlight) -> None:
-        """Wait for a batch's durable half, then commit its offsets (effects are stored)."""
+    def _settle(self, batch: _InFlight, *, wait: bool = False) -> None:
+        """Wait for a batch's durable half, then commit its offsets (effects are stored).
+        The commit is asynchronous unless ``wait`` (stopping, or after a rebalance)."""
         assert self._consumer is not None and batch.tail is not None
         mark = _Phases(self.stats.phase_seconds)
         batch.tail.result()
         mark("tail_wait")
+        for tp, off in batch.offsets.items():
+            self._durable[tp] = max(self._durable.get(tp, 0), off)
         owned = self._consumer.assignment()  # after a rebalance: only what is still ours
-        offsets = {tp: off for tp, off in batch.offsets.items() if tp in owned}
-        if offsets:
+        if wait:  # everything durable, again: an asynchronous commit may have failed
+            self._durable = {tp: off for tp, off in self._durable.items() if tp in owned}
+            offsets = dict(self._durable)
+        else:
+            offsets = {tp: off for tp, off in batch.offsets.items() if tp in owned}
+        if offsets and wait:
             self._consumer.commit(offsets)
+        elif offsets:
+            self._consumer.commit_async(offsets)
         mark("commit")
         self.stats.batches += 1
         self.stats.effects += batch.effects
@@ -531,11 +542,17 @@ class Worker:
             metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
         metrics.BATCH_SECONDS.observe(time.monotonic() - batch.started)
 
-    def settle(self) -> None:
-        """Commit the batch in flight, if any (idle, stopping, partitions revoked)."""
+    def settle(self, *, wait: bool = False) -> None:
+        """Commit the batch in flight, if any (idle, stopping, partitions revoked); with
+        ``wait``, synchronously, and every durable offset still ours."""
         batch, self._inflight = self._inflight, None
         if batch is not None:
-            self._settle(batch)
+            self._settle(batch, wait=wait)
+        elif wait and self._durable and self._consumer is not None:
+            owned = self._consumer.assignment()
+            self._durable = {tp: off for tp, off in self._durable.items() if tp in owned}
+            if self._durable:
+                self._consumer.commit(dict(self._durable))
 
     def _abandon(self) -> None:
         """After a failure: forget the batch in flight without committing (it is replayed

@@ -524,16 +524,13 @@ class Worker:
         mark("tail_wait")
         for tp, off in batch.offsets.items():
             self._durable[tp] = max(self._durable.get(tp, 0), off)
-        owned = self._consumer.assignment()  # after a rebalance: only what is still ours
-        if wait:  # everything durable, again: an asynchronous commit may have failed
-            self._durable = {tp: off for tp, off in self._durable.items() if tp in owned}
-            offsets = dict(self._durable)
+        if wait:
+            self._commit_durable()
         else:
+            owned = self._consumer.assignment()
             offsets = {tp: off for tp, off in batch.offsets.items() if tp in owned}
-        if offsets and wait:
-            self._consumer.commit(offsets)
-        elif offsets:
-            self._consumer.commit_async(offsets)
+            if offsets:
+                self._consumer.commit_async(offsets)
         mark("commit")
         self.stats.batches += 1
         self.stats.effects += batch.effects
@@ -548,11 +545,17 @@ class Worker:
         batch, self._inflight = self._inflight, None
         if batch is not None:
             self._settle(batch, wait=wait)
-        elif wait and self._durable and self._consumer is not None:
-            owned = self._consumer.assignment()
-            self._durable = {tp: off for tp, off in self._durable.items() if tp in owned}
-            if self._durable:
-                self._consumer.commit(dict(self._durable))
+        elif wait:
+            self._commit_durable()
+
+    def _commit_durable(self) -> None:
+        """Commit, synchronously, every durable offset of the partitions still ours (an
+        asynchronous commit may have failed; after a rebalance the rest moved away)."""
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        self._durable = {tp: off for tp, off in self._durable.items() if tp in owned}
+        if self._durable:
+            self._consumer.commit(dict(self._durable))
 
     def _abandon(self) -> None:
         """After a failure: forget the batch in flight without committing (it is replayed
@@ -587,7 +590,6 @@ class Worker:
         """Events and decisions of a batch, in one transaction (one connection checkout)."""
         if not events and not decision_rows:
             return
-        self.archive.ensure_partitions(e.ts for e in events)
         with self.db.begin() as conn:
             self.archive.write_batch(events, conn)
             if decision_rows:

@@ -27,6 +27,7 @@ from api.ratelimit import Verdict
 from api.responses import encode_cacheable
 from api.state import ApiState
 from api.store import REDIS_ERRORS
+from decisions.apikeys import KeyInfo
 from decisions.errors import RateLimited
 from decisions.events import parse_ts
 from decisions.offers import public_offer, select_offers
@@ -139,6 +140,18 @@ def _consent_withdrawn(api: ApiState, user_id: str, customer: bytes | None) -> b
     return False
 
 
+READ_SCOPE = "offers:read"
+
+
+async def _verify(api: ApiState, authorization: str) -> KeyInfo | None:
+    """A key not in the in-process cache, checked in PostgreSQL; None when it cannot be
+    (the read then answers the fallback). A bad or missing key still raises 401/403."""
+    try:
+        return await authenticate_header(api, authorization, READ_SCOPE)
+    except Unverifiable:
+        return None
+
+
 async def get_offers(api: ApiState, request: ReadRequest) -> dict[str, Any]:
     user_id = request.user_id
 
@@ -147,12 +160,9 @@ async def get_offers(api: ApiState, request: ReadRequest) -> dict[str, Any]:
                 "offers": list(api.fallback.offers)}
 
     authorization = request.header(b"authorization")
-    key = cached_key(api, authorization, "offers:read")
+    key = cached_key(api, authorization, READ_SCOPE) or await _verify(api, authorization)
     if key is None:
-        try:
-            key = await authenticate_header(api, authorization, "offers:read")
-        except Unverifiable:
-            return fallback("auth_unavailable")
+        return fallback("auth_unavailable")
     breaker = api.redis_breaker  # api.call_redis, inlined: this is the hot path
     if not breaker.allow():
         return fallback("redis_unavailable")
@@ -203,12 +213,9 @@ async def get_recommendations(api: ApiState, request: ReadRequest) -> dict[str, 
                 "strategy": "top_sellers", "products": products}
 
     authorization = request.header(b"authorization")
-    key = cached_key(api, authorization, "offers:read")
+    key = cached_key(api, authorization, READ_SCOPE) or await _verify(api, authorization)
     if key is None:
-        try:
-            key = await authenticate_header(api, authorization, "offers:read")
-        except Unverifiable:
-            return fallback("auth_unavailable")
+        return fallback("auth_unavailable")
     breaker = api.redis_breaker
     if not breaker.allow():
         return fallback("redis_unavailable")

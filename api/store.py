@@ -9,6 +9,8 @@ Erasure and export, which scan, use redis-py with a roomier timeout.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from api.ratelimit import ALLOW, BUCKET_SCRIPT, Verdict, bucket_key
+from api.ratelimit import ALLOW, BUCKET_SCRIPT, LEASE_MS, Lease, Verdict, bucket_key, lease_size
 from api.resp import FastRedis, RespError, pack
 from decisions import keys
 from decisions.settings import Settings
@@ -53,8 +55,11 @@ class RedisStore:
             str(settings.redis_url), socket_timeout=max(timeout, 2.0),
             socket_connect_timeout=max(timeout, 1.0), retry=Retry(NoBackoff(), 0),
         )
+        self.lease_size = lease_size(self.rate, self.burst)
+        self._leases: dict[str, Lease] = {}
+        self._clock = time.monotonic
         self._bucket_sha = ""
-        self._bucket_commands: dict[str, bytes] = {}
+        self._bucket_commands: dict[str, tuple[bytes, bytes]] = {}
 
     async def close(self) -> None:
         await self.client.close()
@@ -63,64 +68,123 @@ class RedisStore:
     async def ping(self) -> None:
         await self.client.execute("PING")
 
-    def _request(self, key_prefix: str, tail: bytes, count: int) -> Awaitable[list[Any]]:
-        """The rate-limit script plus ``count`` packed commands, in one round trip: the raw
-        replies (check them with :meth:`_checked`)."""
-        if self._bucket_sha:
-            return self.client.request(self._bucket(key_prefix) + tail, count + 1)
-        return self._first_request(key_prefix, tail, count)
+    def _limited(self, key_prefix: str, tail: bytes, count: int) -> Awaitable[list[Any]]:
+        """``count`` (≥ 1) packed commands after the key's rate limit, in one round trip.
 
-    async def _first_request(self, key_prefix: str, tail: bytes, count: int) -> list[Any]:
-        await self._load_script()
-        return await self.client.request(self._bucket(key_prefix) + tail, count + 1)
+        With a leased token left (:class:`api.ratelimit.Lease`), or one reserved from a
+        lease call in flight, the commands go alone and their ``count`` raw replies come
+        back (check them with :func:`_has_error`: no NOSCRIPT is possible). Otherwise the
+        bucket script goes first, asking for a block of tokens (for one when blocks are 1
+        token), and the replies are ``count + 1``, the script's first, already checked.
+        """
+        lease = self._leases.get(key_prefix)
+        if lease is None:
+            lease = self._lease(key_prefix)
+        now = self._clock()
+        if lease.take(now):
+            return self.client.request(tail, count)
+        asking = lease.asking
+        if asking is not None and asking.reserved < self.lease_size - 1:
+            asking.reserved += 1
+            return self._reserved(lease, asking.future, asking.reserved, key_prefix, tail,
+                                  count)
+        return self._ask(lease, key_prefix, tail, count, now, self.lease_size > 1)
 
-    async def _checked(self, replies: list[Any], key_prefix: str, tail: bytes,
+    async def _ask(self, lease: Lease, key_prefix: str, tail: bytes, count: int,
+                   now: float, block: bool) -> list[Any]:
+        """The bucket script (a block of tokens, or one) and ``count`` commands."""
+        asking = lease.ask(asyncio.get_running_loop()) if block else None
+        try:
+            if not self._bucket_sha:
+                await self._load_script()
+            payload = self._bucket(key_prefix, block) + tail
+            replies = await self.client.request(payload, count + 1)
+            if _has_error(replies):
+                replies = await self._checked(replies, key_prefix, block, tail, count)
+        except BaseException as exc:
+            if asking is not None:
+                lease.failed(asking, exc)
+            raise
+        if asking is not None:
+            lease.granted(asking, int(replies[0][0]), now, self._clock())
+        return replies
+
+    async def _reserved(self, lease: Lease, asking: asyncio.Future[int], index: int,
+                        key_prefix: str, tail: bytes, count: int) -> list[Any]:
+        """Commands sent while this key's lease call is in flight, paid with the lease's
+        ``index``-th token (the asker spends the 0th). Sent after the lease call (on one
+        connection, their replies come after its reply: the grant is known by then).
+        A grant too small for this request: the script is asked for one token after all."""
+        replies = await self.client.request(tail, count)
+        granted = await asking
+        if index < granted:
+            return replies
+        verdict = await self._ask(lease, key_prefix, b"", 0, self._clock(), False)
+        return [verdict[0], *replies]
+
+    def _lease(self, key_prefix: str) -> Lease:
+        if len(self._leases) > 10_000:
+            self._leases.clear()
+        lease = self._leases[key_prefix] = Lease()
+        return lease
+
+    async def _checked(self, replies: list[Any], key_prefix: str, block: bool, tail: bytes,
                        count: int) -> list[Any]:
-        """``replies`` of :meth:`_request` that hold an error reply: RespError. On NOSCRIPT
+        """``replies`` of :meth:`_ask` that hold an error reply: RespError. On NOSCRIPT
         (Redis restarted or flushed its script cache) the script is loaded and the request
         sent once more."""
-        error = next(str(r) for r in replies if isinstance(r, ReplyError))
+        error = _first_error(replies)
         if not error.startswith("NOSCRIPT"):
             raise RespError(error)
         self._bucket_sha = ""
         await self._load_script()
         self._bucket_commands.clear()
-        return await self.client.pipeline_packed(self._bucket(key_prefix) + tail, count + 1)
+        return await self.client.pipeline_packed(self._bucket(key_prefix, block) + tail,
+                                                 count + 1)
 
-    def _bucket(self, key_prefix: str) -> bytes:
-        """The packed EVALSHA of one key's bucket (cached: it is the same every time)."""
+    def _bucket(self, key_prefix: str, block: bool) -> bytes:
+        """The packed EVALSHA of one key's bucket, asking for a block of tokens or for one
+        (cached: each is the same every time)."""
         packed = self._bucket_commands.get(key_prefix)
         if packed is None:
             if len(self._bucket_commands) > 10_000:
                 self._bucket_commands.clear()
-            packed = self._bucket_commands[key_prefix] = pack(
-                ("EVALSHA", self._bucket_sha, 1, bucket_key(key_prefix), self.rate, self.burst))
-        return packed
+            args = ("EVALSHA", self._bucket_sha, 1, bucket_key(key_prefix), self.rate,
+                    self.burst)
+            packed = self._bucket_commands[key_prefix] = (
+                pack((*args, 1, LEASE_MS)), pack((*args, self.lease_size, LEASE_MS)))
+        return packed[block]
 
     async def _load_script(self) -> None:
         if not self._bucket_sha:
             self._bucket_sha = (await self.client.execute("SCRIPT", "LOAD", BUCKET_SCRIPT)).decode()
 
     async def rate_limit(self, key_prefix: str) -> Verdict:
-        replies = await self._request(key_prefix, b"", 0)
-        if _has_error(replies):
-            replies = await self._checked(replies, key_prefix, b"", 0)
+        lease = self._leases.get(key_prefix) or self._lease(key_prefix)
+        now = self._clock()
+        if lease.take(now):
+            return ALLOW
+        replies = await self._ask(lease, key_prefix, b"", 0, now, self.lease_size > 1)
         return Verdict.from_reply(replies[0])
 
     async def offers_view(self, key_prefix: str, user_id: str) -> OffersView:
         tail = _GET + _arg(keys.customer(user_id)) + _HVALS + _arg(keys.offers(user_id))
-        replies = await self._request(key_prefix, tail, 2)
-        if _has_error(replies):
-            replies = await self._checked(replies, key_prefix, tail, 2)
+        replies = await self._limited(key_prefix, tail, 2)
+        if len(replies) == 2:  # paid with a leased token
+            if _has_error(replies):
+                raise RespError(_first_error(replies))
+            return OffersView(ALLOW, replies[0], replies[1])
         bucket, customer, offers = replies
         return OffersView(Verdict.from_reply(bucket), customer, offers)
 
     async def recs_view(self, key_prefix: str, user_id: str, slot: str) -> RecsView:
         tail = (_GET + _arg(keys.customer(user_id)) + _HGET + _arg(keys.recs(user_id))
                 + _arg(slot) + _SMEMBERS + _arg(keys.bought(user_id)))
-        replies = await self._request(key_prefix, tail, 3)
-        if _has_error(replies):
-            replies = await self._checked(replies, key_prefix, tail, 3)
+        replies = await self._limited(key_prefix, tail, 3)
+        if len(replies) == 3:  # paid with a leased token
+            if _has_error(replies):
+                raise RespError(_first_error(replies))
+            return RecsView(ALLOW, replies[0], replies[1], replies[2])
         bucket, customer, rec, bought = replies
         return RecsView(Verdict.from_reply(bucket), customer, rec, bought)
 
@@ -196,6 +260,10 @@ _SMEMBERS = b"*2\r\n$8\r\nSMEMBERS\r\n"
 def _arg(value: str) -> bytes:
     data = value.encode()
     return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _first_error(replies: list[Any]) -> str:
+    return next(str(r) for r in replies if isinstance(r, ReplyError))
 
 
 def _has_error(replies: list[Any]) -> bool:

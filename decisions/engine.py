@@ -189,8 +189,8 @@ class RuleEngine:
                 posted[key] = result
             self._counter += 1
             posted["sid"] = SID
-            posted["id"] = f"f{self._counter}"
-            _run(handle, orjson.dumps(posted).decode(), fired)
+            posted["id"] = fid = f"f{self._counter}"
+            _run(handle, orjson.dumps(posted).decode(), f'{{"sid":"0","id":"{fid}"}}', fired)
         if not fired:
             return []
         # once per rule: durable_rules matches a rule once per alternative that holds
@@ -210,8 +210,15 @@ def _reason(rule: CompiledRule) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return cast(Callable[[dict[str, Any]], dict[str, Any]], eval(code, {}))  # noqa: S307
 
 
-def _run(handle: int, body: str, fired: list[str]) -> None:
-    """Assert the fact, collect the rules it matched, retract it."""
+def _run(handle: int, body: str, retract: str, fired: list[str]) -> None:
+    """Assert the fact, collect the rules it matched, retract it.
+
+    The retraction names the fact by ``sid`` and ``id`` only (``retract``): that frees
+    it from the ruleset's memory, and durable_rules does not parse and walk the whole
+    fact a second time. It is enough because every rule is one pattern on one fact, so
+    a fact leaves nothing half-matched behind (checked in tests/test_engine.py: rules
+    fire again, no fact stays, memory stays flat).
+    """
     try:
         code, state_handle = core.assert_fact(handle, body)
         if code in (0, 3):  # 1: matched nothing
@@ -222,7 +229,7 @@ def _run(handle: int, body: str, fired: list[str]) -> None:
                     fired.append(message[2:message.index('"', 2)])  # {"r_<rule>": ...}
                     message = core.complete_and_start_action(handle, state_handle)
     finally:
-        core.retract_fact(handle, body)
+        core.retract_fact(handle, retract)
 
 
 def event_time(event: Event) -> datetime:

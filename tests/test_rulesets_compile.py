@@ -338,3 +338,27 @@ def test_a_long_list_of_values_is_not_indexed() -> None:
     assert fired(doc, product_event(product="p-599")) == ["listed"]
     assert fired(doc, product_event(product="p-2")) == ["few", "listed"]
     assert fired(doc, product_event(product="p-600")) == []
+
+
+def test_each_fact_is_retracted_after_its_event() -> None:
+    """A fact is retracted by sid and id alone: nothing stays in durable_rules' memory,
+    and the next event with the same values fires the same rules again."""
+    import durable_rules_engine as core
+
+    doc = {"name": "t", "rules": [
+        {"name": f"r{i}", "when": {"all": [
+            {"field": "state.cart_value", "op": "gt", "value": i * 10},
+            {"field": "customer.tier", "op": "in", "value": ["gold", "silver"]}]},
+         "then": SEGMENT} for i in range(5)]}
+    compiled = compile_ruleset(validate(doc), 1)
+    engine = RuleEngine()
+    event = view()
+    for _ in range(200):
+        matches = engine.evaluate(compiled, event,
+                                  build_fact(event, {"cart_value": 25}, {"tier": "gold"}))
+        assert [m.rule for m in matches] == ["r0", "r1", "r2"]
+    handles = [engine._handles[compiled.durable_name("page_view", i)]
+               for i in range(len(compiled.by_type["page_view"]))]
+    assert handles
+    for handle in handles:
+        assert core.get_facts(handle, "0") == "[]"

@@ -267,13 +267,15 @@ def raw_core(compiled: CompiledRuleset, data: list[Any], facts: Posts) -> tuple[
     engine = RuleEngine()
     engine.load(compiled)
     handles = engine._handles
-    work = [[(handles[names[chunk]], orjson.dumps(posted).decode()) for chunk, posted in posts]
+    work = [[(handles[names[chunk]], orjson.dumps(posted).decode(),
+              orjson.dumps({"sid": posted["sid"], "id": posted["id"]}).decode())
+             for chunk, posted in posts]
             for names, posts in zip(_names(compiled, data), facts, strict=True)]
     fired: list[str] = []
     started = time.perf_counter()
     for posts in work:
-        for handle, body in posts:
-            _run(handle, body, fired)
+        for handle, body, retract in posts:
+            _run(handle, body, retract, fired)
     return len(facts) / (time.perf_counter() - started), len(fired)
 
 

@@ -160,7 +160,9 @@ def services(var: Path) -> tuple[dict[str, str], EmbeddedStack | None]:
 
 
 def reset(urls: dict[str, str]) -> None:
-    redis.Redis.from_url(urls["redis_url"]).flushdb()
+    client = redis.Redis.from_url(urls["redis_url"])
+    client.flushdb()
+    client.config_resetstat()  # commandstats count from here (redis_top)
     with psycopg.connect(urls["database_url"], autocommit=True) as conn:
         conn.execute("TRUNCATE events, decisions")
 
@@ -341,7 +343,8 @@ def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
 
 
 def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, seconds: float,
-            log_dir: Path) -> tuple[list[float], int]:
+            log_dir: Path, dump: list[tuple[Any, ...]] | None = None,
+            ) -> tuple[list[float], int]:
     """Produce at ``rate`` events/s (the shop stream plus probes); a probe is a cart
     event that makes the high-value-cart rule fire for a fresh user; measure from its
     send to the offer being visible (``decisions.offers.active_offers``, what the API
@@ -360,6 +363,7 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
     producer = KafkaProducer(bootstrap_servers=urls["kafka_bootstrap"], linger_ms=1, acks="all")
     client = redis.Redis.from_url(urls["redis_url"])
     pending: dict[str, float] = {}
+    acks: dict[str, float] = {}
     results: list[float] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -381,6 +385,9 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
                             with lock:
                                 pending.pop(user, None)
                             results.append(now - sent)
+                            if dump is not None:
+                                dump.append((user, time.time() - (time.perf_counter() - sent),
+                                             now - sent))
             time.sleep(0.001)
 
     def now_ts() -> str:
@@ -422,7 +429,8 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
                     user = f"probe-{sent - 1}"
                     with lock:
                         pending[user] = time.perf_counter()
-                    producer.send(topic, key=user.encode(), value=probe(user, "add_to_cart"))
+                    fut = producer.send(topic, key=user.encode(), value=probe(user, "add_to_cart"))
+                    fut.add_callback(lambda _, u=user: acks.__setitem__(u, time.time()))
                 else:  # the shop stream as generated (Redis was reset: all new again)
                     key, value = next(src)
                     producer.send(topic, key=key.encode(), value=value)
@@ -440,9 +448,21 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
         producer.close()
         log.close()
     lost = len(pending)
+    if dump is not None:
+        dump[:] = [(u, s, lat, acks.get(u, 0.0)) for u, s, lat in dump]
     print(f"  latency phase: {sent} events at {achieved:,.0f}/s, {len(results)} probes, "
           f"{lost} without an offer after 10 s")
     return results, lost
+
+
+def redis_top(url: str, events: int, n: int = 8) -> str:
+    """Where Redis spent its time since the last reset: µs per event by command
+    (commands called by scripts are counted under their own name too)."""
+    stats = redis.Redis.from_url(url).info("commandstats")
+    rows = sorted(((v["usec"], k.removeprefix("cmdstat_"), v["calls"]) for k, v in stats.items()),
+                  reverse=True)[:n]
+    return ", ".join(f"{name} {usec / events:.1f} µs ({calls / events:.2f}/event)"
+                     for usec, name, calls in rows)
 
 
 def load() -> str:
@@ -524,14 +544,21 @@ def main() -> int:
             if cpu:
                 print("  CPU per event: " + ", ".join(f"{k} {v:,.0f} µs" for k, v in cpu.items())
                       + f" (total {sum(cpu.values()):,.0f} µs)")
+            if done:
+                print("  Redis, per event: " + redis_top(urls["redis_url"], done))
         if "latency" not in skip:
-            lat, lost = latency(urls, records, args.rate, args.latency_seconds, log_dir)
+            probes: list[tuple[Any, ...]] = []
+            lat, lost = latency(urls, records, args.rate, args.latency_seconds, log_dir, probes)
+            # per probe: user, sent (epoch s), latency (s), broker ack (epoch s): to line up
+            # with a worker-side trace
+            (var / "probes.json").write_text(json.dumps(probes) + "\n")
             if lat:
                 out["latency_ms"] = {"p50": pct(lat, 0.5) * 1000, "p99": pct(lat, 0.99) * 1000,
                                      "mean": statistics.mean(lat) * 1000, "probes": len(lat),
                                      "lost": lost, "rate": args.rate}
                 print(f"produce-to-offer-visible at {args.rate}/s: p50 "
-                      f"{out['latency_ms']['p50']:.1f} ms, p99 {out['latency_ms']['p99']:.1f} ms "
+                      f"{out['latency_ms']['p50']:.1f} ms, p90 {pct(lat, 0.9) * 1000:.1f} ms, "
+                      f"p99 {out['latency_ms']['p99']:.1f} ms, max {max(lat) * 1000:.1f} ms "
                       f"({len(lat)} probes; load average {load()})")
     finally:
         if stack is not None:

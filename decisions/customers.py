@@ -16,6 +16,14 @@ import orjson
 from sqlalchemy import Engine, text
 
 from decisions import keys
+from decisions.rawredis import RawPipeline
+
+
+def queue_fills(pipe: RawPipeline, fills: list[tuple[str, bytes]]) -> None:
+    """Cache entries read from PostgreSQL. NX: an entry written meanwhile is newer (the
+    consent just changed) and is kept."""
+    for key, value in fills:
+        pipe.command("SET", key, value, "EX", CACHE_TTL, "NX")
 
 CACHE_TTL = 300
 OVERLAP = timedelta(seconds=5)  # a transaction's now() is its start, not its commit
@@ -41,10 +49,23 @@ class CustomerCache:
         self._watermark: datetime | None = None
 
     def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        out, fills = self.lookup(user_ids)
+        if fills:
+            pipe = RawPipeline(self.client)
+            queue_fills(pipe, fills)
+            pipe.execute()
+        return out
+
+    def lookup(self, user_ids: list[str],
+               ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, bytes]]]:
+        """The users' attributes, and the cache entries to write for those read from
+        PostgreSQL (``queue_fills``; the worker sends them with its batch's writes)."""
         unique = list(dict.fromkeys(user_ids))
         if not unique:
-            return {}
-        cached = self.client.mget([keys.customer(u) for u in unique])
+            return {}, []
+        pipe = RawPipeline(self.client)
+        pipe.command("MGET", *[keys.customer(u) for u in unique])
+        (cached,) = pipe.execute()
         out: dict[str, dict[str, Any]] = {}
         missing = []
         for uid, raw in zip(unique, cached, strict=True):
@@ -52,22 +73,23 @@ class CustomerCache:
                 missing.append(uid)
             else:
                 out[uid] = orjson.loads(raw)
-        if missing:
-            today = datetime.now(UTC).date()
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    text("SELECT user_id, tier, country, consent, signup_date, segments, "
-                         "attributes FROM customers WHERE user_id = ANY(:ids)"),
-                    {"ids": missing},
-                ).all()
-            found = {r.user_id: row_to_attrs(r, today) for r in rows}
-            pipe = self.client.pipeline(transaction=False)
-            for uid in missing:
-                attrs = found.get(uid, {})
-                out[uid] = attrs
-                pipe.set(keys.customer(uid), orjson.dumps(attrs), ex=CACHE_TTL)
-            pipe.execute()
-        return out
+        if not missing:
+            return out, []
+        loaded = self._load(missing)
+        out.update(loaded)
+        return out, [(keys.customer(uid), orjson.dumps(attrs)) for uid, attrs in loaded.items()]
+
+    def _load(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Read customers from PostgreSQL (unknown ones as ``{}``)."""
+        today = datetime.now(UTC).date()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT user_id, tier, country, consent, signup_date, segments, "
+                     "attributes FROM customers WHERE user_id = ANY(:ids)"),
+                {"ids": user_ids},
+            ).all()
+        found = {r.user_id: row_to_attrs(r, today) for r in rows}
+        return {uid: found.get(uid, {}) for uid in user_ids}
 
     def invalidate(self, user_id: str) -> None:
         self.client.delete(keys.customer(user_id))
@@ -99,5 +121,7 @@ class CustomerCache:
                      "SET consent = :c, updated_at = now()"),
                 {"u": user_id, "c": granted},
             )
-        self.invalidate(user_id)
-        self.get_many([user_id])  # re-cache at once: the API reads consent from the cache
+        # re-cache at once (the API reads consent from the cache), overwriting whatever a
+        # lookup may have read from the row as it was before (its fills are NX)
+        self.client.set(keys.customer(user_id), orjson.dumps(self._load([user_id])[user_id]),
+                        ex=CACHE_TTL)

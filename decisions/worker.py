@@ -31,7 +31,7 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,7 +48,7 @@ from sqlalchemy.exc import OperationalError
 from decisions import keys, metrics
 from decisions.actions import Context, Effect, run_actions
 from decisions.archive import EventArchive
-from decisions.customers import CustomerCache
+from decisions.customers import CustomerCache, queue_fills
 from decisions.db import make_engine
 from decisions.engine import Match, RuleEngine, build_fact
 from decisions.errors import ServiceUnavailable, ValidationError
@@ -68,6 +68,7 @@ TIMER_CHECK_SECONDS = 0.25  # due deadlines are looked for (and fired) this ofte
 PRODUCER_LINGER_MS = 1000  # records of a batch wait for its flush, not a timer
 STATE_CHUNKS = 4  # state pipelines per batch: Redis runs the next while rules evaluate this
 STATE_CHUNK_MIN, STATE_CHUNK_MAX = 16, 100  # events per state pipeline
+MAX_TAILS = 2  # durable halves in flight at once; one more waits for the oldest
 
 
 @dataclass
@@ -95,6 +96,8 @@ class _Staged:
     events: list[Event] = field(default_factory=list)
     dead: list[tuple[Any, str, str]] = field(default_factory=list)
     chunks: list[Future[list[Applied]]] = field(default_factory=list)
+    # customer attributes, and cache entries to write with the batch (CustomerCache.lookup)
+    customers: Future[tuple[dict[str, dict[str, Any]], list[tuple[str, bytes]]]] | None = None
 
 
 @dataclass
@@ -133,7 +136,13 @@ class Worker:
         self._pg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-pg")
         self._state_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-state")
         self._tail = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-tail")
-        self._inflight: _InFlight | None = None
+        self._lookup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-customers")
+        # batches whose durable half runs (oldest first); committed in order once done
+        self._inflight: deque[_InFlight] = deque()
+        # consent changed by the batch decided last: a batch staged before it was decided
+        # may have read the customers earlier
+        self._consent_changed: dict[str, bool] = {}
+        self._reload_due = False  # the housekeeping thread saw a new active ruleset marker
         self._staged: _Staged | None = None
         # per partition, the offset up to which effects are durable (committed or not)
         self._durable: dict[TopicPartition, int] = {}
@@ -172,6 +181,7 @@ class Worker:
             self._producer.close()
         self._abandon()
         self._tail.shutdown(wait=True)
+        self._lookup.shutdown(wait=True)
         self._pg.shutdown(wait=True)
         self._state_pool.shutdown(wait=True)
         self.redis.close()
@@ -210,7 +220,7 @@ class Worker:
                     + self.stats.duplicates >= max_messages:
                 break
             try:
-                if self._staged is None or self.runtime.refresh_due():
+                if self._staged is None or self._reload_due:
                     # a reload changes what the state scripts compute: none may be staged
                     self.decide_staged()
                     self.refresh()
@@ -227,13 +237,14 @@ class Worker:
                 if records:
                     last_record = time.monotonic()
                     held = len(records) + (len(self._staged.events) if self._staged else 0) \
-                        + (len(self._inflight.fresh) if self._inflight else 0)
+                        + sum(len(b.fresh) for b in self._inflight)
                     self.stats.max_in_flight = max(self.stats.max_in_flight, held)
                     self.process(records)
                 elif self._staged is not None:
                     self.decide_staged()
                 else:
                     self.settle()  # idle: commit what is in flight now
+                self._settle_ready()
                 self._update_lag()
                 backoff = 0.1
             except GroupRebalanced as exc:
@@ -258,14 +269,17 @@ class Worker:
 
     def _housekeeping(self) -> None:
         """Off the consuming thread, so a batch never waits for it: fire due timers (their
-        broker acks take milliseconds), re-read changed customers and stock, prune the
-        archive. A dependency that is down is retried on the next round."""
+        broker acks take milliseconds), look for a new active ruleset version (the
+        consuming thread loads it between batches), re-read changed customers and stock,
+        prune the archive. A dependency that is down is retried on the next round."""
         while not self._housekeeping_stop.wait(TIMER_CHECK_SECONDS):
             try:
                 self.fire_due_timers()
                 now = time.monotonic()
                 if now - self._refreshed >= self.settings.reload_interval_seconds:
                     self._refreshed = now
+                    if self.runtime.store.active_marker() != self.runtime.marker:
+                        self._reload_due = True
                     self.customers.invalidate_changed()
                     self.recommender.refresh_stock(self.db)
                     self._prune_archive()
@@ -278,10 +292,13 @@ class Worker:
                 log.exception("housekeeping failed; retrying")
 
     def refresh(self) -> None:
-        """Between batches: a new ruleset version, model versions (customers, stock and
-        timers are the housekeeping thread's)."""
-        if self.runtime.refresh():
-            self.stats.reloads += 1
+        """Between batches: a new ruleset version (once the housekeeping thread saw its
+        marker change), model versions (customers, stock and timers are the housekeeping
+        thread's)."""
+        if self._reload_due:
+            self._reload_due = False
+            if self.runtime.refresh(force=True):
+                self.stats.reloads += 1
         now = time.monotonic()
         if now - self._models_refreshed >= self.settings.reload_interval_seconds:
             self._models_refreshed = now
@@ -387,16 +404,25 @@ class Worker:
             else:
                 batch.events.append(event)
         batch.chunks = self._submit_state(batch.events)
+        # customer attributes are read meanwhile too (Redis, PostgreSQL for cache misses)
+        batch.customers = self._lookup.submit(self.customers.lookup,
+                                              [e.user_id for e in batch.events])
         mark("parse")
         return batch
 
     def _decide(self, batch: _Staged) -> None:
         assert self._producer is not None and self._consumer is not None
         batch_started = batch.started
-        offsets, events, dead = batch.offsets, batch.events, batch.dead
+        offsets, dead = batch.offsets, batch.dead
         mark = _Phases(self.stats.phase_seconds)
 
-        customers = self.customers.get_many([e.user_id for e in events])
+        assert batch.customers is not None
+        customers, cache_fills = batch.customers.result()
+        # consent changed by the batch decided before this one, maybe after these were read
+        changed, self._consent_changed = self._consent_changed, {}
+        for user_id, granted in changed.items():
+            if user_id in customers:
+                customers[user_id] = {**customers[user_id], "consent": granted}
         mark("customers")
         in_batch: set[tuple[str, str]] = set()
         fresh: list[Applied] = []
@@ -405,11 +431,11 @@ class Worker:
         deadlines: dict[str, int] = {}
         fired: list[tuple[Applied, Match, bool, dict[str, int]]] = []
         by_type: Counter[str] = Counter()
-        # events of the batch in flight are not marked done yet: drop their repeats here
-        in_flight = self._inflight.keys if self._inflight is not None else frozenset()
+        # events of the batches in flight are not marked done yet: drop their repeats here
+        in_flight = [b.keys for b in self._inflight]
         for item in self._state_results(batch.chunks):
             key = (item.event.user_id, item.event.event_id)
-            if item.done or key in in_batch or key in in_flight:
+            if item.done or key in in_batch or any(key in keys_ for keys_ in in_flight):
                 metrics.DUPLICATES.inc()
                 self.stats.duplicates += 1
                 continue
@@ -422,6 +448,7 @@ class Worker:
                 self.customers.set_consent(event.user_id, granted)
                 customer = {**customer, "consent": granted}
                 customers[event.user_id] = customer  # later events of this batch see it
+                self._consent_changed[event.user_id] = granted  # and the next batch
             if not item.duplicate:
                 popularity.add(event, item.snapshot)
                 self._schedule_timers(deadlines, event)
@@ -439,6 +466,7 @@ class Worker:
             metrics.EVENTS.labels(etype).inc(n)
             self.stats.processed += n
         popularity.queue(pipe, self._increment)
+        queue_fills(pipe, cache_fills)
         if deadlines:  # one command for the batch; GT: a late event never pulls one earlier
             flat: list[str | int] = []
             for member, due in deadlines.items():
@@ -495,14 +523,17 @@ class Worker:
         mark("publish")
 
         # The rest makes the batch durable: broker acks, the PostgreSQL write, events
-        # marked done. It runs on the tail thread while the next batch is processed; the
-        # offsets are committed (here, on this thread) once it has finished.
+        # marked done. It runs on the tail thread while the next batches are processed;
+        # the offsets are committed (here, on this thread, in batch order) once it has
+        # finished. Only when MAX_TAILS batches are still in their tails does this
+        # thread wait for the oldest.
         durable = _InFlight(offsets, fresh, len(effects), batch_started,
                             {(e.event.user_id, e.event.event_id) for e in fresh})
         durable.tail = self._tail.submit(self._finish, durable, archived)
-        previous, self._inflight = self._inflight, durable
-        if previous is not None:
-            self._settle(previous)
+        self._inflight.append(durable)
+        self._settle_ready()
+        if len(self._inflight) > MAX_TAILS:
+            self._settle(len(self._inflight) - MAX_TAILS)
 
     def _finish(self, batch: _InFlight, archived: Future[None]) -> None:
         """The batch's durable half (tail thread): acks, archive, then marked done."""
@@ -515,36 +546,55 @@ class Worker:
         self.state.mark_done([a.event for a in batch.fresh])
         mark("mark_done")
 
-    def _settle(self, batch: _InFlight, *, wait: bool = False) -> None:
-        """Wait for a batch's durable half, then commit its offsets (effects are stored).
-        The commit is asynchronous unless ``wait`` (stopping, or after a rebalance)."""
-        assert self._consumer is not None and batch.tail is not None
+    def _settle(self, count: int, *, wait: bool = False) -> None:
+        """Wait for the durable halves of the ``count`` oldest batches in flight, then
+        commit their offsets (their effects are stored). The commit is asynchronous
+        unless ``wait`` (stopping, or after a rebalance)."""
+        assert self._consumer is not None
         mark = _Phases(self.stats.phase_seconds)
-        batch.tail.result()
+        settled: list[_InFlight] = []
+        offsets: dict[TopicPartition, int] = {}
+        for _ in range(count):
+            batch = self._inflight[0]
+            assert batch.tail is not None
+            batch.tail.result()  # a failure leaves it (and the later ones) uncommitted
+            self._inflight.popleft()
+            settled.append(batch)
+            for tp, off in batch.offsets.items():
+                offsets[tp] = max(offsets.get(tp, 0), off)
+                self._durable[tp] = max(self._durable.get(tp, 0), off)
         mark("tail_wait")
-        for tp, off in batch.offsets.items():
-            self._durable[tp] = max(self._durable.get(tp, 0), off)
         if wait:
             self._commit_durable()
-        else:
+        elif offsets:
             owned = self._consumer.assignment()
-            offsets = {tp: off for tp, off in batch.offsets.items() if tp in owned}
+            offsets = {tp: off for tp, off in offsets.items() if tp in owned}
             if offsets:
                 self._consumer.commit_async(offsets)
         mark("commit")
-        self.stats.batches += 1
-        self.stats.effects += batch.effects
         done_at = datetime.now(UTC)
-        for item in batch.fresh:
-            metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
-        metrics.BATCH_SECONDS.observe(time.monotonic() - batch.started)
+        for batch in settled:
+            self.stats.batches += 1
+            self.stats.effects += batch.effects
+            for item in batch.fresh:
+                metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
+            metrics.BATCH_SECONDS.observe(time.monotonic() - batch.started)
+
+    def _settle_ready(self) -> None:
+        """Commit the oldest batches whose durable halves have finished (no waiting)."""
+        ready = 0
+        for batch in self._inflight:
+            if batch.tail is None or not batch.tail.done():
+                break
+            ready += 1
+        if ready:
+            self._settle(ready)
 
     def settle(self, *, wait: bool = False) -> None:
-        """Commit the batch in flight, if any (idle, stopping, partitions revoked); with
+        """Commit every batch in flight (idle, stopping, partitions revoked); with
         ``wait``, synchronously, and every durable offset still ours."""
-        batch, self._inflight = self._inflight, None
-        if batch is not None:
-            self._settle(batch, wait=wait)
+        if self._inflight:
+            self._settle(len(self._inflight), wait=wait)
         elif wait:
             self._commit_durable()
 
@@ -558,14 +608,19 @@ class Worker:
             self._consumer.commit(dict(self._durable))
 
     def _abandon(self) -> None:
-        """After a failure: forget the batch in flight without committing (it is replayed
-        from the committed offsets), once its tail has stopped touching anything."""
+        """After a failure: forget the batches in flight without committing (they are
+        replayed from the committed offsets), once their tails have stopped touching
+        anything."""
         staged, self._staged = self._staged, None
         if staged is not None:
             _drain(staged.chunks)
-        batch, self._inflight = self._inflight, None
-        if batch is not None and batch.tail is not None:
-            batch.tail.exception()
+            if staged.customers is not None:
+                staged.customers.exception()
+        self._consent_changed = {}
+        while self._inflight:
+            batch = self._inflight.popleft()
+            if batch.tail is not None:
+                batch.tail.exception()
 
     def _submit_state(self, events: list[Event]) -> list[Future[list[Applied]]]:
         """Apply a batch to user state in chunks, in order, on the state thread: Redis runs

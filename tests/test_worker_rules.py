@@ -3,6 +3,8 @@ ruleset, customer attributes (cache invalidated on change), consent, model score
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import redis
@@ -10,6 +12,7 @@ from sqlalchemy import Engine, text
 
 from decisions.kafka import ensure_topics
 from decisions.settings import Settings
+from decisions.worker import Worker
 from tests.helpers import event, minutes, now, running_worker, wait_for
 from tests.test_worker_support import count, fast, offer_ruleset, produce, publish
 
@@ -139,3 +142,45 @@ def test_customer_attributes_consent_and_scores(settings: Settings, clean_db: En
     assert scorer.refreshed >= 1  # a failing refresh did not stop the worker
     assert count(clean_db, "SELECT count(*) FROM customers WHERE user_id = 'revokes'"
                            " AND NOT consent") == 1
+
+
+def test_consent_revoked_in_one_batch_holds_for_the_batch_staged_meanwhile(
+        settings: Settings, clean_db: Engine) -> None:
+    # batches of two, each staged (its customers read) before the previous one is decided:
+    # the revocation decided in batch 1 must still stop the rule in batch 2
+    settings = fast(settings, batch_size=2)
+    publish(settings, offer_ruleset("tiers", rule_name="gold-cart", when={"all": [
+        {"field": "event.type", "op": "eq", "value": "add_to_cart"},
+        {"field": "customer.tier", "op": "eq", "value": "gold"}]}))
+    with clean_db.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO customers (user_id, tier, consent, segments, attributes, updated_at)"
+            " VALUES ('r', 'gold', true, '{}', '{}', now()), ('g', 'gold', true, '{}', '{}',"
+            " now())"))
+    ensure_topics(settings)
+    t = now() - minutes(5)
+
+    def cart(user: str) -> dict[str, Any]:
+        return event("add_to_cart", user, t, product_id="p", price=5.0, quantity=1)
+
+    produce(settings, [event("page_view", "r", t, page="home"),
+                       event("consent", "r", t, granted=False), cart("r"),
+                       event("page_view", "r", t, page="home"), cart("g")])
+    worker = Worker(settings)
+    original = worker.customers.set_consent
+
+    def slow_set_consent(user_id: str, granted: bool) -> None:
+        time.sleep(0.3)  # batch 2's customers are surely read before the change
+        original(user_id, granted)
+
+    worker.customers.set_consent = slow_set_consent  # type: ignore[method-assign]
+    worker.start()
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: worker.stats.processed == 5)
+    finally:
+        worker.request_stop()
+        thread.join(30)
+        worker.close()
+    assert [(r.user_id, r.rule) for r in decided(clean_db)] == [("g", "gold-cart")]

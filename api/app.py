@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from api.dispatch import ReadDispatch
+from api.dispatch import DecisionsApp, ReadDispatch
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import events, feedback, ops, privacy, reads
@@ -44,11 +44,11 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None) -> 
                 "allow_headers": ["Authorization", "Content-Type", "If-None-Match"],
                 "expose_headers": ["ETag", "Retry-After"],
                 "max_age": 600}
-    middleware = [Middleware(ReadDispatch, metrics=metrics, cors=cors),
-                  Middleware(MetricsMiddleware, metrics=metrics)]
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
     if cors:
         middleware.append(Middleware(CORSMiddleware, **cors))
     routes = [*reads.routes, *events.routes, *feedback.routes, *privacy.routes, *ops.routes,
               *(extra_routes or [])]
-    return Starlette(routes=routes, middleware=middleware,
-                     exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    return DecisionsApp(routes=routes, middleware=middleware,
+                        exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
+                        front=lambda stack: ReadDispatch(stack, metrics, cors))

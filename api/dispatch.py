@@ -1,32 +1,49 @@
-"""The hot reads answered before Starlette's router: a pure ASGI middleware.
+"""The hot reads answered in front of the middleware stack: a pure ASGI app.
 
 ``GET /v1/users/{user_id}/offers`` and ``/recommendations`` are nearly all of the API's
-traffic. This middleware, the first inside Starlette's error middleware, recognises them
-with two string operations and calls their endpoint (``api.routes.reads``) directly: no
-regex match against every route, no send wrappers of the metrics and exception
-middlewares. It times them into the same latency histogram, and answers a
-``DecisionsError`` with the same function as the app's exception handler, so a
-dispatched read is indistinguishable from a routed one. Anything else — other methods
-(HEAD included), paths, a ``root_path`` — goes down the ordinary stack, where the same
-endpoints are routed too. With CORS configured, dispatched reads go through the same
-``CORSMiddleware`` settings.
+traffic. :class:`ReadDispatch` sits in front of Starlette's whole middleware stack
+(:class:`DecisionsApp` puts it there), recognises them with two string operations and
+calls their endpoint (``api.routes.reads``) directly: no regex match against every
+route, no send wrappers of the error, metrics and exception middlewares. It does for
+these reads what those middlewares do for routed requests: times them into the same
+latency histogram, answers a ``DecisionsError`` with the app's handler function, answers
+any other exception with the app's 500 handler and raises it on to the server (as
+Starlette's ``ServerErrorMiddleware`` does). So a dispatched read is indistinguishable
+from a routed one. Anything else — other methods (HEAD included), paths, a ``root_path``
+— goes down the ordinary stack, where the same endpoints are routed too. With CORS
+configured, dispatched reads go through the same ``CORSMiddleware`` settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import error_response
+from api.errors import error_response, internal_error
 from api.metrics import Metrics
 from api.routes.reads import OFFERS, RECOMMENDATIONS, ReadEndpoint
 from decisions.errors import DecisionsError
 
 PREFIX = "/v1/users/"
 ENDPOINTS: dict[str, ReadEndpoint] = {"offers": OFFERS, "recommendations": RECOMMENDATIONS}
+
+
+class DecisionsApp(Starlette):
+    """Starlette, with ``front`` (a wrapper such as :class:`ReadDispatch`) in front of the
+    middleware stack it builds."""
+
+    def __init__(self, *args: Any, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        self.front = front
+        super().__init__(*args, **kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.front(super().build_middleware_stack())
 
 
 class ReadDispatch:
@@ -48,30 +65,26 @@ class ReadDispatch:
                     scope["path_params"] = {"user_id": user_id}
                     if self.cors is not None:
                         await self.cors(scope, receive, send)
-                        return
-                    start = perf_counter()
-                    status = 500
-                    try:
-                        status = await endpoint.respond(scope["app"].state.api, user_id, scope,
-                                                        send)
-                    except DecisionsError as exc:
-                        status = exc.status
-                        await error_response(exc)(scope, receive, send)
-                    finally:
-                        self.observe(endpoint.path, "GET", status, perf_counter() - start)
+                    else:
+                        await self._serve(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The same as the inline answer of ``__call__``, as an app for CORSMiddleware."""
         endpoint: ReadEndpoint = scope["endpoint"]
         start = perf_counter()
         status = 500
         try:
-            status = await endpoint.respond(scope["app"].state.api,
-                                            scope["path_params"]["user_id"], scope, send)
+            status, headers, payload = await endpoint.answer(
+                scope["app"].state.api, scope["path_params"]["user_id"], scope)
         except DecisionsError as exc:
             status = exc.status
             await error_response(exc)(scope, receive, send)
+        except Exception as exc:
+            await (await internal_error(Request(scope), exc))(scope, receive, send)
+            raise
+        else:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
         finally:
             self.observe(endpoint.path, "GET", status, perf_counter() - start)

@@ -78,4 +78,4 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 __all__ = ["BadRequest", "EXCEPTION_HANDLERS", "FieldError", "PayloadTooLarge", "Unavailable",
-           "error_response"]
+           "error_response", "internal_error"]

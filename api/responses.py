@@ -36,8 +36,9 @@ def etag_of(body: bytes) -> str:
 
 
 _blake2b = hashlib.blake2b
-_VARY = b"Accept-Encoding, Authorization"
-_JSON = b"application/json"
+_VARY_HEADER = (b"vary", b"Accept-Encoding, Authorization")
+_CACHE_CONTROL: dict[int, tuple[bytes, bytes]] = {}
+_JSON_HEADER = (b"content-type", b"application/json")
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -107,13 +108,16 @@ def encode_cacheable(
     Cache-Control, Vary, 304 on a matching ``If-None-Match``, gzip from ``gzip_min`` bytes."""
     body = dumps(data)
     etag = b'W/"%b"' % _blake2b(body, digest_size=12).hexdigest().encode()
-    headers: RawHeaders = [(b"etag", etag), (b"cache-control", b"private, max-age=%d" % max_age),
-                           (b"vary", _VARY)]
+    cache_control = _CACHE_CONTROL.get(max_age)
+    if cache_control is None:
+        cache_control = _CACHE_CONTROL[max_age] = (b"cache-control",
+                                                   b"private, max-age=%d" % max_age)
+    headers: RawHeaders = [(b"etag", etag), cache_control, _VARY_HEADER]
     if if_none_match and _matches(if_none_match.decode("latin-1"), etag.decode()):
         return 304, headers, b""
     if len(body) >= gzip_min and accept_encoding and b"gzip" in accept_encoding:
         body = gzip.compress(body, compresslevel=5, mtime=0)
         headers.append((b"content-encoding", b"gzip"))
-    headers.append((b"content-type", _JSON))
+    headers.append(_JSON_HEADER)
     headers.append((b"content-length", b"%d" % len(body)))
     return 200, headers, body

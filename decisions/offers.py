@@ -103,13 +103,21 @@ def active_offers(client: Any, user_id: str, now: datetime) -> list[dict[str, An
 def select_offers(offers: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     now_ms = int(now.timestamp() * 1000)
     live = [o for o in offers if int(o.get("expires_ms", 0)) > now_ms]
-    live.sort(key=lambda o: (-int(o.get("priority", 0)), o.get("created_at", ""), o["offer_id"]))
+    if len(live) > 1:
+        live.sort(key=_rank)
     chosen: list[dict[str, Any]] = []
+    all_stackable = True  # of the chosen ones
     for offer in live:
-        if chosen and not (offer.get("stackable") and all(c.get("stackable") for c in chosen)):
+        stackable = bool(offer.get("stackable"))
+        if chosen and not (stackable and all_stackable):
             continue
         chosen.append(offer)
+        all_stackable = all_stackable and stackable
     return chosen
+
+
+def _rank(offer: dict[str, Any]) -> tuple[int, str, str]:
+    return -int(offer.get("priority", 0)), offer.get("created_at", ""), offer["offer_id"]
 
 
 def public_offer(offer: dict[str, Any]) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import orjson
+import pytest
 import redis
 from sqlalchemy import Engine, insert
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.routes import reads
 from decisions import keys
 from decisions.models import Customer
 from decisions.settings import Settings
@@ -210,3 +212,26 @@ def test_dispatched_and_routed_reads_answer_alike(
             assert ('decisions_api_request_seconds_count{method="GET",'
                     'route="/v1/users/{user_id}/offers",status="200"} 1.0') in metrics
             assert 'route="/v1/users/{user_id}/recommendations",status="400"} 1.0' in metrics
+
+
+def test_an_unexpected_error_on_a_read_is_a_json_500(
+    api_settings: Settings, demo_catalog: object, make_key: KeyMaker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dispatched or routed, a bug in a read answers the one error shape with 500 (and is
+    raised on to the server, which logs it)."""
+    async def broken(api: object, request: object) -> dict[str, object]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(reads.OFFERS, "handler", broken)
+    key = make_key("offers:read")
+    with TestClient(create_app(api_settings), raise_server_exceptions=False) as direct, \
+            TestClient(create_app(api_settings), root_path="/shop",
+                       raise_server_exceptions=False) as routed:
+        for client in (direct, routed):
+            resp = client.get("/v1/users/u-9/offers", headers=auth(key))
+            assert resp.status_code == 500
+            assert resp.json() == {"error": {"code": "internal_error",
+                                             "message": "internal server error"}}
+            assert ('route="/v1/users/{user_id}/offers",status="500"} 1.0'
+                    in client.get("/metrics").text)

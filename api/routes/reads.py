@@ -24,13 +24,13 @@ from starlette.types import Receive, Scope, Send
 from api.auth import Unverifiable, authenticate_header, cached_key
 from api.errors import BadRequest, FieldError
 from api.ratelimit import Verdict
-from api.responses import encode_cacheable
+from api.responses import RawHeaders, encode_cacheable
 from api.state import ApiState
 from api.store import REDIS_ERRORS
 from decisions.apikeys import KeyInfo
 from decisions.errors import RateLimited
 from decisions.events import parse_ts
-from decisions.offers import public_offer, select_offers
+from decisions.offers import select_offers
 
 MAX_LIMIT = 50
 DEFAULT_LIMIT = 10
@@ -57,13 +57,14 @@ class ReadRequest:
 
 
 Handler = Callable[[ApiState, ReadRequest], Awaitable[dict[str, Any]]]
+Answer = tuple[int, RawHeaders, bytes]
 
 
 class ReadEndpoint:
     """An ASGI endpoint answering the JSON body ``handler`` returns, cacheable.
 
     Routed like any endpoint, and also called directly by :class:`api.dispatch.ReadDispatch`
-    (``respond``), which answers the hot GETs before the router.
+    (``answer``), which answers the hot GETs in front of the middleware stack.
     """
 
     def __init__(self, path: str, handler: Handler) -> None:
@@ -71,22 +72,24 @@ class ReadEndpoint:
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.respond(scope["app"].state.api, scope["path_params"]["user_id"], scope, send)
+        status, headers, payload = await self.answer(
+            scope["app"].state.api, scope["path_params"]["user_id"], scope)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
-    async def respond(self, api: ApiState, user_id: str, scope: Scope, send: Send) -> int:
-        """Answer the read and return its status; a DecisionsError is raised, not answered."""
+    async def answer(self, api: ApiState, user_id: str, scope: Scope) -> Answer:
+        """Status, raw headers and body of the read; a DecisionsError is raised, not
+        answered. Nothing is sent: the caller sends the answer."""
         request = ReadRequest(scope, user_id, self.path)
         body = await self.handler(api, request)
         if not body["personalized"]:
             api.metrics.fallbacks.labels(self.path, body["reason"]).inc()
-        status, headers, payload = encode_cacheable(
+        headers = request.headers
+        return encode_cacheable(
             body, api.settings.api_cache_max_age, gzip_min=api.settings.api_gzip_min_bytes,
-            if_none_match=request.headers.get(b"if-none-match"),
-            accept_encoding=request.headers.get(b"accept-encoding"),
+            if_none_match=headers.get(b"if-none-match"),
+            accept_encoding=headers.get(b"accept-encoding"),
         )
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-        return status
 
 
 def user_id_of(request: Request) -> str:
@@ -177,11 +180,15 @@ async def get_offers(api: ApiState, request: ReadRequest) -> dict[str, Any]:
         return fallback("database_unavailable")  # consent cannot be checked
     if _consent_withdrawn(api, user_id, view.customer):
         return fallback("consent_withdrawn")
-    chosen = select_offers([orjson.loads(v) for v in view.offers], datetime.now(UTC))
+    stored = view.offers
+    # one parse for all: the stored offers are JSON objects, so joined they are an array
+    parsed = orjson.loads(b"[" + b",".join(stored) + b"]") if stored else []
+    chosen = select_offers(parsed, datetime.now(UTC))
     if not chosen:
         return fallback("no_offers")
-    return {"user_id": user_id, "personalized": True,
-            "offers": [public_offer(o) for o in chosen]}
+    for stored_offer in chosen:  # parsed for this request alone: trimmed in place
+        stored_offer.pop("expires_ms", None)  # what public_offer drops
+    return {"user_id": user_id, "personalized": True, "offers": chosen}
 
 
 def _live_recommendation(raw: bytes | None, now: datetime) -> dict[str, Any] | None:

@@ -8,6 +8,8 @@ the generic fallback content (which is public anyway), write paths answer 503.
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 
 from api.errors import Unavailable
@@ -53,17 +55,36 @@ async def authenticate_header(api: ApiState, authorization: str, scope: str) -> 
     if not fresh:
         if apikeys.split_key(key) is None:
             raise Unauthorized("malformed API key")
-        try:
-            info = await api.db(apikeys.lookup, api.engine, key)
-            api.keys.put(key, info)
-        except Unauthorized:
-            api.keys.put(key, None)
-            raise
-        except Unavailable:
-            if not api.keys.known(key):
-                raise Unverifiable(api.db_breaker.retry_after()) from None
-            # a stale entry: trust what PostgreSQL said last time
+        lookup = api.verifying.get(key)
+        if lookup is None:
+            # one lookup per key at a time: when a busy key's cache entry expires, the
+            # requests in flight share one PostgreSQL query instead of one each
+            lookup = api.verifying[key] = asyncio.ensure_future(_lookup(api, key))
+            lookup.add_done_callback(lambda done: _looked_up(api, key, done))
+        info = await asyncio.shield(lookup)
     return _allowed(info, scope)
+
+
+async def _lookup(api: ApiState, key: str) -> KeyInfo | None:
+    """The key's record from PostgreSQL, cached (a bad key too: Unauthorized)."""
+    try:
+        info = await api.db(apikeys.lookup, api.engine, key)
+    except Unauthorized:
+        api.keys.put(key, None)
+        raise
+    except Unavailable:
+        if not api.keys.known(key):
+            raise Unverifiable(api.db_breaker.retry_after()) from None
+        return api.keys.get(key)[1]  # a stale entry: trust what PostgreSQL said last time
+    api.keys.put(key, info)
+    return info
+
+
+def _looked_up(api: ApiState, key: str, lookup: asyncio.Future[KeyInfo | None]) -> None:
+    if api.verifying.get(key) is lookup:
+        del api.verifying[key]
+    if not lookup.cancelled():
+        lookup.exception()  # seen, even if every request waiting for it went away
 
 
 def _allowed(info: KeyInfo | None, scope: str) -> KeyInfo:

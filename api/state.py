@@ -20,7 +20,7 @@ from api.errors import Unavailable
 from api.metrics import Metrics
 from api.snapshot import FallbackContent, Snapshot, load_database
 from api.store import REDIS_ERRORS, RedisStore
-from decisions.apikeys import KeyCache
+from decisions.apikeys import KeyCache, KeyInfo
 from decisions.db import sqlalchemy_url
 from decisions.errors import DecisionsError
 from decisions.kafka import Producer
@@ -59,6 +59,8 @@ class ApiState:
     producer: Producer | None = None
     _refresher: asyncio.Task[None] | None = None
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # API key lookups in flight (api.auth), one per key
+    verifying: dict[str, asyncio.Future[KeyInfo | None]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, metrics: Metrics | None = None) -> ApiState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -10,6 +11,8 @@ from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.auth import authenticate_header
+from api.state import ApiState
 from decisions import apikeys
 from decisions.cli import main
 from decisions.errors import NotFound, Unauthorized, ValidationError
@@ -138,3 +141,35 @@ def test_cors(api_settings: Settings, demo_catalog: object, make_key: KeyMaker) 
         other = test_client.get("/v1/users/u/offers",
                                 headers={**auth(key), "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_concurrent_requests_share_one_key_lookup(
+    api_settings: Settings, make_key: KeyMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a busy key's cache entry expires, the requests in flight ask PostgreSQL once."""
+    key = make_key("offers:read")
+    calls: list[str] = []
+    real_lookup = apikeys.lookup
+
+    def counting_lookup(engine: Engine, raw: str) -> apikeys.KeyInfo:
+        calls.append(raw)
+        time.sleep(0.05)  # a query slow enough for every request to arrive meanwhile
+        return real_lookup(engine, raw)
+
+    monkeypatch.setattr(apikeys, "lookup", counting_lookup)
+
+    async def scenario() -> None:
+        state = ApiState.open(api_settings)
+        try:
+            header = f"Bearer {key}"
+            infos = await asyncio.gather(*(authenticate_header(state, header, "offers:read")
+                                           for _ in range(20)))
+            assert {info.prefix for info in infos} == {infos[0].prefix}
+            assert len(calls) == 1 and not state.verifying
+            bad = await asyncio.gather(*(authenticate_header(state, header + "x", "offers:read")
+                                         for _ in range(5)), return_exceptions=True)
+            assert all(isinstance(e, Unauthorized) for e in bad) and len(calls) == 2
+        finally:
+            await state.stop()
+
+    asyncio.run(scenario())

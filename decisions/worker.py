@@ -432,10 +432,12 @@ class Worker:
         fired: list[tuple[Applied, Match, bool, dict[str, int]]] = []
         by_type: Counter[str] = Counter()
         # events of the batches in flight are not marked done yet: drop their repeats here
-        in_flight = [b.keys for b in self._inflight]
+        in_flight: set[tuple[str, str]] | frozenset[tuple[str, str]] = (
+            self._inflight[0].keys if len(self._inflight) == 1
+            else set().union(*(b.keys for b in self._inflight)))
         for item in self._state_results(batch.chunks):
             key = (item.event.user_id, item.event.event_id)
-            if item.done or key in in_batch or any(key in keys_ for keys_ in in_flight):
+            if item.done or key in in_batch or key in in_flight:
                 metrics.DUPLICATES.inc()
                 self.stats.duplicates += 1
                 continue
@@ -572,12 +574,13 @@ class Worker:
             if offsets:
                 self._consumer.commit_async(offsets)
         mark("commit")
-        done_at = datetime.now(UTC)
+        done_at = time.time()
+        observe = metrics.LATENCY.observe
         for batch in settled:
             self.stats.batches += 1
             self.stats.effects += batch.effects
             for item in batch.fresh:
-                metrics.LATENCY.observe(max(0.0, (done_at - item.event.ts).total_seconds()))
+                observe(max(0.0, done_at - item.event.ts.timestamp()))
             metrics.BATCH_SECONDS.observe(time.monotonic() - batch.started)
 
     def _settle_ready(self) -> None:
@@ -679,11 +682,12 @@ class Worker:
 
     # -- deadlines: absences become timer events --------------------------------------
     def _schedule_timers(self, deadlines: dict[str, int], event: Event) -> None:
-        if event.type == "timer":
+        if event.type == "timer" or not self.runtime.timers:
             return
+        ts_ms = event.ts_ms
         for name, delay_ms in self.runtime.timers:
             member = f"{event.user_id}|{name}"
-            deadlines[member] = max(deadlines.get(member, 0), event.ts_ms + delay_ms)
+            deadlines[member] = max(deadlines.get(member, 0), ts_ms + delay_ms)
 
     def fire_due_timers(self, limit: int = 500) -> int:
         """Produce a timer event for every deadline that passed (wall clock), then drop it.

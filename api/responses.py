@@ -31,11 +31,12 @@ class JSONBody(Response):
 
 
 def etag_of(body: bytes) -> str:
-    """A weak validator: the same JSON, whatever its content encoding, is the same entity."""
-    return 'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    """A weak validator: the same JSON, whatever its content encoding, is the same entity.
+    96 bits of SHA-256 (faster here than BLAKE2: the CPU has SHA instructions)."""
+    return 'W/"' + _sha256(body).hexdigest()[:24] + '"'
 
 
-_blake2b = hashlib.blake2b
+_sha256 = hashlib.sha256
 _VARY_HEADER = (b"vary", b"Accept-Encoding, Authorization")
 _CACHE_CONTROL: dict[int, tuple[bytes, bytes]] = {}
 _JSON_HEADER = (b"content-type", b"application/json")
@@ -107,7 +108,7 @@ def encode_cacheable(
     """``encode(data, max_age=…)`` for a 200 answer, with raw ASGI headers: ETag,
     Cache-Control, Vary, 304 on a matching ``If-None-Match``, gzip from ``gzip_min`` bytes."""
     body = dumps(data)
-    etag = b'W/"%b"' % _blake2b(body, digest_size=12).hexdigest().encode()
+    etag = b'W/"%b"' % _sha256(body).hexdigest()[:24].encode()  # as etag_of
     cache_control = _CACHE_CONTROL.get(max_age)
     if cache_control is None:
         cache_control = _CACHE_CONTROL[max_age] = (b"cache-control",

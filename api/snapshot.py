@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Engine, or_, select
@@ -27,6 +27,7 @@ from decisions.models import Customer
 class Snapshot:
     products: dict[str, CatalogProduct] = field(default_factory=dict)
     in_stock: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> API object
+    in_stock_json: dict[str, orjson.Fragment] = field(default_factory=dict)  # same, as JSON
     order: list[str] = field(default_factory=list)
     top_sellers: list[str] = field(default_factory=list)
     no_consent: frozenset[str] = frozenset()
@@ -35,6 +36,8 @@ class Snapshot:
     def set_catalog(self, products: list[CatalogProduct], no_consent: frozenset[str]) -> None:
         self.products = {p.product_id: p for p in products}
         self.in_stock = {p.product_id: p.to_api() for p in products if p.in_stock}
+        self.in_stock_json = {pid: orjson.Fragment(orjson.dumps(product))
+                              for pid, product in self.in_stock.items()}
         self.order = [p.product_id for p in products]
         self.no_consent = no_consent
         self.database_loaded = True
@@ -42,16 +45,28 @@ class Snapshot:
     def join(self, product_ids: list[str], limit: int, exclude: set[str] | frozenset[str]
              = frozenset()) -> list[dict[str, Any]]:
         """Catalog products for ids, in order: unknown, out-of-stock, excluded ones dropped."""
-        out: list[dict[str, Any]] = []
-        in_stock = self.in_stock
-        for pid in dict.fromkeys(product_ids):  # each id once, in order
-            product = in_stock.get(pid)  # shared objects: callers only serialize them
-            if product is None or pid in exclude:
-                continue
-            out.append(product)
-            if len(out) >= limit:
-                break
-        return out
+        return _join(self.in_stock, product_ids, limit, exclude)
+
+    def join_json(self, product_ids: list[str], limit: int,
+                  exclude: set[str] | frozenset[str] = frozenset()) -> list[orjson.Fragment]:
+        """:meth:`join`, as JSON already serialized (orjson copies it into a body as is)."""
+        return _join(self.in_stock_json, product_ids, limit, exclude)
+
+
+P = TypeVar("P")
+
+
+def _join(in_stock: dict[str, P], product_ids: list[str], limit: int,
+          exclude: set[str] | frozenset[str]) -> list[P]:
+    out: list[P] = []
+    for pid in dict.fromkeys(product_ids):  # each id once, in order
+        product = in_stock.get(pid)  # shared objects: callers only serialize them
+        if product is None or pid in exclude:
+            continue
+        out.append(product)
+        if len(out) >= limit:
+            break
+    return out
 
 
 def load_database(engine: Engine) -> tuple[list[CatalogProduct], frozenset[str]]:

@@ -241,7 +241,7 @@ async def get_recommendations(api: ApiState, request: ReadRequest) -> dict[str, 
     rec = _live_recommendation(view.recommendation, datetime.now(UTC))
     if rec is None:
         return fallback("no_recommendations", bought)
-    products = api.snapshot.join([str(p) for p in rec["products"]], limit, bought)
+    products = api.snapshot.join_json([str(p) for p in rec["products"]], limit, bought)
     if not products:
         return fallback("no_recommendations", bought)
     return {"user_id": user_id, "slot": slot, "personalized": True,

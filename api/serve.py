@@ -13,4 +13,4 @@ from decisions.stack.stackfile import resolve
 
 
 def app() -> Starlette:
-    return create_app(resolve(Settings.from_env()))
+    return create_app(resolve(Settings.from_env()), freeze_gc=True)

@@ -6,11 +6,12 @@ customer attributes → model scores → evaluate every active ruleset → store
 (offers, recommendations, segments) in Redis → publish them to the actions topic →
 archive events and decisions in PostgreSQL → mark events done → commit offsets.
 
-Three batches overlap, each in a different stage: while batch N is decided on this
-thread (rules, actions, Redis writes, records handed to the producer), the state
-scripts of batch N+1 run in Redis (state thread), and batch N-1 is made durable (tail
-thread: broker acks, PostgreSQL, marked done). Offsets are committed on this thread,
-and only for a batch whose durable half has finished; a crash anywhere before that
+Batches overlap, each in a different stage: while batch N is decided on this thread
+(rules, actions, Redis writes, records handed to the producer), the state scripts of
+batch N+1 run in Redis (state thread) and its customers are read (customers thread), and
+batches N-1 and N-2 are made durable (tail thread, in order: broker acks, PostgreSQL,
+marked done). Offsets are committed on this thread, in batch order, and only for a batch
+whose durable half has finished; a crash anywhere before that
 replays the batch, and deterministic action ids make the replay write the same effects
 again instead of new ones. When Redis, PostgreSQL or the broker fails, every batch not
 committed is replayed with backoff from the committed offsets. Consequence of the
@@ -19,9 +20,10 @@ N+1 (within a batch it was never visible either). A ruleset reload waits until n
 is staged, so every snapshot is computed for the rules that evaluate it.
 
 Backpressure: a poll returns at most ``batch_size`` records and the fetcher buffers at
-most ``worker_fetch_max_bytes`` ahead; with three batches in their stages, nothing more
-is fetched until one finishes, so a slow dependency slows consumption instead of growing
-memory. ``Stats.max_in_flight`` records the bound held (3 × ``batch_size``).
+most ``worker_fetch_max_bytes`` ahead; with a batch staged and ``MAX_TAILS`` in their
+tails, the consuming thread waits for the oldest tail before it polls again, so a slow
+dependency slows consumption instead of growing memory. ``Stats.max_in_flight`` records
+the bound held ((2 + ``MAX_TAILS``) × ``batch_size``).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class Stats:
     reloads: int = 0
     retries: int = 0
     rebalances: int = 0
-    max_in_flight: int = 0  # most records held at once (bounded by 3 * batch_size)
+    max_in_flight: int = 0  # most records held at once (bounded by 4 * batch_size)
     scorer_errors: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)  # where batch time goes
 

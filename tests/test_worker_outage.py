@@ -74,7 +74,8 @@ def test_redis_outage_retries_without_committing_and_recovers(
             assert worker.stats.processed == 50
             assert committed_total(settings) == 50  # nothing committed meanwhile
             assert count(clean_db, "SELECT count(*) FROM events") == 50
-            assert worker.stats.max_in_flight <= 60  # three batches at most, memory flat
+            # four batches at most (polled, staged, two in their tails): memory flat
+            assert worker.stats.max_in_flight <= 80
 
             children.append(start_valkey(tmp_path / "valkey", port))  # back, same port
             wait_for(lambda: worker.stats.processed == 150)

@@ -159,14 +159,16 @@ class Lease:
         else:
             self.tokens, self.until = left, until
         self._done(call)
-        call.future.set_result(granted)
+        if not call.future.done():
+            call.future.set_result(granted)
 
     def failed(self, call: LeaseCall, exc: BaseException) -> None:
         """The lease call failed: its reservations fail the same way."""
         self._done(call)
-        call.future.set_exception(exc if isinstance(exc, Exception)
-                                  else ConnectionError("the lease call was cancelled"))
-        call.future.exception()  # seen, even when nobody had reserved
+        if not call.future.done():
+            call.future.set_exception(exc if isinstance(exc, Exception)
+                                      else ConnectionError("the lease call was cancelled"))
+            call.future.exception()  # seen, even when nobody had reserved
 
     def _done(self, call: LeaseCall) -> None:
         if self.asking is call:

@@ -116,7 +116,7 @@ class RedisStore:
         connection, their replies come after its reply: the grant is known by then).
         A grant too small for this request: the script is asked for one token after all."""
         replies = await self.client.request(tail, count)
-        granted = await asking
+        granted = await asyncio.shield(asking)  # a cancelled request leaves it to the others
         if index < granted:
             return replies
         verdict = await self._ask(lease, key_prefix, b"", 0, self._clock(), False)

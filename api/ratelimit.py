@@ -21,8 +21,8 @@ tokens lower the bucket's ceiling (``burst`` minus what is still leased out). Wi
 that, a bucket refilled to ``burst`` while leases are outstanding would let a key through
 ``burst`` plus the leases at once. The price: with several processes, a key may be
 refused a little early (tokens lost with an unspent lease, a burst ceiling lowered for at
-most two lease periods). A key whose block is one token — any rate up to 1 / LEASE_OF_RATE
-= 20 per second — is limited exactly as without leases.
+most two lease periods). A key whose block is one token — any rate below 2 / LEASE_OF_RATE
+= 40 per second, or a burst of 1 — is limited exactly as without leases.
 """
 
 from __future__ import annotations
@@ -110,13 +110,14 @@ def lease_size(rate: float, burst: int) -> int:
 
 
 class LeaseCall:
-    """A lease call in flight: a future of the tokens granted, and how many of them
-    concurrent requests have reserved meanwhile."""
+    """A lease call in flight: a future of the tokens granted, how many were asked for,
+    and how many of them concurrent requests have reserved meanwhile."""
 
-    __slots__ = ("future", "reserved")
+    __slots__ = ("future", "reserved", "wanted")
 
-    def __init__(self, future: asyncio.Future[int]) -> None:
+    def __init__(self, future: asyncio.Future[int], wanted: int) -> None:
         self.future = future
+        self.wanted = wanted
         self.reserved = 0
 
 
@@ -129,12 +130,32 @@ class Lease:
     another lease call.
     """
 
-    __slots__ = ("asking", "tokens", "until")
+    __slots__ = ("asking", "current", "previous", "tokens", "until", "window")
 
     def __init__(self) -> None:
         self.tokens = 0
         self.until = 0.0
         self.asking: LeaseCall | None = None
+        # this process's requests for the key in the current and the previous lease period
+        self.window = 0
+        self.current = 0
+        self.previous = 0
+
+    def count(self, now: float) -> None:
+        """One more request of this key in this process."""
+        window = int(now / LEASE_SECONDS)
+        if window != self.window:
+            self.previous = self.current if window == self.window + 1 else 0
+            self.current = 0
+            self.window = window
+        self.current += 1
+
+    def wanted(self, block: int) -> int:
+        """Tokens to ask for: what this process is likely to spend within a quarter of a
+        lease (a quarter of its requests of the last period or so), 1 to ``block``. A key
+        that reaches a process less than ~40 times a second asks for one token at a time:
+        it loses none and holds none back from the other processes."""
+        return max(1, min(block, (self.previous + self.current) // 4))
 
     def take(self, now: float) -> bool:
         """Spend a leased token, if one is left and the lease has not ended."""
@@ -143,8 +164,8 @@ class Lease:
             return True
         return False
 
-    def ask(self, loop: asyncio.AbstractEventLoop) -> LeaseCall:
-        call = self.asking = LeaseCall(loop.create_future())
+    def ask(self, loop: asyncio.AbstractEventLoop, wanted: int) -> LeaseCall:
+        call = self.asking = LeaseCall(loop.create_future(), wanted)
         return call
 
     def granted(self, call: LeaseCall, granted: int, sent_at: float, now: float) -> None:

@@ -59,7 +59,7 @@ class RedisStore:
         self._leases: dict[str, Lease] = {}
         self._clock = time.monotonic
         self._bucket_sha = ""
-        self._bucket_commands: dict[str, tuple[bytes, bytes]] = {}
+        self._bucket_commands: dict[tuple[str, int], bytes] = {}
 
     async def close(self) -> None:
         await self.client.close()
@@ -74,33 +74,36 @@ class RedisStore:
         With a leased token left (:class:`api.ratelimit.Lease`), or one reserved from a
         lease call in flight, the commands go alone and their ``count`` raw replies come
         back (check them with :func:`_has_error`: no NOSCRIPT is possible). Otherwise the
-        bucket script goes first, asking for a block of tokens (for one when blocks are 1
-        token), and the replies are ``count + 1``, the script's first, already checked.
+        bucket script goes first, asking for the tokens this process is likely to spend
+        soon (:meth:`Lease.wanted`), and the replies are ``count + 1``, the script's first,
+        already checked.
         """
         lease = self._leases.get(key_prefix)
         if lease is None:
-            lease = self._lease(key_prefix)
+            lease = self.lease(key_prefix)
         now = self._clock()
+        lease.count(now)
         if lease.take(now):
             return self.client.request(tail, count)
         asking = lease.asking
-        if asking is not None and asking.reserved < self.lease_size - 1:
+        if asking is not None and asking.reserved < asking.wanted - 1:
             asking.reserved += 1
             return self._reserved(lease, asking.future, asking.reserved, key_prefix, tail,
                                   count)
-        return self._ask(lease, key_prefix, tail, count, now, self.lease_size > 1)
+        return self._ask(lease, key_prefix, tail, count, now, lease.wanted(self.lease_size))
 
     async def _ask(self, lease: Lease, key_prefix: str, tail: bytes, count: int,
-                   now: float, block: bool) -> list[Any]:
-        """The bucket script (a block of tokens, or one) and ``count`` commands."""
-        asking = lease.ask(asyncio.get_running_loop()) if block else None
+                   now: float, wanted: int) -> list[Any]:
+        """The bucket script asking for ``wanted`` tokens (a lease when more than one),
+        and ``count`` commands."""
+        asking = lease.ask(asyncio.get_running_loop(), wanted) if wanted > 1 else None
         try:
             if not self._bucket_sha:
                 await self._load_script()
-            payload = self._bucket(key_prefix, block) + tail
+            payload = self._bucket(key_prefix, wanted) + tail
             replies = await self.client.request(payload, count + 1)
             if _has_error(replies):
-                replies = await self._checked(replies, key_prefix, block, tail, count)
+                replies = await self._checked(replies, key_prefix, wanted, tail, count)
         except BaseException as exc:
             if asking is not None:
                 lease.failed(asking, exc)
@@ -119,16 +122,19 @@ class RedisStore:
         granted = await asyncio.shield(asking)  # a cancelled request leaves it to the others
         if index < granted:
             return replies
-        verdict = await self._ask(lease, key_prefix, b"", 0, self._clock(), False)
+        verdict = await self._ask(lease, key_prefix, b"", 0, self._clock(), 1)
         return [verdict[0], *replies]
 
-    def _lease(self, key_prefix: str) -> Lease:
-        if len(self._leases) > 10_000:
-            self._leases.clear()
-        lease = self._leases[key_prefix] = Lease()
+    def lease(self, key_prefix: str) -> Lease:
+        """This process's lease of the key's tokens (made on first use)."""
+        lease = self._leases.get(key_prefix)
+        if lease is None:
+            if len(self._leases) > 10_000:
+                self._leases.clear()
+            lease = self._leases[key_prefix] = Lease()
         return lease
 
-    async def _checked(self, replies: list[Any], key_prefix: str, block: bool, tail: bytes,
+    async def _checked(self, replies: list[Any], key_prefix: str, wanted: int, tail: bytes,
                        count: int) -> list[Any]:
         """``replies`` of :meth:`_ask` that hold an error reply: RespError. On NOSCRIPT
         (Redis restarted or flushed its script cache) the script is loaded and the request
@@ -139,32 +145,33 @@ class RedisStore:
         self._bucket_sha = ""
         await self._load_script()
         self._bucket_commands.clear()
-        return await self.client.pipeline_packed(self._bucket(key_prefix, block) + tail,
+        return await self.client.pipeline_packed(self._bucket(key_prefix, wanted) + tail,
                                                  count + 1)
 
-    def _bucket(self, key_prefix: str, block: bool) -> bytes:
-        """The packed EVALSHA of one key's bucket, asking for a block of tokens or for one
-        (cached: each is the same every time)."""
-        packed = self._bucket_commands.get(key_prefix)
+    def _bucket(self, key_prefix: str, wanted: int) -> bytes:
+        """The packed EVALSHA of one key's bucket asking for ``wanted`` tokens (cached: it
+        is the same every time)."""
+        packed = self._bucket_commands.get((key_prefix, wanted))
         if packed is None:
             if len(self._bucket_commands) > 10_000:
                 self._bucket_commands.clear()
-            args = ("EVALSHA", self._bucket_sha, 1, bucket_key(key_prefix), self.rate,
-                    self.burst)
-            packed = self._bucket_commands[key_prefix] = (
-                pack((*args, 1, LEASE_MS)), pack((*args, self.lease_size, LEASE_MS)))
-        return packed[block]
+            packed = self._bucket_commands[(key_prefix, wanted)] = pack(
+                ("EVALSHA", self._bucket_sha, 1, bucket_key(key_prefix), self.rate, self.burst,
+                 wanted, LEASE_MS))
+        return packed
 
     async def _load_script(self) -> None:
         if not self._bucket_sha:
             self._bucket_sha = (await self.client.execute("SCRIPT", "LOAD", BUCKET_SCRIPT)).decode()
 
     async def rate_limit(self, key_prefix: str) -> Verdict:
-        lease = self._leases.get(key_prefix) or self._lease(key_prefix)
+        lease = self.lease(key_prefix)
         now = self._clock()
+        lease.count(now)
         if lease.take(now):
             return ALLOW
-        replies = await self._ask(lease, key_prefix, b"", 0, now, self.lease_size > 1)
+        replies = await self._ask(lease, key_prefix, b"", 0, now,
+                                  lease.wanted(self.lease_size))
         return Verdict.from_reply(replies[0])
 
     async def offers_view(self, key_prefix: str, user_id: str) -> OffersView:

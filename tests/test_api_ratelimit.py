@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.ratelimit import LEASE_SECONDS, MAX_LEASE, lease_size
 from api.store import RedisStore
+from decisions import apikeys
 from decisions.settings import Settings
 from tests.api_helpers import KeyMaker, auth
 
@@ -91,13 +92,14 @@ def test_two_processes_hammering_never_exceed_the_limit(settings: Settings) -> N
 def test_held_leases_lower_the_bucket_ceiling(
     api_settings: Settings, demo_catalog: object, make_key: KeyMaker
 ) -> None:
-    """One app leases a block, holds it while the bucket refills, then spends it while a
+    """A busy app leases a block, holds it while the bucket refills, then spends it while a
     second app drains the bucket: together never more than the burst at once (a bucket
     refilled to its full burst beside the held lease would admit nearly twice as much)."""
     rate, burst = 200.0, 10
     assert lease_size(rate, burst) == burst
     limited = replace(api_settings, rate_limit_per_second=rate, rate_limit_burst=burst)
     key = make_key("offers:read")
+    prefix = apikeys.split_key(key)[0]  # type: ignore[index]
     admitted: Admitted = []
     with TestClient(create_app(limited)) as first, TestClient(create_app(limited)) as second:
 
@@ -106,13 +108,44 @@ def test_held_leases_lower_the_bucket_ceiling(
             if client.get("/v1/users/u/offers", headers=auth(key)).status_code == 200:
                 admitted.append((start, time.monotonic()))
 
-        get(first)  # leases the whole burst, spends one
-        time.sleep(LEASE_SECONDS / 2)  # the bucket refills; the lease still holds 9
+        get(first)
+        lease = first.app.state.api.redis.lease(prefix)
+        for _ in range(4 * burst):  # as if first had been busy: it now leases a full block
+            lease.count(time.monotonic())
+        get(first)  # leases what the bucket holds (9), spends one
+        assert lease.tokens >= 1
+        time.sleep(LEASE_SECONDS / 2)  # the bucket refills while first holds its lease
         for _ in range(15):
             get(first)
             get(second)
     assert len(admitted) >= burst
     assert worst_excess(admitted, rate, burst) <= 0
+
+
+def test_a_key_used_lightly_on_many_processes_loses_no_tokens(settings: Settings) -> None:
+    """Four processes each serving a key once in a while ask for one token at a time: a
+    client at a fraction of its rate is never refused, though blocks of 10 would be lost
+    (each unspent within its lease) four times faster than the bucket refills."""
+    rate, burst = 200.0, 10
+    assert lease_size(rate, burst) == 10
+    limited = replace(settings, rate_limit_per_second=rate, rate_limit_burst=burst)
+
+    async def scenario() -> list[bool]:
+        stores = [RedisStore(limited) for _ in range(4)]
+        verdicts: list[bool] = []
+        try:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:  # ~80 reads a second: 40 % of the rate
+                for store in stores:
+                    verdicts.append((await store.offers_view("light", "u-1")).verdict.allowed)
+                await asyncio.sleep(0.05)
+        finally:
+            for store in stores:
+                await store.close()
+        return verdicts
+
+    verdicts = asyncio.run(scenario())
+    assert len(verdicts) > 40 and all(verdicts)
 
 
 def test_a_low_rate_key_is_limited_exactly_across_two_apps(

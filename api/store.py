@@ -1,8 +1,9 @@
 """The API's own wrapper around the asyncio Redis client.
 
-Every hot read is one round trip: the rate-limit script and the user's keys go in one
-pipeline, on the multiplexed client of ``api.resp`` (commands of concurrent requests share
-socket writes). Timeouts are a few milliseconds (``DECISIONS_REDIS_TIMEOUT_MS``) and there
+Every hot read is one round trip: the user's keys — after the rate-limit script when this
+process holds no leased token of the API key (``api.ratelimit``) — go in one pipeline, on
+the multiplexed client of ``api.resp`` (commands of concurrent requests share socket
+writes). Timeouts are a few milliseconds (``DECISIONS_REDIS_TIMEOUT_MS``) and there
 are no client-side retries: a slow or dead Redis fails fast and the caller serves fallback.
 Erasure and export, which scan, use redis-py with a roomier timeout.
 """

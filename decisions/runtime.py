@@ -37,10 +37,6 @@ class Runtime:
     timers: list[tuple[str, int]] = field(default_factory=list)  # idle timers, on reload
     wanted: str = ""  # windowed state features the rules read (decisions.state spec)
 
-    def refresh_due(self) -> bool:
-        """Whether the next ``refresh`` would look for a new version."""
-        return time.monotonic() - self.checked >= self.interval
-
     def refresh(self, force: bool = False) -> bool:
         now = time.monotonic()
         if not force and now - self.checked < self.interval:

@@ -3,6 +3,10 @@
 A handler turns a ``Match`` into effects (offers, recommendations, segment changes).
 Every effect carries the event id, ruleset, version, rule and a deterministic id, so a
 replayed event writes the same effect again (idempotent), never a second one.
+
+A recommendation that a later event of the same batch replaces (same user and slot: the
+slot holds only the latest) is not computed: ``run_actions`` records it as superseded
+(``Effect.superseded_by``, the surviving action's id), for the decision log only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ class Effect:
     match: Match
     event: Event
     payload: dict[str, Any]
+    # a recommendation replaced within its batch by this action id: logged as a decision,
+    # never computed, stored in Redis or published
+    superseded_by: str | None = None
 
 
 @dataclass
@@ -37,9 +44,10 @@ class Context:
     recommender: Recommender | None
     effects: list[Effect] = field(default_factory=list)
 
-    def add(self, kind: str, payload: dict[str, Any]) -> None:
+    def add(self, kind: str, payload: dict[str, Any], superseded_by: str | None = None) -> None:
         aid = action_id(self.event.event_id, self.match.ruleset, self.match.rule, kind)
-        self.effects.append(Effect(kind, self.event.user_id, aid, self.match, self.event, payload))
+        self.effects.append(Effect(kind, self.event.user_id, aid, self.match, self.event,
+                                   payload, superseded_by))
 
 
 Handler = Callable[[Context, dict[str, Any]], None]
@@ -121,8 +129,26 @@ def add_segment(ctx: Context, params: dict[str, Any]) -> None:
                         "ruleset": ctx.match.ruleset, "ruleset_version": ctx.match.version})
 
 
-def run_actions(ctx: Context) -> list[Effect]:
-    for action in ctx.match.actions:
+def superseded_recommendation(ctx: Context, params: dict[str, Any], by: str) -> None:
+    """A recommendation a later one of the batch replaces: what fired, no products."""
+    ctx.add("recommendation", {
+        "slot": params["slot"],
+        "strategy": str(params["strategy"]),
+        "rule": ctx.match.rule,
+        "ruleset": ctx.match.ruleset,
+        "ruleset_version": ctx.match.version,
+        "event_id": ctx.event.event_id,
+        "reason": _reason(ctx.match),
+        "superseded_by": by,
+    }, superseded_by=by)
+
+
+def run_actions(ctx: Context, superseded: dict[int, str] | None = None) -> list[Effect]:
+    """``superseded``: by action index, the id of the recommendation that replaces it."""
+    for i, action in enumerate(ctx.match.actions):
         ((name, params),) = action.items()
-        HANDLERS[name](ctx, params)
+        if superseded and i in superseded:
+            superseded_recommendation(ctx, params, superseded[i])
+        else:
+            HANDLERS[name](ctx, params)
     return ctx.effects

@@ -56,7 +56,7 @@ from decisions.engine import Match, RuleEngine, build_fact
 from decisions.errors import ServiceUnavailable, ValidationError
 from decisions.events import Event, format_ts, parse_event
 from decisions.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
-from decisions.offers import OfferStore
+from decisions.offers import OfferStore, action_id
 from decisions.rawredis import RawPipeline, RawScript
 from decisions.recommend import INCREMENT, PopularityBatch, Recommender
 from decisions.runtime import Runtime
@@ -478,20 +478,30 @@ class Worker:
             pipe.command("ZADD", keys.DEADLINES, "GT", *flat)
         mark("state_rules")
 
-        # actions, once every rule of the batch is known: what they read, read at once
+        # actions, once every rule of the batch is known. Only the last recommendation per
+        # user and slot of the batch is computed, stored and published (the slot holds the
+        # latest); the earlier ones are logged as superseded by it. What the survivors
+        # read is read at once.
+        superseded = _superseded_recommendations(fired)
         self.recommender.prefetch(
             (item.event.user_id, item.snapshot, str(params.get("strategy", "")))
-            for item, match, _, _ in fired for action in match.actions
-            for name, params in action.items() if name == "recommend")
+            for n, (item, match, _, _) in enumerate(fired)
+            for i, action in enumerate(match.actions)
+            for name, params in action.items()
+            if name == "recommend" and (n, i) not in superseded)
         effects: list[Effect] = []
         decision_rows: list[dict[str, Any]] = []
         by_rule: Counter[tuple[str, str]] = Counter()
-        for item, match, stacking, model_versions in fired:
+        for n, (item, match, stacking, model_versions) in enumerate(fired):
             by_rule[(match.ruleset, match.rule)] += 1
             self.stats.fired += 1
             ctx = Context(item.event, item.snapshot, match, stacking, self.recommender)
-            for effect in run_actions(ctx):
-                effects.append(effect)
+            replaced = None
+            if superseded:
+                replaced = {i: by for (m, i), by in superseded.items() if m == n} or None
+            for effect in run_actions(ctx, replaced):
+                if effect.superseded_by is None:
+                    effects.append(effect)
                 decision_rows.append(_decision_row(effect, match, model_versions))
         self.recommender.clear()
         for (ruleset, rule), n in by_rule.items():
@@ -504,14 +514,8 @@ class Worker:
         # producer's I/O thread meanwhile).
         archived = self._pg.submit(self._archive, [a.event for a in fresh], decision_rows)
         now_ms = int(time.time() * 1000)
-        # a later recommendation for the same user and slot overwrites an earlier one in
-        # this very pipeline: write only the last (offers are all written: ids, caps)
-        last_rec = {(e.user_id, e.payload["slot"]): i for i, e in enumerate(effects)
-                    if e.kind == "recommendation"}
-        for i, effect in enumerate(effects):
-            if effect.kind != "recommendation" \
-                    or last_rec[(effect.user_id, effect.payload["slot"])] == i:
-                self._queue_effect(pipe, effect, now_ms)
+        for effect in effects:  # one recommendation per user and slot (superseded: above)
+            self._queue_effect(pipe, effect, now_ms)
         pipe.execute()
         mark("redis_write")
         for record, reason, detail in dead:
@@ -653,6 +657,11 @@ class Worker:
         with self.db.begin() as conn:
             self.archive.write_batch(events, conn)
             if decision_rows:
+                if len({r["action_id"] for r in decision_rows}) < len(decision_rows):
+                    # one statement may not update a row twice: the first of an id stays
+                    # (two actions of one rule and kind share its id)
+                    decision_rows = list({r["action_id"]: r for r in reversed(decision_rows)}
+                                         .values())
                 conn.execute(_INSERT_DECISIONS, {"rows": orjson.dumps(decision_rows).decode()})
 
     def _parse(self, raw: bytes | None) -> tuple[Event | None, str, str]:
@@ -729,7 +738,11 @@ _INSERT_DECISIONS = text(
     "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(action_id text, user_id text,"
     " event_id text, ruleset text, ruleset_version integer, rule text, kind text, payload jsonb,"
     " reason jsonb, model_versions jsonb, event_ts timestamptz) "
-    "ON CONFLICT (action_id) DO NOTHING")
+    # a replay in other batch boundaries may produce what the first run superseded: the
+    # row then says produced (a row never claims superseded for a published action)
+    "ON CONFLICT (action_id) DO UPDATE SET payload = EXCLUDED.payload"
+    " WHERE decisions.payload -> 'superseded_by' IS NOT NULL"
+    " AND EXCLUDED.payload -> 'superseded_by' IS NULL")
 
 DROP_DEADLINE = """
 local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -781,6 +794,37 @@ def _service_of(exc: BaseException) -> str:
     if isinstance(exc, KafkaError):
         return "kafka"
     return "unknown"
+
+
+def _superseded_recommendations(
+        fired: list[tuple[Applied, Match, bool, dict[str, int]]]) -> dict[tuple[int, int], str]:
+    """The recommend actions of a batch that a later one for the same user and slot
+    replaces: (index in ``fired``, index of the action) -> the surviving action's id.
+
+    The survivor's id is its own deterministic one (event, ruleset, rule, kind), so a
+    replay of the same batch supersedes the same actions by the same ids."""
+    last: dict[tuple[str, str], tuple[int, int]] = {}
+    earlier: list[tuple[tuple[int, int], tuple[str, str]]] = []
+    for n, (item, match, _, _) in enumerate(fired):
+        for i, action in enumerate(match.actions):
+            params = action.get("recommend")
+            if params is None:
+                continue
+            slot = (item.event.user_id, str(params["slot"]))
+            previous = last.get(slot)
+            # (two recommend actions of one rule share the rule's action id: both stay)
+            if previous is not None and previous[0] != n:
+                earlier.append((previous, slot))
+            last[slot] = (n, i)
+    if not earlier:
+        return {}
+    out = {}
+    for position, slot in earlier:
+        n, _ = last[slot]
+        _, match, _, _ = fired[n]
+        out[position] = action_id(fired[n][0].event.event_id, match.ruleset, match.rule,
+                                  "recommendation")
+    return out
 
 
 def _decision_row(effect: Effect, match: Match, model_versions: dict[str, int]) -> dict[str, Any]:

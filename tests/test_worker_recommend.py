@@ -3,6 +3,7 @@ sellers; bought, in-cart and out-of-stock products left out."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -10,7 +11,9 @@ import redis
 from sqlalchemy import Engine, text
 
 from decisions.kafka import ensure_topics
+from decisions.offers import action_id
 from decisions.settings import Settings
+from decisions.worker import Worker
 from tests.helpers import event, minutes, now, running_worker, wait_for
 from tests.test_worker_support import fast, produce, publish
 
@@ -72,3 +75,61 @@ def test_covisitation_with_fallbacks_and_exclusions(
     # and from the stream: the history's pairs are counted both ways
     assert redis_client.zscore("d:covis:p-1", "p-2") == 2
     assert redis_client.zscore("d:covis:p-2", "p-1") == 2
+
+
+def test_only_the_last_recommendation_per_user_and_slot_of_a_batch_is_produced(
+        settings: Settings, clean_db: Engine, redis_client: redis.Redis) -> None:
+    """Two views of one user in a batch fire the rule twice for the same slot: one
+    recommendation is computed, stored and published (the later event's), two decisions
+    are logged (the earlier one superseded by it). A replay of the batch (killed before
+    its events were marked done) supersedes the same one by the same id."""
+    settings = fast(settings)
+    publish(settings, RECS)
+    ensure_topics(settings)
+    t = now() - minutes(30)
+    views = [event("product_view", "u1", t + minutes(i), product_id=f"p-{i}") for i in range(3)]
+    records = [SimpleNamespace(topic=settings.events_topic, partition=0, offset=i, key=b"u1",
+                               value=orjson.dumps(e)) for i, e in enumerate(views)]
+    survivor = action_id(views[2]["event_id"], "recs", "after-two-views", "recommendation")
+    superseded = action_id(views[1]["event_id"], "recs", "after-two-views", "recommendation")
+
+    def run_batch() -> list[dict[str, Any]]:
+        worker = Worker(settings)
+        worker.start()
+        assert worker._producer is not None
+        published: list[dict[str, Any]] = []
+        send = worker._producer.send
+
+        def spy(topic: str, key: str | None, value: Any, headers: Any = None) -> Any:
+            if topic == settings.actions_topic:
+                published.append(value)
+            return send(topic, key, value, headers)
+
+        worker._producer.send = spy  # type: ignore[method-assign]
+        worker.state.mark_done = lambda events: None  # type: ignore[method-assign]
+        try:
+            worker.process(records)  # a small batch: decided at once
+            worker.settle()
+        finally:
+            worker.close()
+        return published
+
+    first = run_batch()
+    assert [m["action_id"] for m in first] == [survivor]
+    assert first[0]["event_id"] == views[2]["event_id"] and "products" in first[0]["payload"]
+    raw = redis_client.hget("d:recs:{u1}", "pp")
+    assert raw is not None and orjson.loads(raw)["event_id"] == views[2]["event_id"]
+
+    def rows() -> dict[str, dict[str, Any]]:
+        with clean_db.connect() as conn:
+            return {r.action_id: r.payload for r in conn.execute(text(
+                "SELECT action_id, payload FROM decisions WHERE user_id = 'u1'"))}
+
+    logged = rows()
+    assert set(logged) == {survivor, superseded}
+    assert logged[superseded]["superseded_by"] == survivor
+    assert "products" not in logged[superseded]
+    assert "superseded_by" not in logged[survivor]
+    # the replay decides the events again from their kept snapshots: same survivor
+    assert [m["action_id"] for m in run_batch()] == [survivor]
+    assert rows() == logged

@@ -437,6 +437,10 @@ class Worker:
         in_flight: set[tuple[str, str]] | frozenset[tuple[str, str]] = (
             self._inflight[0].keys if len(self._inflight) == 1
             else set().union(*(b.keys for b in self._inflight)))
+        # rules read scores but the scorer has no model loaded: skip it per event
+        unscored: int | None = (
+            0 if self.scorer is not None and self.runtime.uses_scores
+            and getattr(self.scorer, "empty", False) else None)
         for item in self._state_results(batch.chunks):
             key = (item.event.user_id, item.event.event_id)
             if item.done or key in in_batch or key in in_flight:
@@ -459,13 +463,19 @@ class Worker:
             by_type[event.type] += 1
             if customer.get("consent") is False:
                 continue
-            scores, model_versions = self._score(item.snapshot, customer)
+            if unscored is None:
+                scores, model_versions = self._score(item.snapshot, customer)
+            else:  # no model loaded: missing scores counted per batch, below
+                unscored += 1
+                scores, model_versions = {}, {}
             fact = build_fact(event, item.snapshot, customer, scores)
             for compiled in self.runtime.active:
                 if event.type not in compiled.by_type:
                     continue
                 for match in self.runtime.engine.evaluate(compiled, event, fact):
                     fired.append((item, match, compiled.stacking, model_versions))
+        if unscored and self.scorer is not None:
+            self.scorer.count_missing(unscored)
         for etype, n in by_type.items():  # one metric update per type, not per event
             metrics.EVENTS.labels(etype).inc(n)
             self.stats.processed += n

@@ -147,6 +147,17 @@ class Scorer:
             for feature, value in (result.get("features") or {}).items():
                 FEATURE_PSI.labels(name, feature).set(float(value))
 
+    @property
+    def empty(self) -> bool:
+        """No model loaded: every score would be missing (``count_missing`` counts them)."""
+        return not self._models
+
+    def count_missing(self, events: int) -> None:
+        """``events`` decided without scores because no model is loaded: counted as
+        ``score`` would have, per model, in one update each (the worker counts per batch)."""
+        for name in self.names:
+            SCORE_MISSING.labels(name).inc(events)
+
     def score(
         self,
         snapshot: Mapping[str, Any],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from decisions.errors import FieldError, ValidationError
@@ -63,7 +64,7 @@ class Event:
     ts: datetime
     properties: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property  # read by the state script call, the rule fact and the timers
     def ts_ms(self) -> int:
         return int(self.ts.timestamp() * 1000)
 

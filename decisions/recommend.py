@@ -100,6 +100,7 @@ class Recommender:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._cache: dict[str, list[Any]] = {}
+        self._raw: dict[str, list[Any]] = {}  # prefetched replies not parsed yet
         self._depth: dict[str, int] = {}  # entries requested per cached sorted set
         self.out_of_stock: frozenset[str] = frozenset()
 
@@ -124,7 +125,7 @@ class Recommender:
                               list(snapshot.get("recent_categories", []))[:3])
             ranked.add(keys.TOP)
         todo_bought = sorted(bought - self._cache.keys())
-        todo_ranked = sorted(ranked - self._cache.keys())
+        todo_ranked = sorted(ranked - self._cache.keys() - self._raw.keys())
         if not todo_bought and not todo_ranked:
             return
         pipe = RawPipeline(self.client)
@@ -136,11 +137,12 @@ class Recommender:
         for key, members in zip(todo_bought, results, strict=False):
             self._cache[key] = [m.decode() for m in members]
         for key, rows in zip(todo_ranked, results[len(todo_bought):], strict=True):
-            self._cache[key] = _scored(rows)
+            self._raw[key] = rows  # parsed when first read (fallbacks are often not)
             self._depth[key] = PREFETCH
 
     def clear(self) -> None:
         self._cache.clear()
+        self._raw.clear()
         self._depth.clear()
 
     def _members(self, key: str) -> list[str]:
@@ -150,6 +152,9 @@ class Recommender:
 
     def _ranked(self, key: str, n: int) -> list[tuple[str, float]]:
         """The top n + 1 entries of a sorted set (as ``ZREVRANGE key 0 n`` returns)."""
+        raw = self._raw.pop(key, None)
+        if raw is not None:
+            self._cache[key] = _scored(raw)
         if self._depth.get(key, 0) < n + 1:
             depth = max(n + 1, PREFETCH)
             rows = self.client.zrevrange(key, 0, depth - 1, withscores=True)

@@ -131,7 +131,7 @@ class Worker:
         self.archive = EventArchive(self.db)
         self.runtime = Runtime(RulesetStore(self.db), RuleEngine(),
                                settings.reload_interval_seconds)
-        self._drop_deadline = self.redis.register_script(DROP_DEADLINE)
+        self._drop_deadline = RawScript(DROP_DEADLINE)
         self._increment = RawScript(INCREMENT)
         self.scorer = scorer
         self._scorer_factory = scorer_factory
@@ -498,7 +498,7 @@ class Worker:
             for n, (item, match, _, _) in enumerate(fired)
             for i, action in enumerate(match.actions)
             for name, params in action.items()
-            if name == "recommend" and (n, i) not in superseded)
+            if name == "recommend" and i not in superseded.get(n, ()))
         effects: list[Effect] = []
         decision_rows: list[dict[str, Any]] = []
         by_rule: Counter[tuple[str, str]] = Counter()
@@ -506,10 +506,7 @@ class Worker:
             by_rule[(match.ruleset, match.rule)] += 1
             self.stats.fired += 1
             ctx = Context(item.event, item.snapshot, match, stacking, self.recommender)
-            replaced = None
-            if superseded:
-                replaced = {i: by for (m, i), by in superseded.items() if m == n} or None
-            for effect in run_actions(ctx, replaced):
+            for effect in run_actions(ctx, superseded.get(n)):
                 if effect.superseded_by is None:
                     effects.append(effect)
                 decision_rows.append(_decision_row(effect, match, model_versions))
@@ -731,10 +728,10 @@ class Worker:
                 "properties": {"timer": name, "due": format_ts(due_ts)},
             }))
         self._producer.send_many(self.settings.events_topic, records)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = RawPipeline(self.redis)
         for member, score in due:
             # only if unchanged: another worker may have pushed the deadline meanwhile
-            self._drop_deadline(keys=[keys.DEADLINES], args=[member, int(score)], client=pipe)
+            pipe.script(self._drop_deadline, (keys.DEADLINES,), (member, int(score)))
         pipe.execute()
         return len(records)
 
@@ -807,9 +804,9 @@ def _service_of(exc: BaseException) -> str:
 
 
 def _superseded_recommendations(
-        fired: list[tuple[Applied, Match, bool, dict[str, int]]]) -> dict[tuple[int, int], str]:
+        fired: list[tuple[Applied, Match, bool, dict[str, int]]]) -> dict[int, dict[int, str]]:
     """The recommend actions of a batch that a later one for the same user and slot
-    replaces: (index in ``fired``, index of the action) -> the surviving action's id.
+    replaces: index in ``fired`` -> index of the action -> the surviving action's id.
 
     The survivor's id is its own deterministic one (event, ruleset, rule, kind), so a
     replay of the same batch supersedes the same actions by the same ids."""
@@ -828,12 +825,12 @@ def _superseded_recommendations(
             last[slot] = (n, i)
     if not earlier:
         return {}
-    out = {}
-    for position, slot in earlier:
+    out: dict[int, dict[int, str]] = {}
+    for (m, i), slot in earlier:
         n, _ = last[slot]
         _, match, _, _ = fired[n]
-        out[position] = action_id(fired[n][0].event.event_id, match.ruleset, match.rule,
-                                  "recommendation")
+        out.setdefault(m, {})[i] = action_id(fired[n][0].event.event_id, match.ruleset,
+                                             match.rule, "recommendation")
     return out
 
 

@@ -465,6 +465,17 @@ def redis_top(url: str, events: int, n: int = 8) -> str:
                      for usec, name, calls in rows)
 
 
+def decision_counts(url: str, events: int) -> str:
+    """Decision rows of the phase by kind, recommendations superseded within their batch
+    apart (logged, not computed or published)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT kind, payload ? 'superseded_by', count(*) FROM decisions GROUP BY 1, 2"
+            " ORDER BY 1, 2").fetchall()
+    return ", ".join(f"{kind}{' superseded' if sup else ''} {n / events:.3f}/event"
+                     for kind, sup, n in rows)
+
+
 def load() -> str:
     """The 1-minute load average: other work on the box skews every figure."""
     return f"{os.getloadavg()[0]:.1f}"
@@ -546,6 +557,7 @@ def main() -> int:
                       + f" (total {sum(cpu.values()):,.0f} µs)")
             if done:
                 print("  Redis, per event: " + redis_top(urls["redis_url"], done))
+                print("  decisions logged: " + decision_counts(urls["database_url"], done))
         if "latency" not in skip:
             probes: list[tuple[Any, ...]] = []
             lat, lost = latency(urls, records, args.rate, args.latency_seconds, log_dir, probes)

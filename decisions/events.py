@@ -47,6 +47,7 @@ INTERNAL_TYPES: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "timer": {"timer": ((str,), True), "due": ((str,), False)}
 }
 EVENT_TYPES = tuple(PROPERTIES)
+_WITH_INTERNAL = {**PROPERTIES, **INTERNAL_TYPES}  # what the worker accepts
 _TYPE_NAMES = {
     str: "a string",
     int: "an integer",
@@ -131,10 +132,7 @@ def parse_event(data: Any, *, prefix: str = "", internal: bool = False) -> Event
         elif len(value) > MAX_ID:
             err(key, f"longer than {MAX_ID} characters")
     etype = data.get("type")
-    schema: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-        **PROPERTIES,
-        **(INTERNAL_TYPES if internal else {}),
-    }
+    schema = _WITH_INTERNAL if internal else PROPERTIES
     if etype is None:
         err("type", "required")
     elif etype not in schema:

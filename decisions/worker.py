@@ -430,7 +430,7 @@ class Worker:
         fresh: list[Applied] = []
         pipe = RawPipeline(self.redis)
         popularity = PopularityBatch()
-        deadlines: dict[str, int] = {}
+        latest: dict[str, int] = {}  # per user, the newest event time (for the timers)
         fired: list[tuple[Applied, Match, bool, dict[str, int]]] = []
         by_type: Counter[str] = Counter()
         # events of the batches in flight are not marked done yet: drop their repeats here
@@ -459,7 +459,10 @@ class Worker:
                 self._consent_changed[event.user_id] = granted  # and the next batch
             if not item.duplicate:
                 popularity.add(event, item.snapshot)
-                self._schedule_timers(deadlines, event)
+                if event.type != "timer":
+                    ts_ms = event.ts_ms
+                    if ts_ms > latest.get(event.user_id, 0):
+                        latest[event.user_id] = ts_ms
             by_type[event.type] += 1
             if customer.get("consent") is False:
                 continue
@@ -481,6 +484,7 @@ class Worker:
             self.stats.processed += n
         popularity.queue(pipe, self._increment)
         queue_fills(pipe, cache_fills)
+        deadlines = self._deadlines(latest)
         if deadlines:  # one command for the batch; GT: a late event never pulls one earlier
             flat: list[str | int] = []
             for member, due in deadlines.items():
@@ -593,7 +597,7 @@ class Worker:
             self.stats.batches += 1
             self.stats.effects += batch.effects
             for item in batch.fresh:
-                observe(max(0.0, done_at - item.event.ts.timestamp()))
+                observe(max(0.0, done_at - item.event.ts_ms / 1000))
             metrics.BATCH_SECONDS.observe(time.monotonic() - batch.started)
 
     def _settle_ready(self) -> None:
@@ -699,13 +703,14 @@ class Worker:
             pipe.command("SADD", keys.segments(effect.user_id), effect.payload["segment"])
 
     # -- deadlines: absences become timer events --------------------------------------
-    def _schedule_timers(self, deadlines: dict[str, int], event: Event) -> None:
-        if event.type == "timer" or not self.runtime.timers:
-            return
-        ts_ms = event.ts_ms
-        for name, delay_ms in self.runtime.timers:
-            member = f"{event.user_id}|{name}"
-            deadlines[member] = max(deadlines.get(member, 0), ts_ms + delay_ms)
+    def _deadlines(self, latest: dict[str, int]) -> dict[str, int]:
+        """Every timer of the active rules is due its delay after the user's newest event
+        (of this batch; ``ZADD GT`` keeps a later deadline already set)."""
+        timers = self.runtime.timers
+        if not timers:
+            return {}
+        return {f"{user_id}|{name}": ts_ms + delay_ms
+                for user_id, ts_ms in latest.items() for name, delay_ms in timers}
 
     def fire_due_timers(self, limit: int = 500) -> int:
         """Produce a timer event for every deadline that passed (wall clock), then drop it.

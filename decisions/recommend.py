@@ -15,9 +15,9 @@ rather than several per event. Every key stays single-key, so Redis Cluster work
 
 from __future__ import annotations
 
-import heapq
 from collections import defaultdict
 from collections.abc import Iterable
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -28,6 +28,7 @@ from decisions.events import Event
 from decisions.rawredis import RawPipeline, RawScript
 
 COVISIT_WITH = 5  # the newest products a view is paired with
+COVISIT_PREFIX = keys.covisit("")
 COVISIT_KEEP = 100  # neighbours kept per product
 PREFETCH = 19  # ranked entries prefetched per key: count * 3 + 1 for the usual count 6
 STRATEGIES = {
@@ -60,11 +61,16 @@ class PopularityBatch:
         inc = self.increments
         if event.type in ("product_view", "add_to_cart") and isinstance(product, str):
             weight = 2 if event.type == "add_to_cart" else 1
-            mine = inc[keys.covisit(product)]
-            others = [p for p in snapshot.get("recent_products", []) if p != product]
-            for other in others[:COVISIT_WITH]:
+            mine = inc[COVISIT_PREFIX + product]  # keys.covisit, inlined
+            paired = 0
+            for other in snapshot.get("recent_products", ()):  # the newest COVISIT_WITH
+                if other == product:
+                    continue
                 mine[other] += weight
-                inc[keys.covisit(other)][product] += weight
+                inc[COVISIT_PREFIX + other][product] += weight
+                paired += 1
+                if paired == COVISIT_WITH:
+                    break
         elif event.type == "purchase":
             for item in props.get("items", []):
                 qty = int(item.get("quantity", 1))
@@ -82,10 +88,9 @@ class PopularityBatch:
                 continue
             # co-visitation sets keep their best COVISIT_KEEP; top sellers are bounded by
             # the catalog
-            keep = COVISIT_KEEP if key.startswith("d:covis:") else 0
+            keep = COVISIT_KEEP if key.startswith(COVISIT_PREFIX) else 0
             args: list[Any] = [keep]
-            for member, amount in members.items():
-                args += (member, amount)
+            args.extend(chain.from_iterable(members.items()))  # member, amount, ...
             pipe.script(script, (key,), args)
 
 
@@ -185,14 +190,17 @@ class Recommender:
         if step == "recently_viewed":
             return list(snapshot.get("recent_products", []))[:n]
         if step == "covisit":
-            scores: dict[str, float] = defaultdict(float)
+            scores: dict[str, float] = {}
+            add = scores.get
             recent = list(snapshot.get("recent_products", []))[:COVISIT_WITH]
             for product in recent:
-                for other, score in self._ranked(keys.covisit(product), n):
-                    scores[other] += score
+                for other, score in self._ranked(COVISIT_PREFIX + product, n):
+                    scores[other] = add(other, 0.0) + score
             for product in recent:
                 scores.pop(product, None)
-            return [p for p, _ in heapq.nlargest(n, scores.items(), key=itemgetter(1))]
+            # what heapq.nlargest returns (same order, ties included), in C for a few dozen
+            best = sorted(scores.items(), key=itemgetter(1), reverse=True)[:n]
+            return [p for p, _ in best]
         if step == "category_top":
             out: list[str] = []
             for category in list(snapshot.get("recent_categories", []))[:3]:

@@ -4,7 +4,9 @@ Per batch, in order: validate (bad records to the dead-letter topic with the rea
 the original bytes) → apply to user state in Redis (dedup by event id) → enrich with
 customer attributes → model scores → evaluate every active ruleset → store effects
 (offers, recommendations, segments) in Redis → publish them to the actions topic →
-archive events and decisions in PostgreSQL → mark events done → commit offsets.
+archive events and decisions in PostgreSQL → mark events done → commit offsets. Of the
+recommendations of one user and slot in a batch only the last is computed, stored and
+published (the slot holds the latest); the earlier ones are logged as superseded by it.
 
 Batches overlap, each in a different stage: while batch N is decided on this thread
 (rules, actions, Redis writes, records handed to the producer), the state scripts of

@@ -103,12 +103,24 @@ def build_fact(
 # one durable_rules ruleset (a chunk of an event type's rules), ready to post to:
 # (handle, active from ms, active until ms, fact keys it reads, its derived predicates)
 _Chunk = tuple[int, float, float, tuple[str, ...], tuple[tuple[str, Predicate], ...]]
-# per event type: the chunks every event meets, and per indexed fact key, value -> chunks
-_Plan = tuple[tuple[_Chunk, ...], tuple[tuple[str, dict[str, tuple[_Chunk, ...]]], ...]]
-# per fired rule key ("r_<name>"): (order among the rules: priority then name, name,
-# priority, actions, its reason function)
-_Rules = dict[str, tuple[int, str, int, list[dict[str, Any]],
+# per event type: the chunks every event meets (unless a value carries them), and per
+# indexed fact key, value -> (its chunks, whether they hold the unkeyed rules as well)
+_Plan = tuple[tuple[_Chunk, ...],
+              tuple[tuple[str, dict[str, tuple[tuple[_Chunk, ...], bool]]], ...]]
+# per fired rule (its durable_rules name, see _rank_name): (name, priority, actions, its
+# reason function)
+_Rules = dict[str, tuple[str, int, list[dict[str, Any]],
                          Callable[[dict[str, Any]], dict[str, Any]]]]
+_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # in ASCII order
+
+
+def _rank_name(rank: int, width: int) -> str:
+    """``rank`` in base 52, ``width`` digits: names of one width sort as their ranks."""
+    digits = []
+    for _ in range(width):
+        rank, digit = divmod(rank, len(_DIGITS))
+        digits.append(_DIGITS[digit])
+    return "".join(reversed(digits))
 
 
 class RuleEngine:
@@ -120,12 +132,20 @@ class RuleEngine:
     def load(self, compiled: CompiledRuleset) -> None:
         """Register a compiled version (names carry version and digest: never twice)."""
         plans: dict[str, _Plan] = {}
+        # durable_rules knows each rule by a short name that sorts in rank order (priority,
+        # then name): shorter action messages to read, and the fired rules ranked by
+        # sorting their names
+        order = sorted(compiled.rules.values(), key=lambda r: (-r.priority, r.name))
+        width = 1
+        while len(_DIGITS) ** width < len(order):
+            width += 1
+        ranks = {"r_" + rule.name: _rank_name(rank, width) for rank, rule in enumerate(order)}
         for etype, chunks in compiled.by_type.items():
             ready: list[_Chunk] = []
             for i, definition in enumerate(chunks):
                 name = compiled.durable_name(etype, i)
                 if name not in self._handles:
-                    rules = {key: {k: v for k, v in rule.items() if k != "run"}
+                    rules = {ranks[key]: {k: v for k, v in rule.items() if k != "run"}
                              for key, rule in definition.items()}
                     self._handles[name] = core.create_ruleset(name,
                                                               orjson.dumps(rules).decode())
@@ -133,14 +153,15 @@ class RuleEngine:
                 ready.append((self._handles[name], lo, hi, compiled.chunk_reads[etype][i],
                               tuple(compiled.chunk_derived[etype][i].items())))
             unkeyed, keyed = compiled.index_by_type.get(etype, (tuple(range(len(ready))), ()))
+            carrier, carried = compiled.carried_by_type.get(etype, ("", frozenset()))
             plans[etype] = (tuple(ready[i] for i in unkeyed),
-                            tuple((key, {value: tuple(ready[i] for i in met)
+                            tuple((key, {value: (tuple(ready[i] for i in met),
+                                                 key == carrier and value in carried)
                                          for value, met in table.items()})
                                   for key, table in keyed))
-        order = sorted(compiled.rules.values(), key=lambda r: (-r.priority, r.name))
         self._plans[compiled.key] = (plans, {
-            "r_" + rule.name: (rank, rule.name, rule.priority, rule.actions, _reason(rule))
-            for rank, rule in enumerate(order)})
+            ranks["r_" + rule.name]: (rule.name, rule.priority, rule.actions, _reason(rule))
+            for rule in order})
 
     def unload(self, compiled: CompiledRuleset) -> None:
         """Free a version no longer in use (after a reload switched away from it)."""
@@ -168,13 +189,17 @@ class RuleEngine:
         unkeyed, keyed = plan
         ts_ms = fact.get("ts_ms", event.ts_ms)
         get = fact.get
-        met = [c for c in unkeyed if c[1] <= ts_ms < c[2]]
+        met: list[_Chunk] = []
         for key, table in keyed:  # the rules indexed by an event property's value
             value = get(key)
             if isinstance(value, str):
                 hit = table.get(value)
                 if hit:
-                    met.extend(c for c in hit if c[1] <= ts_ms < c[2])
+                    chunks, carries = hit
+                    met.extend(c for c in chunks if c[1] <= ts_ms < c[2])
+                    if carries:  # these chunks hold the unkeyed rules too
+                        unkeyed = ()
+        met.extend(c for c in unkeyed if c[1] <= ts_ms < c[2])
         if not met:
             return []
         fired: list[str] = []
@@ -195,10 +220,10 @@ class RuleEngine:
             return []
         # once per rule: durable_rules matches a rule once per alternative that holds
         # (``any``: both sides true, two matches)
-        ranked = sorted(map(rules.__getitem__, set(fired)))
+        ranked = map(rules.__getitem__, sorted(set(fired)))  # names sort in rank order
         ruleset, version = compiled.name, compiled.version
         return [Match(ruleset, version, name, priority, actions, reason(fact))
-                for _, name, priority, actions, reason in ranked]
+                for name, priority, actions, reason in ranked]
 
 
 def _reason(rule: CompiledRule) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -226,7 +251,7 @@ def _run(handle: int, body: str, retract: str, fired: list[str]) -> None:
             if started:
                 message = started[1]
                 while message:
-                    fired.append(message[2:message.index('"', 2)])  # {"r_<rule>": ...}
+                    fired.append(message[2:message.index('"', 2)])  # {"<rule>": ...}
                     message = core.complete_and_start_action(handle, state_handle)
     finally:
         core.retract_fact(handle, retract)

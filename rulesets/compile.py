@@ -12,7 +12,7 @@ only the rules that can match it, and cost grows with those, not with the whole 
   a bucket per value, looked up with the event's value (``CompiledRuleset.chunks_for``);
   of several such conditions, the property the ruleset names the most values of is used.
   Rules without one stay in their type's unkeyed bucket, which every event of the type
-  meets.
+  meets, unless its value's own rulesets carry the unkeyed rules as well (``_carrier``).
 
 Only the fact keys a chunk's rules read are posted to it. Within a bucket, each rule's
 conditions are ordered so that rules share their leading ones (durable_rules tests a
@@ -98,6 +98,9 @@ class CompiledRuleset:
     # event type -> which of its chunks an event meets (see TypeIndex); a type without an
     # entry: every chunk
     index_by_type: dict[str, TypeIndex] = field(default_factory=dict)
+    # event type -> (index key, values): the buckets whose chunks also hold the type's
+    # unkeyed rules; an event with such a value meets them there, not the unkeyed chunks
+    carried_by_type: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.key = f"{self.name}--v{self.version}--{self.digest[:8]}"  # names it in engines
@@ -112,12 +115,15 @@ class CompiledRuleset:
         if index is None:
             return tuple(range(len(self.by_type.get(event_type, ()))))
         unkeyed, keyed = index
-        met = unkeyed
+        carrier, carried = self.carried_by_type.get(event_type, ("", frozenset()))
+        met: tuple[int, ...] = ()
         for key, table in keyed:
             value = fact.get(key)
             if isinstance(value, str) and value in table:
                 met += table[value]
-        return met
+                if key == carrier and value in carried:
+                    unkeyed = ()  # its chunks hold the unkeyed rules as well
+        return unkeyed + met
 
 
 def digest(document: dict[str, Any]) -> str:
@@ -420,8 +426,13 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             chunk_derived.setdefault(etype, []).append(checks)
         return out
 
+    carried_by_type: dict[str, tuple[str, frozenset[str]]] = {}
     for etype, keys in by_key.items():
-        unkeyed = tuple(i for i, _ in add(etype, keys.pop("", {}).get("", [])))
+        plain = keys.pop("", {}).get("", [])
+        unkeyed = tuple(i for i, _ in add(etype, plain))
+        # the key whose buckets of their own carry the unkeyed rules (see _carrier)
+        carrier = _carrier(plain, keys)
+        carried: set[str] = set()
         tables: dict[str, dict[str, tuple[int, ...]]] = {}
         for key, by_value in keys.items():
             table: dict[str, set[int]] = {}
@@ -432,6 +443,9 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
                     # only for a rule with nothing else to test (durable_rules needs one)
                     own = [_Item(i.name, i.conjuncts, i.lo, i.hi, i.used,
                                  [] if i.conjuncts else [{key: value}]) for i in items]
+                    if key == carrier and _weight(plain) + _weight(own) <= CHUNK_PATHS:
+                        own += plain  # one post instead of two (see _carrier)
+                        carried.add(value)
                     table[value] = {i for i, _ in add(etype, own)}
                     continue
                 for item in items:
@@ -446,6 +460,8 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
                         table.setdefault(value, set()).add(index)
             tables[key] = {value: tuple(sorted(met)) for value, met in table.items()}
         index_by_type[etype] = (unkeyed, tuple(tables.items()))
+        if carried:
+            carried_by_type[etype] = (carrier, frozenset(carried))
     derived_by_type = {t: {name: check for checks in chunk_derived[t]
                            for name, check in checks.items()} for t in by_type}
     reads_by_type = {t: tuple(sorted({k for reads in chunk_reads[t] for k in reads}))
@@ -453,8 +469,33 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
     return CompiledRuleset(
         document["name"], version, bool(document.get("stacking", False)), digest(document),
         rules, by_type, compiler.derived, derived_by_type, reads_by_type,
-        spans_by_type, chunk_reads, chunk_derived, index_by_type,
+        spans_by_type, chunk_reads, chunk_derived, index_by_type, carried_by_type,
     )
+
+
+def _weight(items: list[_Item]) -> int:
+    return sum(item.weight() for item in items)
+
+
+def _carrier(plain: list[_Item], keys: dict[str, dict[str, list[_Item]]]) -> str:
+    """The index key whose buckets of their own also take an event type's unkeyed rules.
+
+    An event with such a value then posts one fact to one durable_rules ruleset where it
+    would post two (its bucket's and the unkeyed rules'): each post costs a JSON
+    document built, parsed, matched and retracted, and another ruleset's memory in the
+    cache. Only one key carries them (an event with values of two keys must not meet the
+    unkeyed rules twice), and only where both fit one ruleset (``CHUNK_PATHS``): the
+    unkeyed rules are copied into each such bucket, so a large unkeyed set (a season's
+    campaign, hundreds of untargeted rules) stays in its own rulesets. Of the keys, the
+    one with the most buckets of their own (the most events carried), then by name.
+    """
+    if not plain or _weight(plain) > CHUNK_PATHS // 2:
+        return ""
+    own = {key: sum(1 for items in by_value.values()
+                    if sum(item.weight() for item in items) >= POOL_BELOW)
+           for key, by_value in keys.items()}
+    best = min(own, key=lambda key: (-own[key], key), default="")
+    return best if own.get(best) else ""
 
 
 def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[

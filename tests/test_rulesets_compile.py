@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -215,7 +216,7 @@ def test_compiled_rules_fire_exactly_when_their_conditions_hold() -> None:
     categories, pages = ["shoes", "bags", "toys"], ["home", "cart", "checkout"]
 
     def leaf() -> dict[str, Any]:
-        return rng.choice([
+        makers: list[Callable[[], dict[str, Any]]] = [
             lambda: {"field": "state.cart_value", "op": rng.choice(["gt", "lte", "eq"]),
                      "value": rng.choice([0, 50, 100])},
             lambda: {"field": "state.count_product_view_1h", "op": "between",
@@ -232,7 +233,8 @@ def test_compiled_rules_fire_exactly_when_their_conditions_hold() -> None:
             lambda: {"field": "event.page", "op": "eq", "value": rng.choice(pages)},
             lambda: {"field": "event.product_id", "op": "in",
                      "value": [f"p-{rng.randrange(6)}" for _ in range(2)]},
-        ])()
+        ]
+        return rng.choice(makers)()
 
     def tree(depth: int) -> dict[str, Any]:
         pick = rng.random()
@@ -362,3 +364,41 @@ def test_each_fact_is_retracted_after_its_event() -> None:
     assert handles
     for handle in handles:
         assert core.get_facts(handle, "0") == "[]"
+
+
+def test_a_value_bucket_carries_the_unkeyed_rules_of_its_type() -> None:
+    """An event of a value with rulesets of its own posts one fact where it would post
+    two: those rulesets hold the type's unkeyed rules as well (one key carries them, so an
+    event never meets them twice), and other values still meet the unkeyed rulesets."""
+    def rule(name: str, *conds: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "when": {"all": [
+            {"field": "event.type", "op": "eq", "value": "page_view"}, *conds]},
+            "then": SEGMENT}
+
+    home = [rule(f"home-{i}", {"field": "event.page", "op": "eq", "value": "home"},
+                 {"field": "state.cart_value", "op": "gte", "value": i}) for i in range(10)]
+    doc = {"name": "carry", "rules": [
+        *home,
+        rule("cart-page", {"field": "event.page", "op": "eq", "value": "cart"}),
+        rule("untargeted", {"field": "state.cart_value", "op": "gte", "value": 5}),
+        rule("anyone", {"field": "customer.tier", "op": "eq", "value": "gold"})]}
+    compiled = compile_ruleset(validate(doc), 1)
+    unkeyed, keyed = compiled.index_by_type["page_view"]
+    chunks = compiled.by_type["page_view"]
+    assert compiled.carried_by_type["page_view"] == ("e_page", frozenset({"home"}))
+    [own] = dict(keyed)["e_page"]["home"]
+    assert {"r_untargeted", "r_anyone"} <= set(chunks[own])
+    home_fact = build_fact(view(), {"cart_value": 7})
+    assert compiled.chunks_for("page_view", home_fact) == (own,)
+    cart = Event("e-9", "page_view", "u-1", NOW, {"page": "cart"})
+    assert set(compiled.chunks_for("page_view", build_fact(cart, {}))) == {
+        *unkeyed, *dict(keyed)["e_page"]["cart"]}
+    assert fired(doc, cart_value=7) == sorted(
+        ["untargeted", *(f"home-{i}" for i in range(8))])
+    assert fired(doc, cart, cart_value=7) == ["cart-page", "untargeted"]
+    engine = RuleEngine()
+    for event in (view(), cart):
+        matches = engine.evaluate(compiled, event,
+                                  build_fact(event, {"cart_value": 7}, {"tier": "gold"}))
+        names = [m.rule for m in matches]
+        assert len(names) == len(set(names)) and "anyone" in names

@@ -101,8 +101,10 @@ def build_fact(
 
 
 # one durable_rules ruleset (a chunk of an event type's rules), ready to post to:
-# (handle, active from ms, active until ms, fact keys it reads, its derived predicates)
-_Chunk = tuple[int, float, float, tuple[str, ...], tuple[tuple[str, Predicate], ...]]
+# (handle, active from ms, active until ms, the fact keys it reads with their short names,
+# its derived predicates by short name)
+_Chunk = tuple[int, float, float, tuple[tuple[str, str], ...],
+               tuple[tuple[str, Predicate], ...]]
 # per event type: the chunks every event meets (unless a value carries them), and per
 # indexed fact key, value -> (its chunks, whether they hold the unkeyed rules as well)
 _Plan = tuple[tuple[_Chunk, ...],
@@ -127,6 +129,7 @@ class RuleEngine:
     def __init__(self) -> None:
         self._handles: dict[str, int] = {}
         self._plans: dict[str, tuple[dict[str, _Plan], _Rules]] = {}
+        self._aliases: dict[str, dict[str, str]] = {}  # per version: fact key -> its name
         self._counter = 0
 
     def load(self, compiled: CompiledRuleset) -> None:
@@ -140,18 +143,30 @@ class RuleEngine:
         while len(_DIGITS) ** width < len(order):
             width += 1
         ranks = {"r_" + rule.name: _rank_name(rank, width) for rank, rule in enumerate(order)}
+        # and each fact key by a short name: fewer bytes to write, parse and hash per post,
+        # and to serialize again for every rule that fires
+        aliases = self._aliases[compiled.key] = {}
+
+        def alias(key: str) -> str:
+            short = aliases.get(key)
+            if short is None:
+                short = aliases[key] = _short_key(len(aliases))
+            return short
+
         for etype, chunks in compiled.by_type.items():
             ready: list[_Chunk] = []
             for i, definition in enumerate(chunks):
                 name = compiled.durable_name(etype, i)
                 if name not in self._handles:
-                    rules = {ranks[key]: {k: v for k, v in rule.items() if k != "run"}
+                    rules = {ranks[key]: {"all": [{"m": _renamed(rule["all"][0]["m"], alias)}]}
                              for key, rule in definition.items()}
                     self._handles[name] = core.create_ruleset(name,
                                                               orjson.dumps(rules).decode())
                 lo, hi = compiled.spans_by_type[etype][i]
-                ready.append((self._handles[name], lo, hi, compiled.chunk_reads[etype][i],
-                              tuple(compiled.chunk_derived[etype][i].items())))
+                ready.append((self._handles[name], lo, hi,
+                              tuple((key, alias(key)) for key in compiled.chunk_reads[etype][i]),
+                              tuple((alias(key), check) for key, check
+                                    in compiled.chunk_derived[etype][i].items())))
             unkeyed, keyed = compiled.index_by_type.get(etype, (tuple(range(len(ready))), ()))
             carrier, carried = compiled.carried_by_type.get(etype, ("", frozenset()))
             plans[etype] = (tuple(ready[i] for i in unkeyed),
@@ -163,9 +178,16 @@ class RuleEngine:
             ranks["r_" + rule.name]: (rule.name, rule.priority, rule.actions, _reason(rule))
             for rule in order})
 
+    def durable_fact(self, compiled: CompiledRuleset, posted: dict[str, Any]) -> dict[str, Any]:
+        """``posted`` (fact keys, as ``chunk_reads`` and ``chunk_derived`` name them) with
+        the names its loaded rulesets know them by: what ``evaluate`` posts (benchmarks)."""
+        aliases = self._aliases[compiled.key]
+        return {aliases.get(key, key): value for key, value in posted.items()}
+
     def unload(self, compiled: CompiledRuleset) -> None:
         """Free a version no longer in use (after a reload switched away from it)."""
         self._plans.pop(compiled.key, None)
+        self._aliases.pop(compiled.key, None)
         for etype, chunks in compiled.by_type.items():
             for i in range(len(chunks)):
                 handle = self._handles.pop(compiled.durable_name(etype, i), None)
@@ -205,7 +227,7 @@ class RuleEngine:
         fired: list[str] = []
         known: dict[str, int] = {}  # derived predicates already computed for this fact
         for handle, _, _, reads, derived in met:
-            posted = {key: value for key in reads
+            posted = {short: value for key, short in reads
                       if (value := get(key)) is not None and not isinstance(value, _NESTED)}
             for key, check in derived:
                 result = known.get(key)
@@ -224,6 +246,25 @@ class RuleEngine:
         ruleset, version = compiled.name, compiled.version
         return [Match(ruleset, version, name, priority, actions, reason(fact))
                 for name, priority, actions, reason in ranked]
+
+
+def _short_key(n: int) -> str:
+    """The ``n``-th short fact key: a letter, then digits (never ``id`` or ``sid``)."""
+    head, n = divmod(n, len(_DIGITS))
+    return _DIGITS[n] + (str(head) if head else "")
+
+
+def _renamed(cond: dict[str, Any], alias: Callable[[str], str]) -> dict[str, Any]:
+    """A compiled condition with its fact keys renamed (operators start with ``$``)."""
+    out: dict[str, Any] = {}
+    for key, value in cond.items():
+        if key in ("$and", "$or"):
+            out[key] = [_renamed(part, alias) for part in value]
+        elif key.startswith("$"):
+            out[key] = _renamed(value, alias)
+        else:
+            out[alias(key)] = value
+    return out
 
 
 def _reason(rule: CompiledRule) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -228,6 +228,10 @@ def _epoch_ms(value: str) -> int:
 
 MAX_PATHS = 8  # a condition expanding to more alternatives is evaluated in Python instead
 CHUNK_PATHS = 32  # alternatives per durable_rules ruleset: its matcher overflows near 64
+# a value's own rulesets carrying its type's unkeyed rules (see _carrier) may hold more:
+# durable_rules' limit is 64 matched nodes pending at once, and no more can be pending than
+# a ruleset has alternatives (checked: 64 rules that all match fire, 65 fail)
+CARRY_PATHS = CHUNK_PATHS + CHUNK_PATHS // 2
 # an index value whose rules expand into fewer alternatives shares its rulesets with other
 # such values (its condition restated): one small durable_rules ruleset costs ~70 KB
 POOL_BELOW = CHUNK_PATHS // 4
@@ -415,10 +419,11 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
     for (etype, key, value), items in sorted(pending.items()):
         by_key.setdefault(etype, {}).setdefault(key, {})[value] = items
 
-    def add(etype: str, items: list[_Item]) -> list[tuple[int, list[_Item]]]:
+    def add(etype: str, items: list[_Item],
+            limit: int = CHUNK_PATHS) -> list[tuple[int, list[_Item]]]:
         """Pack items into the type's chunks: (chunk index, its items) per chunk."""
         out = []
-        for definition, span, reads, checks, packed in _pack(items, compiler.derived):
+        for definition, span, reads, checks, packed in _pack(items, compiler.derived, limit):
             out.append((len(by_type.setdefault(etype, [])), packed))
             by_type[etype].append(definition)
             spans_by_type.setdefault(etype, []).append(span)
@@ -443,10 +448,12 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
                     # only for a rule with nothing else to test (durable_rules needs one)
                     own = [_Item(i.name, i.conjuncts, i.lo, i.hi, i.used,
                                  [] if i.conjuncts else [{key: value}]) for i in items]
-                    if key == carrier and _weight(plain) + _weight(own) <= CHUNK_PATHS:
+                    limit = CHUNK_PATHS
+                    if key == carrier and _weight(plain) + _weight(own) <= CARRY_PATHS:
                         own += plain  # one post instead of two (see _carrier)
                         carried.add(value)
-                    table[value] = {i for i, _ in add(etype, own)}
+                        limit = CARRY_PATHS
+                    table[value] = {i for i, _ in add(etype, own, limit)}
                     continue
                 for item in items:
                     pool.setdefault(item.name, _Item(item.name, item.conjuncts, item.lo,
@@ -484,7 +491,7 @@ def _carrier(plain: list[_Item], keys: dict[str, dict[str, list[_Item]]]) -> str
     would post two (its bucket's and the unkeyed rules'): each post costs a JSON
     document built, parsed, matched and retracted, and another ruleset's memory in the
     cache. Only one key carries them (an event with values of two keys must not meet the
-    unkeyed rules twice), and only where both fit one ruleset (``CHUNK_PATHS``): the
+    unkeyed rules twice), and only where both fit one ruleset (``CARRY_PATHS``): the
     unkeyed rules are copied into each such bucket, so a large unkeyed set (a season's
     campaign, hundreds of untargeted rules) stays in its own rulesets. Of the keys, the
     one with the most buckets of their own (the most events carried), then by name.
@@ -498,7 +505,7 @@ def _carrier(plain: list[_Item], keys: dict[str, dict[str, list[_Item]]]) -> str
     return best if own.get(best) else ""
 
 
-def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[
+def _pack(items: list[_Item], derived: dict[str, Predicate], limit: int = CHUNK_PATHS) -> list[
         tuple[dict[str, Any], tuple[float, float], tuple[str, ...], dict[str, Predicate],
               list[_Item]]]:
     """Pack one bucket's rules into durable_rules rulesets of at most ``CHUNK_PATHS``
@@ -535,7 +542,7 @@ def _pack(items: list[_Item], derived: dict[str, Predicate]) -> list[
         # a chunk is full at CHUNK_PATHS alternatives; a new active window starts a new
         # chunk once this one holds a few (so a season's rules are not posted to with
         # the next season's; many tiny windows still share chunks)
-        if definition and (load + weight > CHUNK_PATHS
+        if definition and (load + weight > limit
                            or ((lo, hi) != window and load >= CHUNK_PATHS // 4)):
             out.append((definition, span, tuple(sorted(keys - set(checks))), checks, packed))
             definition, span, keys, checks, packed = {}, (math.inf, -math.inf), set(), {}, []

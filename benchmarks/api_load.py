@@ -8,6 +8,11 @@ Run as its own process (the benchmark starts it):
 Each request is *scheduled* at a fixed interval; its latency is measured from the
 scheduled time (so a stalled server cannot hide queueing: no coordinated omission).
 Prints one JSON line: sent, ok, errors, achieved rate, p50/p90/p99/p99.9/max in ms.
+
+The benchmark uses ``benchmarks/openloop.c`` (the same method in C) when a C compiler is
+found; this one is its fallback and ``--client python|both`` of ``api_reads.py``. On a small
+machine it adds its own lateness to what it measures (~0.7 ms at p50 and ~1 ms at p99 beside
+openloop.c on 2 cores, more when the OS deschedules it): see docs/api.md.
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@
 2. serves the API with uvicorn (1 worker, no access log) and, with the same settings, a bare
    Starlette endpoint returning constant JSON (the ceiling);
 3. drives load from separate processes over keep-alive connections: ``wrk`` (Debian
-   package) at full speed for throughput and latency, then ``benchmarks/api_load.py``
-   open-loop at a fixed 1,000 req/s for latency at that rate;
+   package) at full speed for throughput and latency, then an open-loop client at a fixed
+   1,000 req/s for latency at that rate: ``benchmarks/openloop.c`` (compiled with the
+   machine's C compiler into this run's directory; the wrk2 method: requests scheduled at
+   fixed intervals, latency from the scheduled time), or with ``--client python`` (and
+   when no C compiler is found) ``benchmarks/api_load.py``, the same thing in asyncio —
+   which on a 2-core machine adds its own lateness (GIL, event loop) to the tail;
    both in two server modes: ``standard`` (uvloop + httptools, which uvicorn picks when
    they are installed, as they are with this project) and ``pure-python`` (asyncio + h11);
 4. prints each run and a summary against the targets (≥3,000 req/s, p99 < 10 ms at
@@ -158,16 +162,35 @@ def wrk(url: str, path: str, key: str, users: int, seconds: float, connections: 
     return result
 
 
-def fixed_rate(url: str, path: str, key: str, users: int, rate: int,
+def build_openloop(workdir: Path) -> list[str] | None:
+    """Compile ``benchmarks/openloop.c``; the command to run it, or None without a C
+    compiler (no binary is kept in the repository: it is built for this machine each run)."""
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not compiler:
+        return None
+    binary = workdir / "openloop"
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(ROOT / "benchmarks" / "openloop.c"),
+                    "-lm"], check=True)
+    return [str(binary)]
+
+
+PYTHON_CLIENT = [PYTHON, str(ROOT / "benchmarks" / "api_load.py")]
+
+
+def fixed_rate(client: list[str], url: str, path: str, key: str, users: int, rate: int,
                seconds: float) -> dict[str, Any]:
     done = subprocess.run(
-        [PYTHON, str(ROOT / "benchmarks" / "api_load.py"), "--url", url, "--rate", str(rate),
+        [*client, "--url", url, "--rate", str(rate),
          "--seconds", str(seconds), "--connections", "32", "--users", str(users),
          "--key", key, "--path", path],
         capture_output=True, text=True, check=True,
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def client_name(client: list[str]) -> str:
+    return "api_load.py" if client == PYTHON_CLIENT else "openloop.c"
 
 
 def server_over_10ms(url: str, word: str) -> tuple[float, float]:
@@ -187,7 +210,8 @@ def server_over_10ms(url: str, word: str) -> tuple[float, float]:
 
 
 def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str, var: Path,
-             procs: list[subprocess.Popen[bytes]], redis_pid: int) -> dict[str, dict[str, Any]]:
+             procs: list[subprocess.Popen[bytes]], redis_pid: int,
+             clients: list[list[str]]) -> dict[str, dict[str, Any]]:
     api_port, bare_port = free_port(), free_port()
     api_proc = serve("api", api_port, env, var / f"api-{mode}.log", mode)
     bare_proc = serve("bare", bare_port, env, var / f"bare-{mode}.log", mode)
@@ -213,16 +237,19 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
                                        args.connections, work, watch)
         runs["GET recommendations (wrk)"] = wrk(api_url, recs, key, args.users,
                                                 args.seconds, args.connections, work, watch)
-    runs[f"bare constant JSON @ {args.rate}/s"] = fixed_rate(
-        bare_url, offers, key, args.users, args.rate, args.seconds)
-    for name, path, word in ((f"GET offers @ {args.rate}/s", offers, "offers"),
-                             (f"GET recommendations @ {args.rate}/s", recs,
-                              "recommendations")):
-        before = server_over_10ms(api_url, word)
-        runs[name] = fixed_rate(api_url, path, key, args.users, args.rate, args.seconds)
-        after = server_over_10ms(api_url, word)
-        runs[name]["server_over_10ms"] = after[0] - before[0]
-        runs[name]["server_requests"] = after[1] - before[1]
+    for client in clients:
+        tag = "" if client is clients[0] else f" ({client_name(client)})"
+        runs[f"bare constant JSON @ {args.rate}/s{tag}"] = fixed_rate(
+            client, bare_url, offers, key, args.users, args.rate, args.seconds)
+        for name, path, word in ((f"GET offers @ {args.rate}/s{tag}", offers, "offers"),
+                                 (f"GET recommendations @ {args.rate}/s{tag}", recs,
+                                  "recommendations")):
+            before = server_over_10ms(api_url, word)
+            runs[name] = fixed_rate(client, api_url, path, key, args.users, args.rate,
+                                    args.seconds)
+            after = server_over_10ms(api_url, word)
+            runs[name]["server_over_10ms"] = after[0] - before[0]
+            runs[name]["server_requests"] = after[1] - before[1]
     metrics = httpx.get(api_url + "/metrics").text
     fallbacks = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                     if line.startswith("decisions_api_fallback_total{"))
@@ -231,10 +258,10 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
         proc.wait(10)
 
     print(f"\n== server mode: {mode} (uvicorn {' '.join(SERVER_MODES[mode])}, 1 worker) ==")
-    print(f"{'run':<36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
+    print(f"{'run':<50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
           f"{'max ms':>8} {'errors':>7}")
     for name, r in runs.items():
-        print(f"{name:<36} {r['rate']:>9,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+        print(f"{name:<50} {r['rate']:>9,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['p99_9_ms']:>9.2f} {r['max_ms']:>8.2f} {r['errors']:>7}")
     bare = runs["bare constant JSON (wrk)"]["rate"]
     print(f"{os.cpu_count()} CPUs, load average {load_before:.1f} before; wrk: 1 thread, "
@@ -250,11 +277,19 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
               f"{r['redis_cpu_us']:.0f} µs of Redis CPU per request (one core for the API: "
               f"{1e6 / r['server_cpu_us']:,.0f} req/s = {bare_cpu / r['server_cpu_us']:.0%} "
               f"of the bare endpoint's)")
-    for name in (f"GET offers @ {args.rate}/s", f"GET recommendations @ {args.rate}/s"):
-        r = runs[name]
-        print(f"{name}: p99 {r['p99_ms']:.2f} ms (target < 10 ms); in the app itself "
-              f"{r['server_over_10ms']:.0f} of {r['server_requests']:.0f} requests took over "
-              f"10 ms (the rest of the tail waited in the event loop, the OS or the client)")
+    for name, r in runs.items():
+        if "server_over_10ms" in r:
+            print(f"{name}: p99 {r['p99_ms']:.2f} ms (target < 10 ms); in the app itself "
+                  f"{r['server_over_10ms']:.0f} of {r['server_requests']:.0f} requests took "
+                  f"over 10 ms (the rest of the tail waited in the event loop, the OS or the "
+                  f"client)")
+    print(f"open-loop client{'s' if len(clients) > 1 else ''}: "
+          f"{', then '.join(client_name(c) for c in clients)}; 32 keep-alive connections")
+    lags = ", ".join(f"{r['client_lag_p99_ms']:.2f} / {r['client_lag_max_ms']:.2f}"
+                     for r in runs.values() if "client_lag_max_ms" in r)
+    if lags:
+        print(f"openloop.c's own lateness in queueing a due request, p99 / max ms (bare, "
+              f"offers, recommendations): {lags}")
     runs["_meta"] = {"fallbacks": fallbacks, "load_before": load_before}
     return runs
 
@@ -268,6 +303,10 @@ def main() -> None:
     parser.add_argument("--server", choices=[*SERVER_MODES, "both"], default="both")
     parser.add_argument("--redis-timeout-ms", type=int, default=1000,
                         help="the API's Redis timeout (production default: 50)")
+    parser.add_argument("--client", choices=["c", "python", "both"], default="c",
+                        help="the fixed-rate client: benchmarks/openloop.c (compiled with "
+                             "gcc; the Python one when no compiler is found), "
+                             "benchmarks/api_load.py, or both in turn on the same servers")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -283,6 +322,16 @@ def main() -> None:
         catalog.import_file(engine, catalog.DEMO_CATALOG)
         key, _ = apikeys.create_key(engine, "benchmark", ["offers:read"])
         engine.dispose()
+        clients = []
+        if args.client in ("c", "both"):
+            compiled = build_openloop(var)
+            if compiled is None:
+                print("no C compiler (gcc, cc or $CC) found: the fixed-rate phase uses "
+                      "benchmarks/api_load.py, whose own lateness on a small machine adds "
+                      "to the latency tail it reports")
+            clients.append(compiled or PYTHON_CLIENT)
+        if args.client == "python" or (args.client == "both" and clients != [PYTHON_CLIENT]):
+            clients.append(PYTHON_CLIENT)
         started = time.perf_counter()
         seed(redis_url, args.users)
         print(f"seeded {args.users} users in {time.perf_counter() - started:.1f}s "
@@ -301,7 +350,7 @@ def main() -> None:
         results: dict[str, dict[str, dict[str, Any]]] = {}
         for mode in modes:
             results[mode] = run_mode(mode, args, env, key, var, procs,
-                                     stack.children[-1].pid)
+                                     stack.children[-1].pid, clients)
         print(f"\nload average {os.getloadavg()[0]:.1f} (1 min) after the runs; "
               "the figures are only as quiet as the machine was")
         print(json.dumps(results))

@@ -20,7 +20,8 @@ resolved once, at ``load``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -32,6 +33,8 @@ from decisions.events import Event
 from rulesets.compile import CompiledRule, CompiledRuleset, Predicate
 
 SID = "0"
+_assert_fact, _retract_fact = core.assert_fact, core.retract_fact
+_start_action, _complete_and_start = core.start_action_for_state, core.complete_and_start_action
 
 
 @dataclass(slots=True)
@@ -105,14 +108,13 @@ def build_fact(
 # its derived predicates by short name)
 _Chunk = tuple[int, float, float, tuple[tuple[str, str], ...],
                tuple[tuple[str, Predicate], ...]]
-# per event type: the chunks every event meets (unless a value carries them), and per
-# indexed fact key, value -> (its chunks, whether they hold the unkeyed rules as well)
-_Plan = tuple[tuple[_Chunk, ...],
-              tuple[tuple[str, dict[str, tuple[tuple[_Chunk, ...], bool]]], ...]]
-# per fired rule (its durable_rules name, see _rank_name): (name, priority, actions, its
-# reason function)
-_Rules = dict[str, tuple[str, int, list[dict[str, Any]],
-                         Callable[[dict[str, Any]], dict[str, Any]]]]
+# per event type: the chunks every event meets (unless a value carries them), whether
+# those are all in season at any time, and per indexed fact key, value -> (its chunks,
+# whether they hold the unkeyed rules as well, whether they are all in season at any time)
+_Plan = tuple[tuple[_Chunk, ...], bool,
+              tuple[tuple[str, dict[str, tuple[tuple[_Chunk, ...], bool, bool]]], ...]]
+# per fired rule (its durable_rules name, see _rank_name): fact -> its Match
+_Makers = dict[str, Callable[[dict[str, Any]], Match]]
 _DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # in ASCII order
 
 
@@ -128,7 +130,8 @@ def _rank_name(rank: int, width: int) -> str:
 class RuleEngine:
     def __init__(self) -> None:
         self._handles: dict[str, int] = {}
-        self._plans: dict[str, tuple[dict[str, _Plan], _Rules]] = {}
+        # per version: its plans by event type, its Match makers, the width of rule names
+        self._plans: dict[str, tuple[dict[str, _Plan], _Makers, int]] = {}
         self._aliases: dict[str, dict[str, str]] = {}  # per version: fact key -> its name
         self._counter = 0
 
@@ -170,13 +173,14 @@ class RuleEngine:
             unkeyed, keyed = compiled.index_by_type.get(etype, (tuple(range(len(ready))), ()))
             carrier, carried = compiled.carried_by_type.get(etype, ("", frozenset()))
             plans[etype] = (tuple(ready[i] for i in unkeyed),
+                            _timeless(ready[i] for i in unkeyed),
                             tuple((key, {value: (tuple(ready[i] for i in met),
-                                                 key == carrier and value in carried)
+                                                 key == carrier and value in carried,
+                                                 _timeless(ready[i] for i in met))
                                          for value, met in table.items()})
                                   for key, table in keyed))
         self._plans[compiled.key] = (plans, {
-            ranks["r_" + rule.name]: (rule.name, rule.priority, rule.actions, _reason(rule))
-            for rule in order})
+            ranks["r_" + rule.name]: _maker(compiled, rule) for rule in order}, width)
 
     def durable_fact(self, compiled: CompiledRuleset, posted: dict[str, Any]) -> dict[str, Any]:
         """``posted`` (fact keys, as ``chunk_reads`` and ``chunk_derived`` name them) with
@@ -204,28 +208,35 @@ class RuleEngine:
                 return []
             self.load(compiled)
             loaded = self._plans[compiled.key]
-        plans, rules = loaded
+        plans, makers, width = loaded
         plan = plans.get(event.type)
         if plan is None:
             return []
-        unkeyed, keyed = plan
-        ts_ms = fact.get("ts_ms", event.ts_ms)
+        unkeyed, timeless, keyed = plan
         get = fact.get
+        ts_ms = fact.get("ts_ms", event.ts_ms)
         met: list[_Chunk] = []
         for key, table in keyed:  # the rules indexed by an event property's value
             value = get(key)
             if isinstance(value, str):
                 hit = table.get(value)
                 if hit:
-                    chunks, carries = hit
-                    met.extend(c for c in chunks if c[1] <= ts_ms < c[2])
+                    chunks, carries, always = hit
+                    if always:  # no active windows: no filter
+                        met += chunks
+                    else:
+                        met.extend(c for c in chunks if c[1] <= ts_ms < c[2])
                     if carries:  # these chunks hold the unkeyed rules too
                         unkeyed = ()
-        met.extend(c for c in unkeyed if c[1] <= ts_ms < c[2])
+        if timeless:
+            met += unkeyed
+        else:
+            met.extend(c for c in unkeyed if c[1] <= ts_ms < c[2])
         if not met:
             return []
         fired: list[str] = []
         known: dict[str, int] = {}  # derived predicates already computed for this fact
+        end = 2 + width  # a match message starts {"<rule name>"
         for handle, _, _, reads, derived in met:
             posted = {short: value for key, short in reads
                       if (value := get(key)) is not None and not isinstance(value, _NESTED)}
@@ -237,15 +248,28 @@ class RuleEngine:
             self._counter += 1
             posted["sid"] = SID
             posted["id"] = fid = f"f{self._counter}"
-            _run(handle, orjson.dumps(posted).decode(), f'{{"sid":"0","id":"{fid}"}}', fired)
+            # _run, inlined: once per post, and its loop once per match
+            try:
+                code, state_handle = _assert_fact(handle, orjson.dumps(posted).decode())
+                if code in (0, 3):  # 1: matched nothing
+                    started = _start_action(handle, state_handle if code == 0 else 0)
+                    if started:
+                        message = started[1]
+                        while message:
+                            fired.append(message[2:end])
+                            message = _complete_and_start(handle, state_handle)
+            finally:
+                _retract_fact(handle, f'{{"sid":"0","id":"{fid}"}}')
         if not fired:
             return []
         # once per rule: durable_rules matches a rule once per alternative that holds
-        # (``any``: both sides true, two matches)
-        ranked = map(rules.__getitem__, sorted(set(fired)))  # names sort in rank order
-        ruleset, version = compiled.name, compiled.version
-        return [Match(ruleset, version, name, priority, actions, reason(fact))
-                for name, priority, actions, reason in ranked]
+        # (``any``: both sides true, two matches); names sort in rank order
+        return [makers[name](fact) for name in sorted(set(fired))]
+
+
+def _timeless(chunks: Iterable[_Chunk]) -> bool:
+    """Whether these chunks' rules are in season at any time (no active windows)."""
+    return all(c[1] == -math.inf and c[2] == math.inf for c in chunks)
 
 
 def _short_key(n: int) -> str:
@@ -267,13 +291,16 @@ def _renamed(cond: dict[str, Any], alias: Callable[[str], str]) -> dict[str, Any
     return out
 
 
-def _reason(rule: CompiledRule) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """``fact -> {field path: value}`` for the fields the rule reads (its "why"), as one
-    dict display: about half the cost of a comprehension, and it runs once per match.
-    Paths and keys enter the source only as ``repr`` literals."""
+def _maker(compiled: CompiledRuleset, rule: CompiledRule) -> Callable[[dict[str, Any]], Match]:
+    """``fact -> Match`` for a rule that fired, its ``reason`` (each field the rule's
+    conditions read, with its value) one dict display: about half the cost of a
+    comprehension, and it runs once per match. Paths and keys enter the source only as
+    ``repr`` literals; the rest are names bound in its globals."""
     items = ", ".join(f"{path!r}: fact.get({key!r})" for path, key in rule.reads)
-    code = f"lambda fact: {{{items}}}"
-    return cast(Callable[[dict[str, Any]], dict[str, Any]], eval(code, {}))  # noqa: S307
+    code = f"lambda fact: Match(ruleset, version, name, priority, actions, {{{items}}})"
+    scope = {"Match": Match, "ruleset": compiled.name, "version": compiled.version,
+             "name": rule.name, "priority": rule.priority, "actions": rule.actions}
+    return cast(Callable[[dict[str, Any]], Match], eval(code, scope))  # noqa: S307
 
 
 def _run(handle: int, body: str, retract: str, fired: list[str]) -> None:

@@ -185,25 +185,45 @@ class _Compiler:
         name = "x_" + hashlib.sha1(  # noqa: S324 - a name, not security
             json.dumps([key, op, value, negate]).encode()
         ).hexdigest()[:12]
-
-        def check(fact: dict[str, Any]) -> bool:
-            got = fact.get(key)
-            if op == "exists":
-                return (got is not None) != negate
-            if got is None:  # a missing value never matches, negated or not
-                return False
-            if op == "contains":
-                ok = value in got if isinstance(got, list | str) else False
-            elif op == "prefix":
-                ok = isinstance(got, str) and got.startswith(value)
-            else:
-                ok = False
-            return ok != negate
-
-        self.derived[name] = check
+        self.derived[name] = _check(key, op, value, negate)
         if name not in self.used:
             self.used.append(name)
         return {name: 1}
+
+
+def _check(key: str, op: str, value: Any, negate: bool) -> Predicate:
+    """The derived predicate ``key op value`` (negated), one closure per operator: it runs
+    once per event for every derived condition its rules read, so it tests no more than
+    its own case. A missing value never matches, negated or not (``exists`` aside)."""
+    if op == "exists":
+        def exists(fact: dict[str, Any]) -> bool:
+            return (fact.get(key) is not None) != negate
+
+        return exists
+    if op == "contains":
+        def contains(fact: dict[str, Any]) -> bool:
+            got = fact.get(key)
+            if got is None:
+                return False
+            return (value in got if isinstance(got, _CONTAINERS) else False) != negate
+
+        return contains
+    if op == "prefix":
+        def prefix(fact: dict[str, Any]) -> bool:
+            got = fact.get(key)
+            if got is None:
+                return False
+            return (isinstance(got, str) and got.startswith(value)) != negate
+
+        return prefix
+
+    def other(fact: dict[str, Any]) -> bool:  # no other operator is derived
+        return fact.get(key) is not None and negate
+
+    return other
+
+
+_CONTAINERS = (list, str)  # a tuple: ``list | str`` would build a union on every call
 
 
 def _event_types(when: dict[str, Any]) -> tuple[str, ...]:

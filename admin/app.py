@@ -30,7 +30,7 @@ from admin.views import (
     trial,
 )
 from admin.views.common import http_exception, server_error
-from decisions.settings import Settings
+from decisions.core.settings import Settings
 
 COOKIE = "decisions_admin"
 

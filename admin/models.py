@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Identity, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from decisions.db import Base, utcnow
+from decisions.core.db import Base, utcnow
 
 ROLES = ("viewer", "editor", "publisher", "admin")
 

@@ -14,12 +14,12 @@ import redis
 from sqlalchemy import Engine
 from starlette.requests import Request
 
-from admin.backtest import BacktestRegistry
 from admin.throttle import LoginThrottle
-from decisions.db import make_engine
-from decisions.engine import RuleEngine
-from decisions.errors import ConfigError
-from decisions.settings import Settings
+from decisions.core.db import make_engine
+from decisions.core.errors import ConfigError
+from decisions.core.settings import Settings
+from decisions.runtime.engine import RuleEngine
+from decisions.simulate.backtest import BacktestRegistry
 from rulesets.store import RulesetStore
 
 

@@ -14,7 +14,7 @@ from starlette.templating import Jinja2Templates
 
 from admin import csrf
 from admin.models import ROLES
-from decisions.settings import Settings
+from decisions.core.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 FLASH = "_flash"

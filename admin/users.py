@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from admin.models import ROLES, AdminUser
-from decisions.errors import Conflict, FieldError, NotFound, ValidationError
+from decisions.core.errors import Conflict, FieldError, NotFound, ValidationError
 
 _hasher = PasswordHasher()
 # verified against when the user name is unknown, so both paths cost one argon2 check

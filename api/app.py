@@ -16,7 +16,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import events, feedback, ops, privacy, reads
 from api.state import ApiState
-from decisions.settings import Settings
+from decisions.core.settings import Settings
 
 
 def create_app(settings: Settings, *, extra_routes: list[Any] | None = None,
@@ -29,7 +29,7 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None,
     under load, every few seconds, stalling every request in flight.
     """
     if not settings.redis_url or not settings.database_url or not settings.kafka_bootstrap:
-        from decisions.errors import ConfigError
+        from decisions.core.errors import ConfigError
 
         raise ConfigError("the API needs DECISIONS_DATABASE_URL, DECISIONS_REDIS_URL and "
                           "DECISIONS_KAFKA_BOOTSTRAP (or a running `decisions up`)")

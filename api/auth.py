@@ -14,9 +14,9 @@ from starlette.requests import Request
 
 from api.errors import Unavailable
 from api.state import ApiState
-from decisions import apikeys
-from decisions.apikeys import KeyInfo
-from decisions.errors import Forbidden, Unauthorized
+from decisions.core.errors import Forbidden, Unauthorized
+from decisions.runtime import apikeys
+from decisions.runtime.apikeys import KeyInfo
 
 
 class Unverifiable(Unavailable):

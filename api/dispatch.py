@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.errors import error_response, internal_error
 from api.metrics import Metrics
 from api.routes.reads import OFFERS, RECOMMENDATIONS, ReadEndpoint
-from decisions.errors import DecisionsError
+from decisions.core.errors import DecisionsError
 
 PREFIX = "/v1/users/"
 ENDPOINTS: dict[str, ReadEndpoint] = {"offers": OFFERS, "recommendations": RECOMMENDATIONS}

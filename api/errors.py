@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.responses import JSONBody
-from decisions.errors import DecisionsError, FieldError
+from decisions.core.errors import DecisionsError, FieldError
 
 log = logging.getLogger("api")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from decisions.events import EVENT_TYPES, PROPERTIES
-from decisions.settings import Settings
+from decisions.core.events import EVENT_TYPES, PROPERTIES
+from decisions.core.settings import Settings
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from api.app import create_app
-from decisions.settings import Settings
-from decisions.stack.stackfile import resolve
+from decisions.core.settings import Settings
+from decisions.core.stackfile import resolve
 
 
 def app() -> Starlette:

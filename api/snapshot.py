@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import Engine, or_, select
 
-from decisions import catalog
-from decisions.catalog import CatalogProduct
-from decisions.errors import ConfigError
-from decisions.models import Customer
+from decisions.core.errors import ConfigError
+from decisions.core.models import Customer
+from decisions.runtime import catalog
+from decisions.runtime.catalog import CatalogProduct
 
 
 @dataclass

@@ -20,11 +20,11 @@ from api.errors import Unavailable
 from api.metrics import Metrics
 from api.snapshot import FallbackContent, Snapshot, load_database
 from api.store import REDIS_ERRORS, RedisStore
-from decisions.apikeys import KeyCache, KeyInfo
-from decisions.db import sqlalchemy_url
-from decisions.errors import DecisionsError
-from decisions.kafka import Producer
-from decisions.settings import Settings
+from decisions.core.db import sqlalchemy_url
+from decisions.core.errors import DecisionsError
+from decisions.core.settings import Settings
+from decisions.runtime.apikeys import KeyCache, KeyInfo
+from decisions.runtime.kafka import Producer
 
 log = logging.getLogger("api")
 T = TypeVar("T")

@@ -24,8 +24,8 @@ from redis.exceptions import RedisError
 
 from api.ratelimit import ALLOW, BUCKET_SCRIPT, LEASE_MS, Lease, Verdict, bucket_key, lease_size
 from api.resp import FastRedis, RespError, pack
-from decisions import keys
-from decisions.settings import Settings
+from decisions.core import keys
+from decisions.core.settings import Settings
 
 REDIS_ERRORS = (RedisError, RespError, OSError, TimeoutError)
 

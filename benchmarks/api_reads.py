@@ -43,11 +43,14 @@ import httpx
 import orjson
 import redis
 
-from decisions import apikeys, catalog, keys, migrate
-from decisions.db import make_engine
-from decisions.offers import OfferStore
-from decisions.stack.embedded import EmbeddedStack
-from decisions.stack.process import free_port
+from decisions.cli import migrate
+from decisions.cli.demo_replay import DEMO_CATALOG
+from decisions.cli.stack.embedded import EmbeddedStack
+from decisions.cli.stack.process import free_port
+from decisions.core import keys
+from decisions.core.db import make_engine
+from decisions.runtime import apikeys, catalog
+from decisions.runtime.offers import OfferStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -341,7 +344,7 @@ def main() -> None:
         redis_url = stack.start_redis()
         database_url = migrate.create_database(server_url, "decisions_bench")
         engine = make_engine(database_url, pool_size=1)
-        catalog.import_file(engine, catalog.DEMO_CATALOG)
+        catalog.import_file(engine, DEMO_CATALOG)
         key, _ = apikeys.create_key(engine, "benchmark", ["offers:read"])
         engine.dispose()
         clients = []

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from api.app import create_app
-from decisions.settings import Settings
+from decisions.core.settings import Settings
 
 CONSTANT = {"user_id": "u-1", "personalized": True, "offers": []}
 

@@ -1,6 +1,6 @@
 """Does the event pipeline recover a known truth, and how fast is scoring?
 
-A generated storefront stream (``decisions.ml.synthetic``: every session's true purchase
+A generated storefront stream (``decisions.runtime.ml.synthetic``: every session's true purchase
 probability and every user's true purchase rate are known) goes the production way:
 archive (PostgreSQL) → replay through the worker's Lua state code (Redis) → feature
 module → training with a time-based holdout → registry → ``Scorer``. Printed:
@@ -34,17 +34,18 @@ import redis
 from sklearn.metrics import roc_auc_score
 from sqlalchemy import Engine
 
-from decisions import migrate, state
-from decisions.archive import EventArchive
-from decisions.db import make_engine
-from decisions.ml import pipeline
-from decisions.ml.artifact import CompiledModel
-from decisions.ml.dataset import CHURN_RISK, PURCHASE_INTENT, Table, build_table
-from decisions.ml.features import ALL_FEATURES, FEATURE_SETS
-from decisions.ml.scoring import Scorer
-from decisions.ml.synthetic import generate
-from decisions.ml.train import fit_candidate, time_split, train
-from decisions.stack.embedded import EmbeddedStack
+from decisions.cli import migrate
+from decisions.cli.stack.embedded import EmbeddedStack
+from decisions.core.db import make_engine
+from decisions.runtime import state
+from decisions.runtime.archive import EventArchive
+from decisions.runtime.ml import pipeline
+from decisions.runtime.ml.artifact import CompiledModel
+from decisions.runtime.ml.dataset import CHURN_RISK, PURCHASE_INTENT, Table, build_table
+from decisions.runtime.ml.features import ALL_FEATURES, FEATURE_SETS
+from decisions.runtime.ml.scoring import Scorer
+from decisions.runtime.ml.synthetic import generate
+from decisions.runtime.ml.train import fit_candidate, time_split, train
 
 ROOT = Path(__file__).resolve().parent.parent
 CHURN_DAYS = 7.0

@@ -1,7 +1,7 @@
 """Purchase-intent training pipeline on real sessions: UCI Online Shoppers Purchasing Intention.
 
 Runs the same candidates, compiled scoring, calibration and report code as
-``decisions models train`` (``decisions.ml.train`` / ``evaluation``) on the UCI file
+``decisions models train`` (``decisions.runtime.ml.train`` / ``evaluation``) on the UCI file
 (12,330 sessions, 1,908 purchases; CC BY 4.0, see ../shared/data/README.md):
 
 1. 5-fold stratified cross-validation ROC AUC of each algorithm, printed beside the
@@ -24,9 +24,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from decisions.ml.artifact import CompiledModel
-from decisions.ml.dataset import Table
-from decisions.ml.train import fit_candidate, train
+from decisions.runtime.ml.artifact import CompiledModel
+from decisions.runtime.ml.dataset import Table
+from decisions.runtime.ml.train import fit_candidate, train
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "online_shoppers_intention.csv"
@@ -42,7 +42,7 @@ TARGET = 0.93
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Feature matrix with the same transforms as decisions.ml.features (log1p of counts)."""
+    """Feature matrix with the same transforms as decisions.runtime.ml.features (log1p of counts)."""
     rows, labels, months = [], [], []
     names = ([f"log_{c}" for c in COUNTS] + RATES + ["month", "weekend"]
              + [f"visitor_{v}" for v in VISITORS]

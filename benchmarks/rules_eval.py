@@ -51,10 +51,10 @@ from typing import Any
 
 from durable import engine as durable
 
-from decisions.engine import RuleEngine, build_fact
-from decisions.events import Event
+from decisions.core.events import Event
+from decisions.runtime.engine import RuleEngine, build_fact
+from decisions.simulate.dryrun import blank_state
 from rulesets.compile import CompiledRuleset, compile_ruleset
-from rulesets.dryrun import blank_state
 from rulesets.validate import validate
 
 MIX = {"page_view": 40, "product_view": 30, "click": 8, "add_to_cart": 10,
@@ -289,7 +289,7 @@ def raw_core(compiled: CompiledRuleset, data: list[Any], facts: Posts) -> Timed:
     the engine's rulesets know them by, as the engine posts them.)"""
     import orjson
 
-    from decisions.engine import _run
+    from decisions.runtime.engine import _run
 
     engine = RuleEngine()
     engine.load(compiled)

@@ -42,14 +42,14 @@ from kafka.structs import TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from decisions import migrate  # noqa: E402
-from decisions.db import make_engine  # noqa: E402
-from decisions.engine import RuleEngine, build_fact  # noqa: E402
-from decisions.events import parse_event  # noqa: E402
-from decisions.kafka import ensure_topics  # noqa: E402
-from decisions.offers import active_offers  # noqa: E402
-from decisions.settings import Settings  # noqa: E402
-from decisions.stack.embedded import EmbeddedStack  # noqa: E402
+from decisions.cli import migrate  # noqa: E402
+from decisions.cli.stack.embedded import EmbeddedStack  # noqa: E402
+from decisions.core.db import make_engine  # noqa: E402
+from decisions.core.events import parse_event  # noqa: E402
+from decisions.core.settings import Settings  # noqa: E402
+from decisions.runtime.engine import RuleEngine, build_fact  # noqa: E402
+from decisions.runtime.kafka import ensure_topics  # noqa: E402
+from decisions.runtime.offers import active_offers  # noqa: E402
 from rulesets.compile import compile_ruleset  # noqa: E402
 from rulesets.document import read_file  # noqa: E402
 from rulesets.store import RulesetStore  # noqa: E402
@@ -306,7 +306,7 @@ def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
     reset(urls)
     group = f"bench-{processes}p-{uuid.uuid4().hex[:6]}"
     log = open(log_dir / f"worker-{processes}p.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "decisions.cli", "worker", "--processes",
+    proc = subprocess.Popen([sys.executable, "-m", "decisions.cli.main", "worker", "--processes",
                              str(processes)], cwd=ROOT, env=worker_env(urls, topic, group),
                             stdout=log, stderr=subprocess.STDOUT)
     watcher = KafkaConsumer(bootstrap_servers=urls["kafka_bootstrap"], group_id=group,
@@ -347,7 +347,7 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
             ) -> tuple[list[float], int]:
     """Produce at ``rate`` events/s (the shop stream plus probes); a probe is a cart
     event that makes the high-value-cart rule fire for a fresh user; measure from its
-    send to the offer being visible (``decisions.offers.active_offers``, what the API
+    send to the offer being visible (``decisions.runtime.offers.active_offers``, what the API
     reads). A probe still without an offer 10 s after the end counts as lost (late)."""
     reset(urls)
     topic = "bench-live-" + uuid.uuid4().hex[:6]
@@ -357,7 +357,7 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
                           dead_letter_topic=topic + ".dlq", topic_partitions=6))
     group = "bench-live-" + uuid.uuid4().hex[:6]
     log = open(log_dir / "worker-latency.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "decisions.cli", "worker"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "decisions.cli.main", "worker"], cwd=ROOT,
                             env=worker_env(urls, topic, group), stdout=log,
                             stderr=subprocess.STDOUT)
     producer = KafkaProducer(bootstrap_servers=urls["kafka_bootstrap"], linger_ms=1, acks="all")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from decisions.db import make_engine
-from decisions.schema import metadata
-from decisions.stack.stackfile import resolve_database_url
+from decisions.cli.schema import metadata
+from decisions.core.db import make_engine
+from decisions.core.stackfile import resolve_database_url
 
 config = context.config
 

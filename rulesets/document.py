@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from decisions.errors import FieldError, ValidationError
+from decisions.core.errors import FieldError, ValidationError
 
 Lines = dict[str, int]
 

@@ -4,7 +4,7 @@ This catalog drives validation, compilation and the admin's field picker, so the
 can never disagree. A field path is ``<source>.<name>``:
 
 - ``event.type``, ``event.<property>`` — the current event;
-- ``state.<feature>`` — the user's state as of the event (``decisions/state.lua``);
+- ``state.<feature>`` — the user's state as of the event (``decisions/runtime/state.lua``);
 - ``customer.<attribute>`` — customer attributes (PostgreSQL ``customers``);
 - ``user.segments`` — segments the user is in (customer record and rule-added);
 - ``score.<model>`` — model predictions (absent when no model is active: never matches);
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from decisions.events import EVENT_TYPES
+from decisions.core.events import EVENT_TYPES
 
 NUMBER, STRING, BOOL, LIST = "number", "string", "boolean", "list"
 

@@ -19,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from decisions.db import Base, utcnow
+from decisions.core.db import Base, utcnow
 
 
 class Ruleset(Base):

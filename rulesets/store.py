@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from decisions.db import utcnow
-from decisions.errors import Conflict, Forbidden, NotFound, ValidationError
+from decisions.core.db import utcnow
+from decisions.core.errors import Conflict, Forbidden, NotFound, ValidationError
 from rulesets.diff import diff_documents
 from rulesets.models import AuditEntry, Ruleset, RulesetDraft, RulesetVersion
 from rulesets.validate import validate

@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from decisions.errors import FieldError, ValidationError
+from decisions.core.errors import FieldError, ValidationError
 from rulesets.document import Lines, line_of
 from rulesets.language import (
     ACTIONS,

@@ -13,8 +13,9 @@ from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from decisions import apikeys, catalog
-from decisions.settings import Settings
+from decisions.cli.demo_replay import DEMO_CATALOG
+from decisions.core.settings import Settings
+from decisions.runtime import apikeys, catalog
 from tests.api_helpers import KeyMaker
 
 
@@ -26,7 +27,7 @@ def api_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def demo_catalog(clean_db: Engine) -> list[catalog.CatalogProduct]:
-    products = catalog.read_file(catalog.DEMO_CATALOG)
+    products = catalog.read_file(DEMO_CATALOG)
     catalog.upsert(clean_db, products)
     return products
 

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import redis
 
-from decisions import keys
-from decisions.offers import OfferStore
-from decisions.stack.process import free_port
+from decisions.cli.stack.process import free_port
+from decisions.core import keys
+from decisions.runtime.offers import OfferStore
 
 KeyMaker = Callable[..., str]
 

@@ -18,10 +18,10 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from decisions import migrate
-from decisions.db import make_engine
-from decisions.settings import Settings
-from decisions.stack.embedded import EmbeddedStack
+from decisions.cli import migrate
+from decisions.cli.stack.embedded import EmbeddedStack
+from decisions.core.db import make_engine
+from decisions.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

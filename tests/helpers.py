@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from decisions.settings import Settings
-from decisions.worker import Worker
+from decisions.core.settings import Settings
+from decisions.runtime.worker import Worker
 from rulesets.document import read_file
 from rulesets.store import RulesetStore
 
@@ -41,7 +41,7 @@ def minutes(n: float) -> timedelta:
 
 
 def import_starter(settings: Settings, path: Path = STARTER) -> None:
-    from decisions.db import make_engine
+    from decisions.core.db import make_engine
 
     engine = make_engine(str(settings.database_url))
     data, lines = read_file(path)

@@ -28,11 +28,11 @@ from starlette.testclient import TestClient
 from admin.app import create_app
 from admin.users import create_user
 from api.app import create_app as create_api
-from decisions import apikeys
-from decisions.kafka import Producer
-from decisions.offers import active_offers
-from decisions.settings import Secret, Settings
-from decisions.stack.process import free_port, port_open
+from decisions.cli.stack.process import free_port, port_open
+from decisions.core.settings import Secret, Settings
+from decisions.runtime import apikeys
+from decisions.runtime.kafka import Producer
+from decisions.runtime.offers import active_offers
 from rulesets.document import read_file
 from rulesets.store import RulesetStore
 from tests.helpers import STARTER, event, minutes, now, running_worker, wait_for

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from admin.app import create_app
 from admin.models import AdminUser
 from admin.users import hash_password
-from decisions.settings import Secret, Settings
+from decisions.core.settings import Secret, Settings
 from rulesets.document import read_file
 from rulesets.store import RulesetStore
 from tests.helpers import STARTER

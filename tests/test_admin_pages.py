@@ -60,7 +60,7 @@ def test_unreachable_redis_is_a_503_page(admin_settings, admin_users) -> None:  
     from dataclasses import replace
 
     from admin.app import create_app
-    from decisions.stack.process import free_port
+    from decisions.cli.stack.process import free_port
     from tests.test_admin_fixtures import csrf_of
 
     app = create_app(replace(admin_settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))

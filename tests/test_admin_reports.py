@@ -13,15 +13,15 @@ import redis
 from sqlalchemy import Engine, text
 
 from admin import users
-from admin.backtest import Backtest, BacktestRegistry, Runner
 from admin.charts import bar_chart
 from admin.diffview import rule_changes, side_by_side
 from admin.reports import RulePerformance, granted, performance
-from decisions import cli
-from decisions.archive import EventArchive
-from decisions.engine import RuleEngine
-from decisions.events import Event
-from decisions.settings import Settings
+from decisions.cli import main as cli
+from decisions.core.events import Event
+from decisions.core.settings import Settings
+from decisions.runtime.archive import EventArchive
+from decisions.runtime.engine import RuleEngine
+from decisions.simulate.backtest import Backtest, BacktestRegistry, Runner
 from rulesets.document import read_file
 from rulesets.validate import validate
 from tests.helpers import STARTER

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from admin.app import create_app
 from admin.models import ROLES
-from decisions.settings import Settings
+from decisions.core.settings import Settings
 from rulesets.store import RulesetStore
 from tests.test_admin_fixtures import *  # noqa: F403 - fixtures
 from tests.test_admin_fixtures import csrf_of, form_fields, password, post, sign_in

@@ -11,9 +11,9 @@ from datetime import timedelta
 import redis
 from starlette.testclient import TestClient
 
-from decisions.archive import EventArchive
-from decisions.events import parse_event
-from decisions.state import StateStore
+from decisions.core.events import parse_event
+from decisions.runtime.archive import EventArchive
+from decisions.runtime.state import StateStore
 from rulesets.store import RulesetStore
 from tests.helpers import event, minutes, now
 from tests.test_admin_fixtures import *  # noqa: F403 - fixtures

@@ -13,11 +13,11 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.auth import authenticate_header
 from api.state import ApiState
-from decisions import apikeys
-from decisions.cli import main
-from decisions.errors import NotFound, Unauthorized, ValidationError
-from decisions.models import ApiKey
-from decisions.settings import Settings
+from decisions.cli.main import main
+from decisions.core.errors import NotFound, Unauthorized, ValidationError
+from decisions.core.models import ApiKey
+from decisions.core.settings import Settings
+from decisions.runtime import apikeys
 from tests.api_helpers import KeyMaker, auth
 
 pytest_plugins = ["tests.api_fixtures"]

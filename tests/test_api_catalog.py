@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from decisions import catalog
-from decisions.cli import main
-from decisions.errors import ValidationError
-from decisions.models import Product
-from decisions.settings import Settings
+from decisions.cli.demo_replay import DEMO_CATALOG
+from decisions.cli.main import main
+from decisions.core.errors import ValidationError
+from decisions.core.models import Product
+from decisions.core.settings import Settings
+from decisions.runtime import catalog
 
 
 def test_demo_catalog(clean_db: Engine) -> None:
-    assert catalog.import_file(clean_db, catalog.DEMO_CATALOG) == 40
+    assert catalog.import_file(clean_db, DEMO_CATALOG) == 40
     products = catalog.load(clean_db)
     assert [p.product_id for p in products[:3]] == ["p-1", "p-2", "p-3"]
     assert products[9].product_id == "p-10"  # natural order
@@ -69,7 +70,7 @@ def test_cli_import(settings: Settings, clean_db: Engine, tmp_path: Path,
                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DECISIONS_DATABASE_URL", str(settings.database_url))
     monkeypatch.setenv("DECISIONS_VAR_DIR", str(settings.var_dir))
-    assert main(["catalog", "import", str(catalog.DEMO_CATALOG)]) == 0
+    assert main(["catalog", "import", str(DEMO_CATALOG)]) == 0
     assert "imported 40 products" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
     bad.write_text("product_id,name,price\np-1,X,-1\n")

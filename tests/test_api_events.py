@@ -12,8 +12,8 @@ from kafka import KafkaConsumer, TopicPartition
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from decisions.kafka import ensure_topics
-from decisions.settings import Settings
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import ensure_topics
 from tests.api_helpers import KeyMaker, auth, dead_port
 
 pytest_plugins = ["tests.api_fixtures"]

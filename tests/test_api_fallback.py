@@ -19,10 +19,13 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from decisions import apikeys, catalog, keys, migrate
-from decisions.settings import Settings
-from decisions.stack.embedded import start_postgres, start_redis
-from decisions.stack.process import Child
+from decisions.cli import migrate
+from decisions.cli.demo_replay import DEMO_CATALOG
+from decisions.cli.stack.embedded import start_postgres, start_redis
+from decisions.cli.stack.process import Child
+from decisions.core import keys
+from decisions.core.settings import Settings
+from decisions.runtime import apikeys, catalog
 from tests.api_helpers import KeyMaker, auth, dead_port, offer, store_offer, store_recs
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -203,10 +206,10 @@ def test_postgres_stopped_after_start(
     try:
         url = start_postgres(own_dir / "pg", children)
         migrate.upgrade(url)
-        from decisions.db import make_engine
+        from decisions.core.db import make_engine
 
         engine: Engine = make_engine(url, pool_size=1)
-        catalog.import_file(engine, catalog.DEMO_CATALOG)
+        catalog.import_file(engine, DEMO_CATALOG)
         key, _ = apikeys.create_key(engine, "shop", ["offers:read"])
         engine.dispose()
         store_offer(redis_client, "u-1", offer("u-1", "a"))
@@ -232,7 +235,7 @@ def test_writes_with_redis_dead(api_settings: Settings, demo_catalog: object,
 
     from sqlalchemy import insert
 
-    from decisions.models import Decision
+    from decisions.core.models import Decision
 
     now = datetime.now(UTC)
     with clean_db.begin() as conn:

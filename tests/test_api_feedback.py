@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import Engine, insert, select
 from starlette.testclient import TestClient
 
-from decisions.models import Decision, OfferFeedback
+from decisions.core.models import Decision, OfferFeedback
 from tests.api_helpers import KeyMaker, auth, offer, store_offer
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from decisions.kafka import ensure_topics
-from decisions.settings import Settings
-from decisions.stack.process import free_port
+from decisions.cli.stack.process import free_port
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import ensure_topics
 from tests.api_helpers import KeyMaker, auth
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -11,8 +11,8 @@ import redis
 from sqlalchemy import Engine, insert, text
 from starlette.testclient import TestClient
 
-from decisions import keys
-from decisions.models import ArchivedEvent, Customer, Decision, OfferFeedback
+from decisions.core import keys
+from decisions.core.models import ArchivedEvent, Customer, Decision, OfferFeedback
 from tests.api_helpers import KeyMaker, auth, offer, store_offer, store_recs
 
 pytest_plugins = ["tests.api_fixtures"]

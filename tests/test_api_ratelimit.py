@@ -19,8 +19,8 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.ratelimit import LEASE_SECONDS, MAX_LEASE, lease_size
 from api.store import RedisStore
-from decisions import apikeys
-from decisions.settings import Settings
+from decisions.core.settings import Settings
+from decisions.runtime import apikeys
 from tests.api_helpers import KeyMaker, auth
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -12,9 +12,9 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.routes import reads
-from decisions import keys
-from decisions.models import Customer
-from decisions.settings import Settings
+from decisions.core import keys
+from decisions.core.models import Customer
+from decisions.core.settings import Settings
 from tests.api_helpers import KeyMaker, auth, offer, store_offer, store_recs
 
 pytest_plugins = ["tests.api_fixtures"]

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
-from decisions.archive import EventArchive, month_start, next_month, partition_name
-from decisions.events import Event
+from decisions.core.events import Event
+from decisions.runtime.archive import EventArchive, month_start, next_month, partition_name
 
 
 def ev(i: int, ts: datetime, user: str = "u-1", etype: str = "page_view") -> Event:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
-from decisions.cli import main
-from decisions.settings import Settings
+from decisions.cli.main import main
+from decisions.core.settings import Settings
 from tests.helpers import event, now
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from decisions.settings import SETTING_NAMES
+from decisions.core.settings import SETTING_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 

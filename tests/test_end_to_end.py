@@ -6,9 +6,9 @@ from datetime import datetime
 
 import redis
 
-from decisions.kafka import Producer, ensure_topics
-from decisions.offers import active_offers
-from decisions.settings import Settings
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import Producer, ensure_topics
+from decisions.runtime.offers import active_offers
 from tests.helpers import event, import_starter, minutes, now, running_worker, wait_for
 
 

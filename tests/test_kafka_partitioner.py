@@ -7,7 +7,7 @@ from typing import Any
 
 from kafka.partitioner.default import DefaultPartitioner
 
-from decisions.kafka import KeyHashCache
+from decisions.runtime.kafka import KeyHashCache
 
 
 class Cluster:

@@ -13,11 +13,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from decisions import migrate
-from decisions.archive import EventArchive
-from decisions.db import make_engine
-from decisions.events import Event
-from decisions.schema import metadata
+from decisions.cli import migrate
+from decisions.cli.schema import metadata
+from decisions.core.db import make_engine
+from decisions.core.events import Event
+from decisions.runtime.archive import EventArchive
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:

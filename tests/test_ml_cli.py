@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from decisions.archive import EventArchive
-from decisions.cli import main
-from decisions.commands.models import RETRAIN_LOCK
-from decisions.ml import registry
-from decisions.ml.synthetic import generate
-from decisions.settings import Settings
+from decisions.cli.commands.models import RETRAIN_LOCK
+from decisions.cli.main import main
+from decisions.core.settings import Settings
+from decisions.runtime.archive import EventArchive
+from decisions.runtime.ml import registry
+from decisions.runtime.ml.synthetic import generate
 
 
 @pytest.fixture

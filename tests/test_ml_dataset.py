@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from decisions.events import Event
-from decisions.ml.dataset import CHURN_RISK, PURCHASE_INTENT, build_table, live_rows
+from decisions.core.events import Event
+from decisions.runtime.ml.dataset import CHURN_RISK, PURCHASE_INTENT, build_table, live_rows
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from decisions.ml.features import (
+from decisions.runtime.ml.features import (
     ALL_FEATURES,
     FEATURE_SETS,
     Extractor,

@@ -11,12 +11,12 @@ from prometheus_client import REGISTRY
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, text
 
-from decisions.ml import drift, pipeline, registry
-from decisions.ml.artifact import ModelError, TamperedArtifact, dumps, loads, sha256
-from decisions.ml.dataset import PURCHASE_INTENT, Table
-from decisions.ml.features import ALL_FEATURES, FEATURE_SETS, Extractor
-from decisions.ml.scoring import Scorer
-from decisions.ml.train import TrainResult, train
+from decisions.runtime.ml import drift, pipeline, registry
+from decisions.runtime.ml.artifact import ModelError, TamperedArtifact, dumps, loads, sha256
+from decisions.runtime.ml.dataset import PURCHASE_INTENT, Table
+from decisions.runtime.ml.features import ALL_FEATURES, FEATURE_SETS, Extractor
+from decisions.runtime.ml.scoring import Scorer
+from decisions.runtime.ml.train import TrainResult, train
 
 SNAPSHOT = {"cart_value": 120.0, "cart_items": 2, "cart_lines": 2, "session_events": 9,
             "session_product_views": 5, "since_add_to_cart": 30.0, "since_page_checkout": 10.0,

@@ -12,15 +12,15 @@ import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
-from decisions import state
-from decisions.archive import EventArchive
-from decisions.errors import Conflict
-from decisions.events import Event
-from decisions.ml import pipeline, registry
-from decisions.ml.dataset import CHURN_RISK, PURCHASE_INTENT, Table, build_table
-from decisions.ml.scoring import Scorer
-from decisions.ml.synthetic import generate
-from decisions.ml.train import time_split, train
+from decisions.core.errors import Conflict
+from decisions.core.events import Event
+from decisions.runtime import state
+from decisions.runtime.archive import EventArchive
+from decisions.runtime.ml import pipeline, registry
+from decisions.runtime.ml.dataset import CHURN_RISK, PURCHASE_INTENT, Table, build_table
+from decisions.runtime.ml.scoring import Scorer
+from decisions.runtime.ml.synthetic import generate
+from decisions.runtime.ml.train import time_split, train
 
 WEAK = ("customer_known", "log_days_since_first_seen", "recent_products")
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from decisions.db import sqlalchemy_url
-from decisions.kafka import Producer, ensure_topics
-from decisions.ml import pipeline
-from decisions.ml.dataset import PURCHASE_INTENT
-from decisions.ml.scoring import Scorer
-from decisions.ml.train import train
-from decisions.offers import active_offers
-from decisions.settings import Settings
+from decisions.core.db import sqlalchemy_url
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import Producer, ensure_topics
+from decisions.runtime.ml import pipeline
+from decisions.runtime.ml.dataset import PURCHASE_INTENT
+from decisions.runtime.ml.scoring import Scorer
+from decisions.runtime.ml.train import train
+from decisions.runtime.offers import active_offers
 from rulesets.store import RulesetStore
 from tests.helpers import event, minutes, now, running_worker, wait_for
 from tests.test_ml_scoring import synthetic_table

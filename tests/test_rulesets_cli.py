@@ -9,7 +9,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
-from decisions.cli import main
+from decisions.cli.main import main
 from rulesets.store import RulesetStore
 from rulesets.validate import validate
 from tests.helpers import ROOT

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from decisions.engine import RuleEngine, build_fact
-from decisions.errors import ValidationError
-from decisions.events import Event
+from decisions.core.errors import ValidationError
+from decisions.core.events import Event
+from decisions.runtime.engine import RuleEngine, build_fact
 from rulesets.compile import CHUNK_PATHS, compile_ruleset
 from rulesets.explain import holds
 from rulesets.validate import validate

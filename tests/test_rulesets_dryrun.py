@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import redis
 
-from decisions import keys
-from decisions.errors import ValidationError
-from decisions.events import parse_event
-from decisions.state import StateStore
+from decisions.core import keys
+from decisions.core.errors import ValidationError
+from decisions.core.events import parse_event
+from decisions.runtime.state import StateStore
+from decisions.simulate.dryrun import dry_run, dry_run_live
 from rulesets.compile import compile_ruleset
 from rulesets.document import read_file
-from rulesets.dryrun import dry_run, dry_run_live
 from rulesets.validate import validate
 from tests.helpers import ROOT, event
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import redis
 
-from decisions import keys
-from decisions.offers import OfferStore
+from decisions.core import keys
+from decisions.runtime.offers import OfferStore
 
 DAY_MS = 86_400_000
 T0 = 1_795_000_000_000

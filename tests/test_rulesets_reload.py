@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import redis
 from sqlalchemy import Engine, text
 
-from decisions.kafka import Producer, ensure_topics
-from decisions.settings import Settings
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import Producer, ensure_topics
 from rulesets.store import RulesetStore
 from tests.helpers import event, now, running_worker, wait_for
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from decisions.errors import Conflict, DecisionsError, Forbidden, NotFound, ValidationError
+from decisions.core.errors import Conflict, DecisionsError, Forbidden, NotFound, ValidationError
 from rulesets.models import AuditEntry, Ruleset
 from rulesets.notify import RulesetListener
 from rulesets.store import RulesetStore

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from decisions.errors import ValidationError
+from decisions.core.errors import ValidationError
 from rulesets.document import parse_text, read_file
 from rulesets.validate import validate
 

@@ -8,10 +8,10 @@ from datetime import datetime
 
 import redis
 
-from decisions import keys
-from decisions.kafka import Producer, ensure_topics
-from decisions.offers import active_offers
-from decisions.settings import Settings
+from decisions.core import keys
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import Producer, ensure_topics
+from decisions.runtime.offers import active_offers
 from tests.helpers import event, import_starter, minutes, now, running_worker, wait_for
 
 

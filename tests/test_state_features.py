@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import redis
 
-from decisions.events import parse_event
-from decisions.state import StateStore, wanted_features
+from decisions.core.events import parse_event
+from decisions.runtime.state import StateStore, wanted_features
 from tests.helpers import event, now
 
 PATHS = ["state.cart_value", "state.count_add_to_cart_1h", "state.since_page_checkout",

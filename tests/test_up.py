@@ -30,7 +30,7 @@ def test_up_demo_serves_offers_and_stops_cleanly(tmp_path: Path) -> None:
     env = _env(tmp_path)
     log = open(tmp_path / "up.out", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "decisions.cli", "up", "--demo"],
+        [sys.executable, "-m", "decisions.cli.main", "up", "--demo"],
         cwd=tmp_path,
         env=env,
         stdout=log,
@@ -71,7 +71,7 @@ def test_up_demo_serves_offers_and_stops_cleanly(tmp_path: Path) -> None:
 
         # a second `up` in the same folder reports the running one
         second = subprocess.run(
-            [sys.executable, "-m", "decisions.cli", "up"],
+            [sys.executable, "-m", "decisions.cli.main", "up"],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -119,7 +119,7 @@ def test_unreachable_service_is_one_clear_line(
     )
     env[setting] = url
     done = subprocess.run(
-        [sys.executable, "-m", "decisions.cli", "up"],
+        [sys.executable, "-m", "decisions.cli.main", "up"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

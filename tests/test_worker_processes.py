@@ -16,8 +16,8 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 from sqlalchemy import Engine, text
 
-from decisions.offers import action_id
-from decisions.settings import Settings
+from decisions.core.settings import Settings
+from decisions.runtime.offers import action_id
 from tests.helpers import event, minutes, now, wait_for
 from tests.test_worker_support import (
     count,

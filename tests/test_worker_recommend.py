@@ -10,10 +10,10 @@ import orjson
 import redis
 from sqlalchemy import Engine, text
 
-from decisions.kafka import ensure_topics
-from decisions.offers import action_id
-from decisions.settings import Settings
-from decisions.worker import Worker
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import ensure_topics
+from decisions.runtime.offers import action_id
+from decisions.runtime.worker import Worker
 from tests.helpers import event, minutes, now, running_worker, wait_for
 from tests.test_worker_support import fast, produce, publish
 

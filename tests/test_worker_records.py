@@ -7,8 +7,8 @@ import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
-from decisions.kafka import ensure_topics
-from decisions.settings import Settings
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import ensure_topics
 from tests.helpers import event, minutes, now, running_worker, wait_for
 from tests.test_worker_support import (
     count,

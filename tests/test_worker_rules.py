@@ -10,9 +10,9 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, text
 
-from decisions.kafka import ensure_topics
-from decisions.settings import Settings
-from decisions.worker import Worker
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import ensure_topics
+from decisions.runtime.worker import Worker
 from tests.helpers import event, minutes, now, running_worker, wait_for
 from tests.test_worker_support import count, fast, offer_ruleset, produce, publish
 
@@ -82,7 +82,7 @@ def test_hot_reload_of_a_ruleset_while_consuming(settings: Settings, clean_db: E
 
 
 class FakeScorer:
-    """The ``decisions.ml.scoring.Scorer`` interface; fails on huge carts."""
+    """The ``decisions.runtime.ml.scoring.Scorer`` interface; fails on huge carts."""
 
     def __init__(self) -> None:
         self.refreshed = 0

@@ -15,9 +15,9 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 from sqlalchemy import Engine, text
 
-from decisions.db import make_engine
-from decisions.kafka import Producer, ensure_topics
-from decisions.settings import Settings
+from decisions.core.db import make_engine
+from decisions.core.settings import Settings
+from decisions.runtime.kafka import Producer, ensure_topics
 from rulesets.store import RulesetStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,11 +115,11 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 def start_worker(settings: Settings, log: Path, *args: str,
                  **extra: str) -> subprocess.Popen[bytes]:
-    """``python -m decisions.cli worker ARGS`` with the test's settings in its environment."""
+    """``python -m decisions.cli.main worker ARGS`` with the test's settings in its environment."""
     ensure_topics(settings)
     out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed with the test's tmp dir
     return subprocess.Popen(
-        [sys.executable, "-m", "decisions.cli", "worker", *args], cwd=ROOT,
+        [sys.executable, "-m", "decisions.cli.main", "worker", *args], cwd=ROOT,
         env=worker_env(settings, **extra), stdout=out, stderr=subprocess.STDOUT,
     )
 

@@ -14,7 +14,7 @@ from admin.diffview import rule_changes, side_by_side
 from admin.services import services
 from admin.views.common import Form, page
 from admin.views.render import render
-from decisions.errors import NotFound
+from decisions.core.errors import NotFound
 from rulesets.models import AuditEntry
 
 PAGE = 100

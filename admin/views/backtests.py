@@ -8,15 +8,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from admin.backtest import Backtest, Runner
 from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.audit import parse_day
 from admin.views.common import Form, field, page
 from admin.views.render import render
 from admin.views.rulesets import working
-from decisions.archive import EventArchive
-from decisions.errors import NotFound
+from decisions.core.errors import NotFound
+from decisions.runtime.archive import EventArchive
+from decisions.simulate.backtest import Backtest, Runner
 from rulesets.validate import validate
 
 MAX_RUNNING = 2  # backtests running at once in one admin process

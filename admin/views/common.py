@@ -25,7 +25,7 @@ from admin import csrf
 from admin.services import services
 from admin.templating import templates_of, url
 from admin.users import User, get_user
-from decisions.errors import DecisionsError, Forbidden
+from decisions.core.errors import DecisionsError, Forbidden
 
 Form = FormData
 View = Callable[[Request, Form], Response]

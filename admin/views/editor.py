@@ -19,7 +19,7 @@ from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
 from admin.views.render import render
 from admin.views.rulesets import guard, save_draft, working
-from decisions.errors import Conflict, FieldError, NotFound, ValidationError
+from decisions.core.errors import Conflict, FieldError, NotFound, ValidationError
 from rulesets.document import parse_text
 from rulesets.language import ACTIONS, FIELDS, OPERATOR_LABELS, OPERATORS
 from rulesets.validate import STRATEGIES, validate

@@ -13,7 +13,7 @@ from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
 from admin.views.render import render
-from decisions.errors import Forbidden, NotFound, ValidationError
+from decisions.core.errors import Forbidden, NotFound, ValidationError
 
 
 @page("viewer")

@@ -11,8 +11,8 @@ from admin.templating import flash, redirect
 from admin.users import create_user, list_users, set_role
 from admin.views.common import Form, field, page
 from admin.views.render import render
-from decisions.db import utcnow
-from decisions.errors import Conflict, ValidationError
+from decisions.core.db import utcnow
+from decisions.core.errors import Conflict, ValidationError
 from rulesets.models import AuditEntry
 
 

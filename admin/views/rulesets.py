@@ -17,7 +17,7 @@ from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
 from admin.views.render import render
-from decisions.errors import Conflict, NotFound, ValidationError
+from decisions.core.errors import Conflict, NotFound, ValidationError
 from rulesets.language import FIELDS, OPERATOR_LABELS
 from rulesets.models import Ruleset, RulesetDraft, RulesetVersion
 from rulesets.store import DraftInfo

@@ -12,11 +12,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin.services import services
-from admin.trial import SAMPLE_EVENT, SAMPLE_PROFILE, parse_profile, try_event
 from admin.views.common import Form, field, page
 from admin.views.render import render
 from admin.views.rulesets import working
-from decisions.errors import NotFound, ValidationError
+from decisions.core.errors import NotFound, ValidationError
+from decisions.simulate.trial import SAMPLE_EVENT, SAMPLE_PROFILE, parse_profile, try_event
 from rulesets.language import FIELDS, OPERATOR_LABELS
 
 

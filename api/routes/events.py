@@ -20,8 +20,8 @@ from api.errors import BadRequest, PayloadTooLarge
 from api.responses import json_response
 from api.state import ApiState, get_api
 from api.store import REDIS_ERRORS
-from decisions.errors import FieldError, RateLimited, ValidationError
-from decisions.events import Event, parse_event
+from decisions.core.errors import FieldError, RateLimited, ValidationError
+from decisions.core.events import Event, parse_event
 
 
 async def read_body(request: Request, limit: int) -> bytes:

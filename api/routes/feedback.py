@@ -22,9 +22,9 @@ from api.errors import Unavailable
 from api.responses import json_response
 from api.routes.events import check_rate, parse_json, read_body
 from api.state import ApiState, get_api
-from decisions.errors import FieldError, NotFound, ValidationError
-from decisions.events import NUMBER
-from decisions.models import Decision, OfferFeedback
+from decisions.core.errors import FieldError, NotFound, ValidationError
+from decisions.core.events import NUMBER
+from decisions.core.models import Decision, OfferFeedback
 
 KINDS = ("impression", "redeem")
 MAX_BODY = 4096

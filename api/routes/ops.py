@@ -15,9 +15,9 @@ from api.openapi import document
 from api.responses import JSONBody, json_response
 from api.state import ApiState, get_api
 from api.store import REDIS_ERRORS
-from decisions.db import check_database
-from decisions.errors import DecisionsError
-from decisions.kafka import check_reachable
+from decisions.core.db import check_database
+from decisions.core.errors import DecisionsError
+from decisions.runtime.kafka import check_reachable
 
 CHECK_TIMEOUT = 2.0
 

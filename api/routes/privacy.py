@@ -19,7 +19,7 @@ from api.auth import authenticate
 from api.responses import json_response
 from api.routes.reads import user_id_of
 from api.state import get_api
-from decisions.models import ArchivedEvent, Customer, Decision, OfferFeedback
+from decisions.core.models import ArchivedEvent, Customer, Decision, OfferFeedback
 
 TABLES: tuple[tuple[str, Any], ...] = (
     ("customers", Customer),

@@ -27,10 +27,10 @@ from api.ratelimit import Verdict
 from api.responses import RawHeaders, encode_cacheable
 from api.state import ApiState
 from api.store import REDIS_ERRORS
-from decisions.apikeys import KeyInfo
-from decisions.errors import RateLimited
-from decisions.events import parse_ts
-from decisions.offers import select_offers
+from decisions.core.errors import RateLimited
+from decisions.core.events import parse_ts
+from decisions.runtime.apikeys import KeyInfo
+from decisions.runtime.offers import select_offers
 
 MAX_LIMIT = 50
 DEFAULT_LIMIT = 10

@@ -1,0 +1,1 @@
+"""The top floor: the ``decisions`` command, the embedded stack, the demo, migrations."""

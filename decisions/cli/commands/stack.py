@@ -1,0 +1,65 @@
+"""``decisions up``, ``decisions migrate``, ``decisions status``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from decisions.core.settings import Settings
+
+
+def register(sub: Any) -> None:
+    up = sub.add_parser("up", help="run the whole service (embedded services where none set)")
+    up.add_argument(
+        "--demo", action="store_true", help="load a demo catalog and replay a sample event stream"
+    )
+    up.add_argument("--host", default=None, help="address to serve on (DECISIONS_API_HOST)")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port to serve on (DECISIONS_API_PORT; 0 = any free port)",
+    )
+    up.set_defaults(handler=cmd_up)
+
+    mig = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
+    mig.add_argument("--revision", default="head")
+    mig.set_defaults(handler=cmd_migrate)
+
+    status = sub.add_parser("status", help="show the running stack from var/stack.json")
+    status.set_defaults(handler=cmd_status)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from decisions.cli.up import Up
+
+    host = args.host or settings.api_host
+    port = settings.api_port if args.port is None else args.port
+    return Up(settings, with_demo=args.demo, host=host, port=port).run()
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from decisions.cli import migrate
+    from decisions.core.db import check_database, make_engine
+    from decisions.core.stackfile import require
+
+    url = require(settings, "database_url")
+    check_database(make_engine(url, pool_size=1), url)
+    migrate.upgrade(url, args.revision)
+    print(f"schema at {args.revision}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from decisions.core import stackfile
+
+    data = stackfile.running(settings)
+    if not data:
+        print(
+            "decisions is not running here (no live var/stack.json); start it with `decisions up`"
+        )
+        return 1
+    for key in ("pid", *stackfile.KEYS):
+        if key in data:
+            print(f"{key}: {data[key]}")
+    return 0

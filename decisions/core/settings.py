@@ -1,0 +1,112 @@
+"""The one typed settings object, read from the environment (``DECISIONS_*``).
+
+Every setting is documented in ``docs/settings.md``; ``tests/test_docs.py`` checks that.
+A URL that is set means "use this real service and start nothing"; an unset URL lets
+``decisions up`` start the embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from decisions.core.errors import ConfigError
+
+PREFIX = "DECISIONS_"
+
+
+class Secret(str):
+    """A string that never shows itself in logs or reprs."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    kafka_bootstrap: str | None = None
+    var_dir: Path = Path("var")
+    events_topic: str = "user-events"
+    actions_topic: str = "decisions.actions"
+    dead_letter_topic: str = "user-events.dlq"
+    topic_partitions: int = 6
+    group_id: str = "decisions-worker"
+    batch_size: int = 500
+    poll_timeout_ms: int = 200
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 2000
+    max_event_bytes: int = 64 * 1024
+    dedup_ttl_seconds: int = 48 * 3600
+    offer_ttl_seconds: int = 24 * 3600
+    reload_interval_seconds: float = 1.0
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+    secret_key: Secret = field(default_factory=lambda: Secret("dev-insecure-change-me"))
+    max_batch_events: int = 500
+    redis_timeout_ms: int = 50
+    cors_origins: tuple[str, ...] = ()
+    rate_limit_per_second: float = 200.0
+    rate_limit_burst: int = 400
+    api_cache_max_age: int = 5
+    api_gzip_min_bytes: int = 1024
+    api_max_body_bytes: int = 1024 * 1024
+    api_fallback_file: str = ""
+    apikey_cache_seconds: float = 10.0
+    catalog_refresh_seconds: float = 5.0
+    breaker_failures: int = 3
+    breaker_reset_seconds: float = 2.0
+    database_timeout_ms: int = 500
+    kafka_ack_timeout_seconds: float = 5.0
+    event_retention_days: int = 400
+    admin_session_seconds: int = 8 * 3600
+    admin_login_max_failures: int = 5
+    admin_login_lockout_seconds: int = 900
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
+    worker_fetch_max_bytes: int = 4 * 1024 * 1024
+    worker_fetch_max_wait_ms: int = 25
+    worker_retry_max_seconds: float = 5.0
+    worker_lag_interval_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = PREFIX + f.name.upper()
+            if key not in env or env[key] == "":
+                continue
+            raw = env[key]
+            values[f.name] = _convert(key, raw, f.default if f.default is not field else None, f)
+        values.update(overrides)
+        return cls(**values)
+
+    def with_services(self, **urls: Any) -> Settings:
+        return replace(self, **urls)
+
+
+def _convert(key: str, raw: str, default: Any, f: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        if kind == "Secret":
+            return Secret(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r}: expected {kind}") from None
+    return raw
+
+
+SETTING_NAMES = [PREFIX + f.name.upper() for f in fields(Settings)]

@@ -1,0 +1,153 @@
+"""The registry of named action handlers: what a fired rule does.
+
+A handler turns a ``Match`` into effects (offers, recommendations, segment changes).
+Every effect carries the event id, ruleset, version, rule and a deterministic id, so a
+replayed event writes the same effect again (idempotent), never a second one.
+
+A recommendation that a later event of the same batch replaces (same user and slot: the
+slot holds only the latest) is not computed: ``run_actions`` records it as superseded
+(``Effect.superseded_by``, the surviving action's id), for the decision log only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from decisions.core.events import Event, format_ts
+from decisions.runtime.engine import Match
+from decisions.runtime.offers import action_id
+from decisions.runtime.recommend import Recommender
+
+
+@dataclass
+class Effect:
+    kind: str  # offer | recommendation | segment
+    user_id: str
+    action_id: str
+    match: Match
+    event: Event
+    payload: dict[str, Any]
+    # a recommendation replaced within its batch by this action id: logged as a decision,
+    # never computed, stored in Redis or published
+    superseded_by: str | None = None
+
+
+@dataclass
+class Context:
+    event: Event
+    snapshot: dict[str, Any]
+    match: Match
+    stacking: bool
+    recommender: Recommender | None
+    effects: list[Effect] = field(default_factory=list)
+
+    def add(self, kind: str, payload: dict[str, Any], superseded_by: str | None = None) -> None:
+        aid = action_id(self.event.event_id, self.match.ruleset, self.match.rule, kind)
+        self.effects.append(Effect(kind, self.event.user_id, aid, self.match, self.event,
+                                   payload, superseded_by))
+
+
+Handler = Callable[[Context, dict[str, Any]], None]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+def _reason(match: Match) -> str:
+    parts = [f"{k}={v}" for k, v in match.reason.items() if not isinstance(v, list)]
+    return f"rule {match.rule}: " + ", ".join(parts)
+
+
+@handler("discount")
+def discount(ctx: Context, params: dict[str, Any]) -> None:
+    minutes = float(params.get("expires_minutes", 60))
+    expires = ctx.event.ts + timedelta(minutes=minutes)
+    terms: dict[str, Any] = (
+        {"type": "percent", "value": params["percent"]} if "percent" in params
+        else {"type": "amount", "value": params["amount"]}
+    )
+    for key in ("code", "min_basket"):
+        if key in params:
+            terms[key] = params[key]
+    offer: dict[str, Any] = {
+        "offer_id": action_id(ctx.event.event_id, ctx.match.ruleset, ctx.match.rule, "offer"),
+        "rule": ctx.match.rule,
+        "ruleset": ctx.match.ruleset,
+        "ruleset_version": ctx.match.version,
+        "kind": "discount",
+        "discount": terms,
+        "priority": ctx.match.priority,
+        "stackable": ctx.stacking,
+        "expires_at": format_ts(expires),
+        "expires_ms": int(expires.timestamp() * 1000),
+        "created_at": format_ts(ctx.event.ts),
+        "event_id": ctx.event.event_id,
+        "reason": _reason(ctx.match),
+        # 0 = no 30-day cap; one active offer per rule and user always holds
+        "per_user_cap": int(params.get("per_user_cap", 0)),
+    }
+    if params.get("products"):
+        offer["products"] = list(params["products"])
+    ctx.add("offer", offer)
+
+
+@handler("recommend")
+def recommend(ctx: Context, params: dict[str, Any]) -> None:
+    count = int(params.get("count", 6))
+    strategy = str(params["strategy"])
+    products: list[str] = []
+    used = strategy
+    if ctx.recommender is not None:
+        products, used = ctx.recommender.recommend(ctx.event.user_id, ctx.snapshot, strategy, count)
+    expires = ctx.event.ts + timedelta(hours=24)
+    ctx.add("recommendation", {
+        "slot": params["slot"],
+        "products": products,
+        "strategy": used,
+        "rule": ctx.match.rule,
+        "ruleset": ctx.match.ruleset,
+        "ruleset_version": ctx.match.version,
+        "event_id": ctx.event.event_id,
+        "expires_at": format_ts(expires),
+        "expires_ms": int(expires.timestamp() * 1000),
+        "reason": _reason(ctx.match),
+    })
+
+
+@handler("add_segment")
+def add_segment(ctx: Context, params: dict[str, Any]) -> None:
+    ctx.add("segment", {"segment": params["segment"], "rule": ctx.match.rule,
+                        "ruleset": ctx.match.ruleset, "ruleset_version": ctx.match.version})
+
+
+def superseded_recommendation(ctx: Context, params: dict[str, Any], by: str) -> None:
+    """A recommendation a later one of the batch replaces: what fired, no products."""
+    ctx.add("recommendation", {
+        "slot": params["slot"],
+        "strategy": str(params["strategy"]),
+        "rule": ctx.match.rule,
+        "ruleset": ctx.match.ruleset,
+        "ruleset_version": ctx.match.version,
+        "event_id": ctx.event.event_id,
+        "superseded_by": by,  # (the row's reason column holds why the rule fired)
+    }, superseded_by=by)
+
+
+def run_actions(ctx: Context, superseded: dict[int, str] | None = None) -> list[Effect]:
+    """``superseded``: by action index, the id of the recommendation that replaces it."""
+    for i, action in enumerate(ctx.match.actions):
+        ((name, params),) = action.items()
+        if superseded and i in superseded:
+            superseded_recommendation(ctx, params, superseded[i])
+        else:
+            HANDLERS[name](ctx, params)
+    return ctx.effects

@@ -1,0 +1,206 @@
+"""Backtests: replay a period of archived events through a draft, in a background thread.
+
+The archive (``EventArchive.read``) is replayed through the same Lua state code the
+worker runs (``decisions.runtime.state.replay``) under a scratch key prefix, so each event is
+judged on the features the live worker computed for it; the compiled draft is evaluated
+on each, and per rule we count fires, offers, distinct users and the discount granted.
+Nothing is written but the scratch keys, which are deleted at the end (or on cancel).
+
+Offers follow the live store's cap: while a user holds an unexpired offer of a rule
+(``expires_minutes``, default 60, in event time) the rule grants that user no new one.
+Discount granted: ``percent`` × the cart value at that event, or the ``amount``.
+Model scores are not replayed: conditions on ``score.*`` never match in a backtest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, text
+
+from decisions.core.db import utcnow
+from decisions.core.events import Event
+from decisions.runtime.archive import EventArchive
+from decisions.runtime.engine import RuleEngine, build_fact
+from decisions.runtime.state import clear_scratch, replay
+from rulesets.compile import compile_ruleset
+
+log = logging.getLogger(__name__)
+BATCH = 500
+KEEP = 20  # finished backtests kept in memory
+
+
+@dataclass
+class RuleTally:
+    rule: str
+    fires: int = 0
+    offers: int = 0
+    discount: float = 0.0
+    users: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Backtest:
+    ruleset: str
+    source: str  # "draft" or "version N"
+    start: datetime
+    end: datetime
+    started_by: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    total: int = 0
+    processed: int = 0
+    status: str = "running"  # running | done | cancelled | failed
+    error: str = ""
+    started_at: datetime = field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    tallies: dict[str, RuleTally] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def percent(self) -> int:
+        if self.status == "done":
+            return 100
+        return int(100 * self.processed / self.total) if self.total else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "processed": self.processed,
+                "total": self.total, "percent": self.percent, "error": self.error}
+
+
+class BacktestRegistry:
+    """Backtests of this process, by id (progress lives in memory; the page polls it)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Backtest] = {}
+        self._lock = threading.Lock()
+
+    def start(self, run: Backtest, work: Callable[[Backtest], None]) -> Backtest:
+        with self._lock:
+            finished = sorted((r for r in self._runs.values() if r.status != "running"),
+                              key=lambda r: r.started_at)
+            for old in finished[: max(0, len(finished) - KEEP)]:
+                self._runs.pop(old.id, None)
+            self._runs[run.id] = run
+        threading.Thread(target=work, args=(run,), name=f"backtest-{run.id}", daemon=True).start()
+        return run
+
+    def running(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._runs.values() if r.status == "running")
+
+    def get(self, run_id: str) -> Backtest | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
+    def of_ruleset(self, name: str) -> list[Backtest]:
+        with self._lock:
+            runs = [r for r in self._runs.values() if r.ruleset == name]
+        return sorted(runs, key=lambda r: r.started_at, reverse=True)
+
+
+def discount_value(params: dict[str, Any], snapshot: dict[str, Any]) -> float:
+    if "amount" in params:
+        return float(params["amount"])
+    cart = snapshot.get("cart_value") or 0
+    return float(params.get("percent", 0)) * float(cart) / 100.0
+
+
+def load_customers(db: Engine, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Customer attributes as the worker sees them (read-only: no cache is written)."""
+    from decisions.runtime.customers import row_to_attrs
+
+    if not user_ids:
+        return {}
+    with db.connect() as conn:
+        rows = conn.execute(
+            text("SELECT user_id, tier, country, consent, signup_date, segments, attributes "
+                 "FROM customers WHERE user_id = ANY(:ids)"), {"ids": user_ids}).all()
+    today = utcnow().date()
+    return {r.user_id: row_to_attrs(r, today) for r in rows}
+
+
+class Runner:
+    """Runs one backtest; ``engine_lock`` serialises use of the shared rule engine."""
+
+    def __init__(self, db: Engine, client: redis.Redis, engine: RuleEngine,
+                 engine_lock: threading.Lock, document: dict[str, Any]) -> None:
+        self.db = db
+        self.client = client
+        self.engine = engine
+        self.engine_lock = engine_lock
+        self.document = document
+
+    def __call__(self, run: Backtest) -> None:
+        prefix = f"bt-{run.id}-"
+        status, error = "done", ""
+        try:
+            self._run(run, prefix)
+            if run.cancel.is_set():
+                status = "cancelled"
+        except Exception as exc:  # shown on the page; the thread must not die silently
+            log.exception("backtest %s failed", run.id)
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        try:
+            clear_scratch(self.client, prefix)
+        except Exception:  # best effort: the keys are scratch only
+            log.warning("backtest %s: scratch keys %s* not cleared", run.id, prefix)
+        # the run is over only once its scratch keys are gone
+        run.finished_at = utcnow()
+        run.error = error
+        run.status = status
+
+    def _run(self, run: Backtest, prefix: str) -> None:
+        archive = EventArchive(self.db)
+        run.total = archive.count(run.start, run.end)
+        compiled = compile_ruleset(self.document, 0)
+        for rule in compiled.rules:
+            run.tallies[rule] = RuleTally(rule)
+        holding: dict[tuple[str, str], int] = {}  # (user, rule) -> offer expiry (ms)
+        customers: dict[str, dict[str, Any]] = {}
+        pending: list[tuple[Event, dict[str, Any]]] = []
+        for item in replay(archive.read(run.start, run.end), self.client, prefix, batch=BATCH):
+            if run.cancel.is_set():
+                return
+            pending.append(item)
+            if len(pending) >= BATCH:
+                self._evaluate(run, compiled, pending, customers, holding)
+        if pending and not run.cancel.is_set():
+            self._evaluate(run, compiled, pending, customers, holding)
+
+    def _evaluate(self, run: Backtest, compiled: Any, items: list[tuple[Event, dict[str, Any]]],
+                  customers: dict[str, dict[str, Any]],
+                  holding: dict[tuple[str, str], int]) -> None:
+        unknown = list({e.user_id for e, _ in items if e.user_id not in customers})
+        found = load_customers(self.db, unknown)
+        for uid in unknown:
+            customers[uid] = found.get(uid, {})
+        with self.engine_lock:
+            for event, snapshot in items:
+                customer = customers[event.user_id]
+                if customer.get("consent") is False:
+                    continue
+                fact = build_fact(event, snapshot, customer, {})
+                for match in self.engine.evaluate(compiled, event, fact):
+                    tally = run.tallies[match.rule]
+                    tally.fires += 1
+                    for action in match.actions:
+                        params = action.get("discount")
+                        if params is None:
+                            continue
+                        key = (event.user_id, match.rule)
+                        if holding.get(key, 0) > event.ts_ms:
+                            continue
+                        holding[key] = event.ts_ms + int(
+                            float(params.get("expires_minutes", 60)) * 60_000)
+                        tally.offers += 1
+                        tally.users.add(event.user_id)
+                        tally.discount += discount_value(params, snapshot)
+        run.processed += len(items)
+        items.clear()

@@ -1,0 +1,64 @@
+"""'Try it': what a ruleset would decide for one event, with no side effect.
+
+A thin layer over ``decisions.simulate.dryrun``: it reads the pasted event and profile, and for a
+picked user their live profile (``dryrun.live_state``: copied to scratch keys, never
+changed) and their customer record. A pasted profile (``state`` / ``customer`` /
+``scores``) overrides what the user's records hold.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+
+from decisions.core.errors import FieldError, ValidationError
+from decisions.core.events import format_ts, parse_event
+from decisions.simulate.backtest import load_customers
+from decisions.simulate.dryrun import DryRunResult, dry_run, live_state
+
+SAMPLE_EVENT = {"type": "add_to_cart", "user_id": "u-try",
+                "properties": {"product_id": "p-1", "price": 250.0, "quantity": 1}}
+SAMPLE_PROFILE = {"state": {"cart_value": 250, "since_page_checkout": 60},
+                  "customer": {"tier": "gold"}}
+PROFILE_KEYS = ("state", "customer", "scores")
+
+
+def parse_profile(profile: Any) -> dict[str, dict[str, Any]]:
+    """``{"state": {...}, "customer": {...}, "scores": {...}}``; a bare object is state."""
+    if profile is None or profile == {}:
+        return {}
+    if not isinstance(profile, dict):
+        raise ValidationError("invalid profile", [FieldError("profile", "expected a JSON object")])
+    if not set(PROFILE_KEYS) & set(profile):
+        profile = {"state": profile}
+    for key, value in profile.items():
+        if key not in PROFILE_KEYS:
+            raise ValidationError("invalid profile", [FieldError(
+                f"profile.{key}", "unknown key (expected state, customer, scores)")])
+        if not isinstance(value, dict):
+            raise ValidationError("invalid profile", [FieldError(
+                f"profile.{key}", "expected a JSON object")])
+    return profile
+
+
+def try_event(document: dict[str, Any], event: Any, profile: dict[str, dict[str, Any]],
+              now: datetime, *, user_id: str = "", client: redis.Redis | None = None,
+              db: Engine | None = None) -> DryRunResult:
+    """Dry-run ``document`` on ``event`` at ``now``; with ``user_id``, on that user's
+    live profile and customer record (read only)."""
+    if not isinstance(event, dict):
+        raise ValidationError("invalid event", [FieldError("event", "expected a JSON object")])
+    event = {"event_id": "try-" + uuid.uuid4().hex[:8], **event}
+    state = profile.get("state")
+    customer = profile.get("customer")
+    if user_id and client is not None and db is not None:
+        event["user_id"] = user_id
+        parsed = parse_event({**event, "ts": format_ts(now)}, prefix="event.", internal=True)
+        state = {**live_state(client, user_id, parsed), **(state or {})}
+        customer = {**load_customers(db, [user_id]).get(user_id, {}), **(customer or {})}
+    return dry_run(document, event, state=state, customer=customer,
+                   scores=profile.get("scores"), now=now)

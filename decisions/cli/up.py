@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import redis
 
-from decisions.cli import migrate
+from decisions.cli import invocation, migrate
 from decisions.cli.stack.embedded import EmbeddedStack
 from decisions.cli.stack.process import Child, free_port, port_open
 from decisions.core import stackfile
@@ -249,17 +249,21 @@ class Up:
             "started_at": datetime.now(UTC).isoformat(),
         }
         path = stackfile.write(self.settings, data)
+        cmd = invocation.command()
+        hint = invocation.path_hint()
         say(f"""
 decisions is up.
   storefront API  {api_url}/v1/...   (OpenAPI: {api_url}/openapi.json)
-  admin UI        {api_url}/admin    (create a user: decisions users create NAME --role admin)
+  admin UI        {api_url}/admin    (create a user: {cmd} users create NAME --role admin)
   PostgreSQL      {redact(str(settings.database_url))}
   Redis           {settings.redis_url}
   Kafka           {settings.kafka_bootstrap}  (topic {settings.events_topic})
   API key (dev)   {key}
   stack file      {path}
-Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
-""")
+Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.""")
+        if hint:
+            say(f"  {hint}")
+        say("")
         if self.with_demo:
             demo(settings, api_url, key)
         while thread.is_alive():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from decisions.core import urls
 from decisions.core.errors import ConfigError
 
 PREFIX = "DECISIONS_"
@@ -84,6 +85,8 @@ class Settings:
                 continue
             raw = env[key]
             values[f.name] = _convert(key, raw, f.default if f.default is not field else None, f)
+            if f.name in URL_CHECKS:
+                URL_CHECKS[f.name](raw, key)
         values.update(overrides)
         return cls(**values)
 
@@ -109,4 +112,9 @@ def _convert(key: str, raw: str, default: Any, f: Any) -> Any:
     return raw
 
 
+URL_CHECKS = {
+    "database_url": urls.check_database_url,
+    "redis_url": urls.check_redis_url,
+    "kafka_bootstrap": urls.check_kafka_bootstrap,
+}
 SETTING_NAMES = [PREFIX + f.name.upper() for f in fields(Settings)]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from sqlalchemy import Engine, text
 
+from decisions.cli import invocation
 from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine, redact
 from decisions.core.errors import ConfigError, DecisionsError, ServiceUnavailable
@@ -234,7 +235,7 @@ def list_handler(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([_version_dict(v) for v in rows], default=str))
         return 0
     if not rows:
-        print("no model versions yet: run `decisions models train MODEL`")
+        print(f"no model versions yet: run `{invocation.command()} models train MODEL`")
         return 0
     print(f"{'model':<16} {'ver':>3}  {'act':<3} {'algorithm':<8} {'ROC AUC':>7} {'PR AUC':>7}  "
           f"{'trained on':<23} created")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from decisions.cli import invocation
 from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine
 from decisions.core.errors import DecisionsError, FieldError, ValidationError
@@ -185,7 +186,7 @@ def _import_one(store: RulesetStore, file: Path, doc: dict[str, Any], actor: str
         return
     if doc["four_eyes"]:
         print(f"{file}: {name} saved as a draft; it needs a second person's approval: "
-              f"decisions rulesets publish {name} --comment ... --approved-by WHO")
+              f"{invocation.command()} rulesets publish {name} --comment ... --approved-by WHO")
         return
     version = store.publish(name, actor, args.comment or f"imported from {file.name}")
     print(f"{file}: {name} published as version {version}")
@@ -253,7 +254,7 @@ def list_handler(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.engine.dispose()
     if not rows:
-        print("no rulesets (import some: decisions rulesets import rulesets/starter)")
+        print(f"no rulesets (import some: {invocation.command()} rulesets import rulesets/starter)")
         return 0
     _table(("NAME", "ACTIVE", "RULES", "DRAFT"), rows)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from decisions.cli import invocation
 from decisions.core.settings import Settings
 
 
@@ -56,7 +57,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     data = stackfile.running(settings)
     if not data:
         print(
-            "decisions is not running here (no live var/stack.json); start it with `decisions up`"
+            "decisions is not running here (no live var/stack.json); "
+            f"start it with `{invocation.command()} up`"
         )
         return 1
     for key in ("pid", *stackfile.KEYS):

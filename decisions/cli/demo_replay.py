@@ -10,8 +10,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import Engine
 
+from decisions.core import keys
 from decisions.core.events import format_ts, parse_event
 from decisions.core.settings import Settings
 from decisions.runtime import catalog
@@ -45,10 +47,37 @@ def sample_events(now: datetime | None = None) -> list[dict[str, Any]]:
     return events
 
 
-def replay(settings: Settings, pace_seconds: float = 0.0) -> int:
+def demo_users() -> list[str]:
+    """The shoppers of the bundled stream (``demo-1`` … ``demo-30``)."""
+    users = {json.loads(line)["user_id"]
+             for line in DEMO.joinpath("events.jsonl").read_text().splitlines() if line.strip()}
+    return sorted(users, key=lambda u: (len(u), u))
+
+
+def reset_shoppers(client: redis.Redis, users: list[str]) -> int:
+    """Forget the demo shoppers' state, offers and recommendations in Redis.
+
+    Each ``decisions up --demo`` replays the same stream: without this, a second run
+    would find the offers of the first still active (so the rules make none) and show
+    those as if they were new. Only the demo shoppers' keys are touched (``keys.user_pattern``
+    and their ``d:deadlines`` members); aggregates such as top sellers stay."""
+    removed = 0
+    for user in users:
+        found = list(client.scan_iter(match=keys.user_pattern(user), count=500))
+        if found:
+            removed += int(client.delete(*found))
+        stale = [m for m in client.zrange(keys.DEADLINES, 0, -1)
+                 if m.decode(errors="replace").startswith(user + "|")]
+        if stale:
+            client.zrem(keys.DEADLINES, *stale)
+    return removed
+
+
+def replay(settings: Settings, pace_seconds: float = 0.0,
+           events: list[dict[str, Any]] | None = None) -> int:
     producer = Producer(settings, client_id="decisions-demo")
     try:
-        events = sample_events()
+        events = sample_events() if events is None else events
         for e in events:
             producer.send(settings.events_topic, e["user_id"], e)
             if pace_seconds:

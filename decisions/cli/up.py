@@ -133,7 +133,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 def demo(settings: Settings, api_url: str, key: str) -> None:
     """Load the demo catalog, replay the sample stream, and show the first offers."""
-    from decisions.cli.demo_replay import load_catalog, replay
+    from decisions.cli.demo_replay import (
+        demo_users,
+        load_catalog,
+        replay,
+        reset_shoppers,
+        sample_events,
+    )
     from decisions.runtime.offers import active_offers
 
     engine = make_engine(str(settings.database_url), pool_size=1)
@@ -141,17 +147,21 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         say(f"  demo: {load_catalog(engine)} products in the catalog")
     finally:
         engine.dispose()
-    sent = replay(settings)
-    say(f"  demo: replayed {sent} sample events through Kafka topic {settings.events_topic}")
     client = redis.Redis.from_url(str(settings.redis_url))
+    if reset_shoppers(client, demo_users()):
+        say("  demo: cleared the demo shoppers' state and offers of an earlier run")
+    events = sample_events()
+    sent = replay(settings, events=events)
+    this_run = {e["event_id"] for e in events}
+    say(f"  demo: replayed {sent} sample events through Kafka topic {settings.events_topic}")
     deadline = time.monotonic() + 60
     shown: set[str] = set()
     while time.monotonic() < deadline and len(shown) < 3:  # show the first few
-        for i in range(1, 31):
-            user = f"demo-{i}"
+        for user in demo_users():
             if user in shown:
                 continue
-            offers = active_offers(client, user, datetime.now(UTC))
+            offers = [o for o in active_offers(client, user, datetime.now(UTC))
+                      if o.get("event_id") in this_run]  # made by this replay
             if offers and len(shown) < 3:
                 shown.add(user)
                 o = offers[0]

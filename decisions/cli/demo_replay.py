@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from sqlalchemy import Engine
@@ -66,8 +66,8 @@ def reset_shoppers(client: redis.Redis, users: list[str]) -> int:
         found = list(client.scan_iter(match=keys.user_pattern(user), count=500))
         if found:
             removed += int(client.delete(*found))
-        stale = [m for m in client.zrange(keys.DEADLINES, 0, -1)
-                 if m.decode(errors="replace").startswith(user + "|")]
+        members = cast(list[bytes], client.zrange(keys.DEADLINES, 0, -1))
+        stale = [m for m in members if m.startswith(user.encode() + b"|")]
         if stale:
             client.zrem(keys.DEADLINES, *stale)
     return removed

@@ -20,8 +20,9 @@ from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine
 from decisions.core.errors import DecisionsError, FieldError, ValidationError
 from decisions.core.settings import Settings
+from rulesets import export
 from rulesets.diff import diff_documents, render
-from rulesets.document import dump_yaml, read_file
+from rulesets.document import read_file
 from rulesets.store import RulesetStore
 from rulesets.validate import validate
 
@@ -198,8 +199,7 @@ def export_handler(args: argparse.Namespace, settings: Settings) -> int:
         doc = store.document(args.name, args.version)
     finally:
         store.engine.dispose()
-    text = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n" if args.format == "json"
-            else dump_yaml(doc))
+    text = export.to_json(doc) if args.format == "json" else export.to_yaml(doc)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")

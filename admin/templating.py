@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from admin import csrf
+from admin import csrf, wording
 from admin.models import ROLES
 from decisions.core.settings import Settings
 
@@ -32,6 +33,9 @@ def make_templates() -> Jinja2Templates:
     env.globals["ROLES"] = ROLES
     env.filters["pathid"] = pathid
     env.filters["when"] = when
+    env.filters["strategy_label"] = wording.strategy_label
+    env.filters["slot_label"] = wording.slot_label
+    env.filters["rule_status"] = wording.rule_status
     templates = Jinja2Templates(env=env)
     templates.context_processors.append(_globals)
     return templates
@@ -84,5 +88,31 @@ def _globals(request: Request) -> dict[str, Any]:
         "csrf_token": csrf.token(request.session),
         "user": request.scope.get("admin_user"),
         "take_flashes": lambda: request.session.pop(FLASH, []),
-        "insecure_secret": str(request.app.state.admin.settings.secret_key) == DEV_SECRET,
+        "secret_warning": secret_warning(request),
+        "money": lambda value: wording.money(value, request.app.state.admin.settings.currency),
     }
+
+
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return True  # in-process (tests): no network at all
+    if host == "localhost" or host == "testclient":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def secret_warning(request: Request) -> str | None:
+    """Where to warn about the development session secret: ``banner`` on every page when
+    the admin can be reached from another machine (it listens beyond loopback, or this
+    request came over the network), ``note`` on the Users page for a local run such as
+    the demo (nobody else can reach it), None with a real secret."""
+    settings = request.app.state.admin.settings
+    if str(settings.secret_key) != DEV_SECRET:
+        return None
+    server = request.scope.get("server") or (None, None)
+    client = request.scope.get("client") or (None, None)
+    local = _loopback(settings.api_host) and _loopback(server[0]) and _loopback(client[0])
+    return "note" if local else "banner"

@@ -74,6 +74,7 @@ class Settings:
     worker_fetch_max_wait_ms: int = 25
     worker_retry_max_seconds: float = 5.0
     worker_lag_interval_seconds: float = 5.0
+    currency: str = "USD"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -36,6 +36,7 @@ def make_templates() -> Jinja2Templates:
     env.filters["strategy_label"] = wording.strategy_label
     env.filters["slot_label"] = wording.slot_label
     env.filters["rule_status"] = wording.rule_status
+    env.filters["datetime_local"] = wording.datetime_local
     templates = Jinja2Templates(env=env)
     templates.context_processors.append(_globals)
     return templates
@@ -89,6 +90,7 @@ def _globals(request: Request) -> dict[str, Any]:
         "user": request.scope.get("admin_user"),
         "take_flashes": lambda: request.session.pop(FLASH, []),
         "secret_warning": secret_warning(request),
+        "currency": request.app.state.admin.settings.currency,
         "money": lambda value: wording.money(value, request.app.state.admin.settings.currency),
     }
 

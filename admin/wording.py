@@ -92,3 +92,20 @@ def rule_status(rule: dict[str, Any], now: datetime | None = None) -> Status:
     if until is not None:
         return Status("on", f"On until {_day(until)}")
     return Status("on", "On, always")
+
+
+def datetime_local(value: Any) -> str:
+    """A stored ISO time as the value of an ``<input type="datetime-local">`` (UTC)."""
+    ts = _parse(value)
+    if ts is None:
+        return str(value or "")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+def known_slots(documents: list[dict[str, Any]]) -> list[str]:
+    """The storefront's usual slots and every slot the given rulesets already use."""
+    used = {str(params.get("slot")) for doc in documents for rule in doc.get("rules") or []
+            for action in rule.get("then") or [] if isinstance(action, dict)
+            for kind, params in action.items() if kind == "recommend"
+            and isinstance(params, dict) and params.get("slot")}
+    return list(SLOT_LABELS) + sorted(used - set(SLOT_LABELS))

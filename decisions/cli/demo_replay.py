@@ -86,3 +86,32 @@ def replay(settings: Settings, pace_seconds: float = 0.0,
         return len(events)
     finally:
         producer.close()
+
+
+def report_feedback(api_url: str, key: str, offers: list[tuple[str, dict[str, Any]]],
+                    redeem_every: int = 3) -> tuple[int, int]:
+    """Play the storefront: an impression for each offer shown, a redemption for every
+    ``redeem_every``-th (with the order value), so the admin's Performance page has
+    conversions to show. Returns (impressions, redemptions) recorded."""
+    import urllib.error
+    import urllib.request
+
+    def post(path: str, body: dict[str, Any]) -> bool:
+        request = urllib.request.Request(  # noqa: S310  (our own API's http URL)
+            api_url + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+                return 200 <= answer.status < 300
+        except (urllib.error.URLError, OSError):
+            return False
+
+    shown = redeemed = 0
+    for i, (user, offer) in enumerate(offers):
+        path = f"/v1/offers/{offer['offer_id']}"
+        if post(path + "/impression", {"user_id": user}):
+            shown += 1
+            if i % redeem_every == 0 and post(path + "/redeem",
+                                              {"user_id": user, "amount": 250.0}):
+                redeemed += 1
+    return shown, redeemed

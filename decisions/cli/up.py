@@ -137,6 +137,7 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         demo_users,
         load_catalog,
         replay,
+        report_feedback,
         reset_shoppers,
         sample_events,
     )
@@ -172,7 +173,14 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
                     f"(rule {o['rule']}, ruleset {o['ruleset']} v{o['ruleset_version']})"
                 )
         time.sleep(0.5)
+    now = datetime.now(UTC)
+    made = [(user, o) for user in demo_users() for o in active_offers(client, user, now)
+            if o.get("event_id") in this_run]
     client.close()
+    impressions, redemptions = report_feedback(api_url, key, made)
+    if impressions:
+        say(f"  demo: the storefront showed {impressions} offers and {redemptions} were redeemed "
+            "(see Performance in the admin UI)")
     if shown:
         first = sorted(shown)[0]
         say(

@@ -37,6 +37,8 @@ def make_templates() -> Jinja2Templates:
     env.filters["slot_label"] = wording.slot_label
     env.filters["rule_status"] = wording.rule_status
     env.filters["datetime_local"] = wording.datetime_local
+    env.filters["rounded"] = wording.rounded
+    env.filters["moment"] = wording.moment
     templates = Jinja2Templates(env=env)
     templates.context_processors.append(_globals)
     return templates

@@ -109,3 +109,19 @@ def known_slots(documents: list[dict[str, Any]]) -> list[str]:
             for kind, params in action.items() if kind == "recommend"
             and isinstance(params, dict) and params.get("slot")}
     return list(SLOT_LABELS) + sorted(used - set(SLOT_LABELS))
+
+
+def rounded(value: Any) -> Any:
+    """A float as people read it: 0.0552 (three significant digits below 1), 1234.57."""
+    if not isinstance(value, float) or value != value or value in (float("inf"), float("-inf")):
+        return value
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    text = f"{value:.3g}" if abs(value) < 1 else f"{round(value, 2):.2f}".rstrip("0")
+    return text.rstrip(".")
+
+
+def moment(value: Any) -> str:
+    """A stored ISO time for people: ``2026-12-05 22:42 UTC``."""
+    ts = _parse(value)
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else str(value or "")

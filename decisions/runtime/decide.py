@@ -115,7 +115,7 @@ class Decider:
         fired: list[Fired] = []
         etype = event.type
         for compiled in rulesets:
-            if etype not in compiled.by_type:
+            if etype not in compiled.types:
                 continue
             for match in self.engine.evaluate(compiled, event, fact):
                 fired.append(Fired(event, snapshot, match, compiled.stacking, versions))

@@ -102,22 +102,22 @@ class RuleEngine:
                 short = aliases[key] = _short_key(len(aliases))
             return short
 
-        for etype, chunks in compiled.by_type.items():
+        for etype, plan in compiled.types.items():
             ready: list[_Chunk] = []
-            for i, definition in enumerate(chunks):
-                name = compiled.durable_name(etype, i)
+            for name in plan.chunks:
+                chunk = compiled.chunks[name]
                 if name not in self._handles:
                     rules = {ranks[key]: {"all": [{"m": _renamed(rule["all"][0]["m"], alias)}]}
-                             for key, rule in definition.items()}
+                             for key, rule in chunk.definition.items()}
                     self._handles[name] = core.create_ruleset(name,
                                                               orjson.dumps(rules).decode())
-                lo, hi = compiled.spans_by_type[etype][i]
+                lo, hi = chunk.span
                 ready.append((self._handles[name], lo, hi,
-                              tuple((key, alias(key)) for key in compiled.chunk_reads[etype][i]),
+                              tuple((key, alias(key)) for key in chunk.reads),
                               tuple((alias(key), check) for key, check
-                                    in compiled.chunk_derived[etype][i].items())))
-            unkeyed, keyed = compiled.index_by_type.get(etype, (tuple(range(len(ready))), ()))
-            carrier, carried = compiled.carried_by_type.get(etype, ("", frozenset()))
+                                    in chunk.derived.items())))
+            unkeyed, keyed = plan.index
+            carrier, carried = plan.carried
             plans[etype] = (tuple(ready[i] for i in unkeyed),
                             _timeless(ready[i] for i in unkeyed),
                             tuple((key, {value: (tuple(ready[i] for i in met),
@@ -129,7 +129,7 @@ class RuleEngine:
             ranks["r_" + rule.name]: _maker(compiled, rule) for rule in order}, width)
 
     def durable_fact(self, compiled: CompiledRuleset, posted: dict[str, Any]) -> dict[str, Any]:
-        """``posted`` (fact keys, as ``chunk_reads`` and ``chunk_derived`` name them) with
+        """``posted`` (fact keys, as chunks' ``reads`` and ``derived`` name them) with
         the names its loaded rulesets know them by: what ``evaluate`` posts (benchmarks)."""
         aliases = self._aliases[compiled.key]
         return {aliases.get(key, key): value for key, value in posted.items()}
@@ -138,11 +138,10 @@ class RuleEngine:
         """Free a version no longer in use (after a reload switched away from it)."""
         self._plans.pop(compiled.key, None)
         self._aliases.pop(compiled.key, None)
-        for etype, chunks in compiled.by_type.items():
-            for i in range(len(chunks)):
-                handle = self._handles.pop(compiled.durable_name(etype, i), None)
-                if handle is not None:
-                    core.delete_ruleset(handle)
+        for name in compiled.chunks:
+            handle = self._handles.pop(name, None)
+            if handle is not None:
+                core.delete_ruleset(handle)
 
     def evaluate(self, compiled: CompiledRuleset, event: Event,
                  fact: dict[str, Any]) -> list[Match]:
@@ -150,7 +149,7 @@ class RuleEngine:
         priority first (then by name)."""
         loaded = self._plans.get(compiled.key)
         if loaded is None:
-            if event.type not in compiled.by_type:
+            if event.type not in compiled.types:
                 return []
             self.load(compiled)
             loaded = self._plans[compiled.key]

@@ -129,7 +129,7 @@ def test_try_it_with_the_event_form_puts_fired_rules_first(signed_in: SignIn,
 
 
 def test_try_it_on_a_shoppers_last_event(signed_in: SignIn, starter: RulesetStore,
-                                         clean_db) -> None:  # noqa: ANN001
+                                         clean_db) -> None:
     t0 = now() - minutes(2)
     EventArchive(clean_db).write_batch([parse_event(e) for e in (
         event("page_view", "u-real", t0, page="home"),

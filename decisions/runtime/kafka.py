@@ -20,6 +20,10 @@ from decisions.core.settings import Settings
 
 log = logging.getLogger(__name__)
 KAFKA_SETTING = "DECISIONS_KAFKA_BOOTSTRAP"
+# The rest of the code names kafka-python's types only through these (this module is the
+# one that imports kafka-python; tests/test_layers.py checks it):
+BrokerError = KafkaError  # any failure of the Kafka client: an outage to retry
+Partition = TopicPartition  # (topic, partition), the key of committed offsets
 
 
 def _unavailable(settings: Settings, exc: BaseException) -> ServiceUnavailable:

@@ -67,6 +67,7 @@ class Settings:
     erasure_tombstone_days: int = 7
     admin_session_seconds: int = 8 * 3600
     admin_login_max_failures: int = 5
+    admin_login_max_failures_per_address: int = 20
     admin_login_lockout_seconds: int = 900
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"

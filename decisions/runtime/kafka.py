@@ -172,6 +172,7 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("partitions revoked: %s", _names(revoked))
         metrics.ASSIGNED.set(0)
+        metrics.PARTITION_LAG.clear()  # a partition's new owner reports its lag
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.owner.generation += 1
@@ -266,14 +267,18 @@ class Consumer:
     def lag(self) -> int:
         """Records behind the end of the assigned partitions, from the high-water marks the
         last fetches reported (no broker round trip: the consumer's thread must not wait).
-        Partitions not fetched yet count 0."""
+        Partitions not fetched yet count 0. Each partition's lag is also set on
+        ``decisions_consumer_partition_lag{topic,partition}`` (the dashboard's per-partition
+        panel: one hot or stuck partition hides in the total)."""
         total = 0
         for tp in self._consumer.assignment():
             end = self._consumer.highwater(tp)
             if end is None:
                 continue
             position = self._consumer.position(tp)  # known once fetched: no round trip
-            total += max(0, end - (position if position is not None else end))
+            behind = max(0, end - (position if position is not None else end))
+            metrics.PARTITION_LAG.labels(tp.topic, str(tp.partition)).set(behind)
+            total += behind
         return total
 
     def close(self) -> None:

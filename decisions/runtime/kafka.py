@@ -14,7 +14,7 @@ from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from decisions.core import metrics
+from decisions.core import metrics, transport
 from decisions.core.errors import ServiceUnavailable
 from decisions.core.settings import Settings
 
@@ -52,7 +52,7 @@ def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> No
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap, client_id="decisions-admin",
-            request_timeout_ms=10000,
+            request_timeout_ms=10000, **transport.kafka_options(settings),
         )
     except (KafkaError, OSError) as exc:
         raise _unavailable(settings, exc) from None
@@ -115,6 +115,7 @@ class Producer:
                 max_block_ms=5000,
                 request_timeout_ms=10000,
                 partitioner=KeyHashCache(),
+                **transport.kafka_options(settings),
             )
         except (KafkaError, OSError) as exc:
             raise _unavailable(settings, exc) from None
@@ -210,6 +211,7 @@ class Consumer:
             "fetch_max_bytes": fetch_max,
             "max_partition_fetch_bytes": max(settings.max_event_bytes + 1024, fetch_max // 4),
             "client_id": "decisions-worker",
+            **transport.kafka_options(settings),
         }
         options.update(overrides)
         check_reachable(settings)

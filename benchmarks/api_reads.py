@@ -148,18 +148,13 @@ def serve(factory: str, port: int, env: dict[str, str], log: Path,
     raise RuntimeError(f"{factory} server did not start; see {log}")
 
 
-def serving_pid(proc: subprocess.Popen[bytes]) -> int:
-    """The process that serves: hypercorn runs its worker as a child of the command."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (hypercorn serves from a
+    child of the command)."""
     import psutil
 
-    children = psutil.Process(proc.pid).children()
-    return children[0].pid if len(children) == 1 else proc.pid
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
 
 
 def wrk(url: str, path: str, key: str, users: int, seconds: float, connections: int,
@@ -280,12 +275,12 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
         # the three throughput runs alternate, round after round, so that a slower stretch
         # of a shared machine hits the bare endpoint and ours alike; each figure printed is
         # the round with the median rate, and each ratio the median of the rounds' ratios
-        watch = {"server": serving_pid(api_proc), "redis": redis_pid}
+        watch = {"server": api_proc.pid, "redis": redis_pid}
         rounds: dict[str, list[dict[str, Any]]] = {
             BARE: [], "GET offers (wrk)": [], "GET recommendations (wrk)": []}
         for _ in range(args.rounds):
             rounds[BARE].append(wrk(bare_url, offers, key, args.users, args.seconds,
-                                    args.connections, work, {"server": serving_pid(bare_proc)}))
+                                    args.connections, work, {"server": bare_proc.pid}))
             rounds["GET offers (wrk)"].append(wrk(
                 api_url, offers, key, args.users, args.seconds, args.connections, work,
                 watch))

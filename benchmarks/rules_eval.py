@@ -52,9 +52,10 @@ from typing import Any
 from durable import engine as durable
 
 from decisions.core.events import Event
-from decisions.runtime.engine import RuleEngine, build_fact
+from decisions.runtime.engine import RuleEngine
 from decisions.simulate.dryrun import blank_state
 from rulesets.compile import CompiledRuleset, compile_ruleset
+from rulesets.facts import build_fact
 from rulesets.validate import validate
 
 MIX = {"page_view": 40, "product_view": 30, "click": 8, "add_to_cart": 10,
@@ -289,7 +290,6 @@ def raw_core(compiled: CompiledRuleset, data: list[Any], facts: Posts) -> Timed:
     the engine's rulesets know them by, as the engine posts them.)"""
     import orjson
 
-    from decisions.runtime.engine import _run
 
     engine = RuleEngine()
     engine.load(compiled)
@@ -494,3 +494,21 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _run(handle: int, body: str, retract: str, fired: list[str]) -> None:
+    """The engine's assert / match / retract loop on one prepared post, without the rest of
+    ``RuleEngine.evaluate`` (for ``--instructions`` and the raw-post measure)."""
+    import durable_rules_engine as core
+
+    try:
+        code, state_handle = core.assert_fact(handle, body)
+        if code in (0, 3):  # 1: matched nothing
+            started = core.start_action_for_state(handle, state_handle if code == 0 else 0)
+            if started:
+                message = started[1]
+                while message:
+                    fired.append(message[2:message.index('"', 2)])  # {"<rule>": ...}
+                    message = core.complete_and_start_action(handle, state_handle)
+    finally:
+        core.retract_fact(handle, retract)

@@ -37,11 +37,13 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
+from decisions.core.events import parse_time
+from rulesets.explain import holds
+from rulesets.facts import fact_key
 from rulesets.language import EVENT_TYPE_CHOICES, FIELDS, LIST, STRING, field_type
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -51,13 +53,6 @@ TypeIndex = tuple[tuple[int, ...], tuple[tuple[str, dict[str, tuple[int, ...]]],
 NEGATE = {"eq": "ne", "ne": "eq", "gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt",
           "in": "not_in", "not_in": "in"}
 DURABLE_OP = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte", "ne": "$neq"}
-
-
-def fact_key(path: str) -> str:
-    """``state.cart_value`` -> ``s_cart_value`` (durable_rules matches top-level names)."""
-    source, _, name = path.partition(".")
-    return {"event": "e_", "state": "s_", "customer": "c_", "user": "u_", "score": "sc_",
-            "time": "t_"}[source] + name
 
 
 @dataclass
@@ -243,7 +238,7 @@ def _event_types(when: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _epoch_ms(value: str) -> int:
-    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(parse_time(value).timestamp() * 1000)
 
 
 MAX_PATHS = 8  # a condition expanding to more alternatives is evaluated in Python instead
@@ -306,8 +301,6 @@ def _index_candidate(cond: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None
 
 
 def _whole(when: dict[str, Any]) -> Predicate:
-    from rulesets.explain import holds  # explain reads fact_key from here
-
     def check(fact: dict[str, Any]) -> bool:
         return holds(when, fact)
 

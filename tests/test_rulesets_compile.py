@@ -9,9 +9,10 @@ from typing import Any
 
 from decisions.core.errors import ValidationError
 from decisions.core.events import Event
-from decisions.runtime.engine import RuleEngine, build_fact
+from decisions.runtime.engine import RuleEngine
 from rulesets.compile import CHUNK_PATHS, compile_ruleset
 from rulesets.explain import holds
+from rulesets.facts import build_fact
 from rulesets.validate import validate
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)

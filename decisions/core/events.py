@@ -83,6 +83,15 @@ def format_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_time(value: str | datetime) -> datetime:
+    """An ISO 8601 date-time (``Z`` allowed) as an aware UTC datetime; one without a time
+    zone is taken as UTC. The one parser of times outside events (windows, forms, CLI);
+    raises ``ValueError``."""
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(
+        value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
 def parse_ts(value: str) -> datetime:
     ts = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
     if ts.tzinfo is None:

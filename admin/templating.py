@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,11 +14,9 @@ from starlette.templating import Jinja2Templates
 
 from admin import csrf, wording
 from admin.models import ROLES
-from decisions.core.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 FLASH = "_flash"
-DEV_SECRET = str(Settings().secret_key)  # the default of DECISIONS_SECRET_KEY
 
 
 def make_templates() -> Jinja2Templates:
@@ -69,7 +66,7 @@ def url(request: Request, name: str, /, **params: Any) -> str:
 
 
 def flash(request: Request, message: str, level: str = "success") -> None:
-    # assigned, not appended in place: the session cookie is rewritten only on assignment
+    # a new list: the session is saved when its data differs from what was loaded
     request.session[FLASH] = [*request.session.get(FLASH, []), [level, message]]
 
 
@@ -91,32 +88,7 @@ def _globals(request: Request) -> dict[str, Any]:
         "csrf_token": csrf.token(request.session),
         "user": request.scope.get("admin_user"),
         "take_flashes": lambda: request.session.pop(FLASH, []),
-        "secret_warning": secret_warning(request),
         "currency": request.app.state.admin.settings.currency,
         "money": lambda value: wording.money(value, request.app.state.admin.settings.currency),
     }
 
-
-def _loopback(host: str | None) -> bool:
-    if not host:
-        return True  # in-process (tests): no network at all
-    if host == "localhost" or host == "testclient":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def secret_warning(request: Request) -> str | None:
-    """Where to warn about the development session secret: ``banner`` on every page when
-    the admin can be reached from another machine (it listens beyond loopback, or this
-    request came over the network), ``note`` on the Users page for a local run such as
-    the demo (nobody else can reach it), None with a real secret."""
-    settings = request.app.state.admin.settings
-    if str(settings.secret_key) != DEV_SECRET:
-        return None
-    server = request.scope.get("server") or (None, None)
-    client = request.scope.get("client") or (None, None)
-    local = _loopback(settings.api_host) and _loopback(server[0]) and _loopback(client[0])
-    return "note" if local else "banner"

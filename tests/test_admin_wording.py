@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from starlette.requests import Request
 
-from admin.templating import secret_warning
 from admin.wording import money, rule_status, slot_label, strategy_label
-from decisions.core.settings import Secret, Settings
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 SUMMER = {"from": "2026-06-01T00:00:00+00:00", "until": "2026-09-01T00:00:00+00:00"}
@@ -47,19 +43,3 @@ def test_strategies_and_slots_in_words() -> None:
     assert strategy_label("new_thing") == "new thing"  # added later: still readable
     assert slot_label("product_page") == "Product page"
     assert slot_label("sidebar_top") == "Sidebar top"
-
-
-def request(client: str, server: str = "127.0.0.1", *, secret: str | None = None,
-            api_host: str = "127.0.0.1") -> Request:
-    settings = Settings(api_host=api_host, **({"secret_key": Secret(secret)} if secret else {}))
-    app = SimpleNamespace(state=SimpleNamespace(admin=SimpleNamespace(settings=settings)))
-    return Request({"type": "http", "app": app, "client": (client, 50000),
-                    "server": (server, 8000), "headers": []})
-
-
-def test_development_secret_banner_only_where_others_can_reach_the_admin() -> None:
-    assert secret_warning(request("127.0.0.1")) == "note"  # the local demo
-    assert secret_warning(request("::1", "::1")) == "note"
-    assert secret_warning(request("203.0.113.7", "10.0.0.5")) == "banner"
-    assert secret_warning(request("127.0.0.1", api_host="0.0.0.0")) == "banner"  # noqa: S104
-    assert secret_warning(request("203.0.113.7", secret="a-real-long-secret")) is None

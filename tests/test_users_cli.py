@@ -49,6 +49,16 @@ def test_first_admin_from_a_script_is_audited_and_repeatable(
         rows = s.scalars(select(AuditEntry).where(AuditEntry.action == "user_create")).all()
     assert [(r.actor, r.comment) for r in rows] == [
         ("ops", "user bob created as admin (command line)")]
+    # the other user changes from the command line are audited as well
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new long password\n"))
+    assert cli.main(["users", "password", "bob", "--password-stdin"]) == 0
+    assert cli.main(["users", "remove", "bob", "--actor", "ci"]) == 0
+    with Session(clean_db) as s:
+        later = s.scalars(select(AuditEntry).where(AuditEntry.action.in_(
+            ["user_password", "user_remove"])).order_by(AuditEntry.id)).all()
+    assert [(r.actor, r.action, r.comment) for r in later] == [
+        ("ops", "user_password", "password of user bob changed (command line)"),
+        ("ci", "user_remove", "user bob removed (command line)")]
 
 
 def test_empty_standard_input_says_so(database_url: str, clean_db: Engine,

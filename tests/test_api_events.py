@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from dataclasses import replace
 from typing import Any
 
@@ -20,9 +21,14 @@ pytest_plugins = ["tests.api_fixtures"]
 
 
 
+# a minute ago, to the second (event times are accepted within a window around now)
+TS = (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0)
+TS_TEXT = TS.isoformat().replace("+00:00", "Z")
+
+
 def event(n: int, user: str = "u-1", **props: Any) -> dict[str, Any]:
     return {"event_id": f"e-{n}", "type": "add_to_cart", "user_id": user,
-            "ts": "2026-11-26T12:00:00Z",
+            "ts": TS_TEXT,
             "properties": {"product_id": "p-9", "price": 120.0, "quantity": 2, **props}}
 
 
@@ -65,7 +71,7 @@ def test_one_event_is_acknowledged_then_202(
     assert [r.key for r in records] == [b"u-42"]
     value = orjson.loads(records[0].value)
     assert value["event_id"] == "e-1" and value["properties"]["price"] == 120.0
-    assert value["ts"] == "2026-11-26T12:00:00.000Z"
+    assert value["ts"] == TS_TEXT.replace("Z", ".000Z")
 
 
 def test_a_batch_is_produced_whole(

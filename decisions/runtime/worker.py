@@ -51,8 +51,8 @@ from sqlalchemy.exc import OperationalError
 
 from decisions.core import keys, metrics
 from decisions.core.db import make_engine
-from decisions.core.errors import ServiceUnavailable, ValidationError
-from decisions.core.events import Event, format_ts, parse_event
+from decisions.core.errors import ServiceUnavailable
+from decisions.core.events import Event, format_ts
 from decisions.core.rawredis import RawPipeline, RawScript
 from decisions.core.settings import Settings
 from decisions.runtime.actions import Context, Effect, run_actions
@@ -60,6 +60,7 @@ from decisions.runtime.active import Runtime
 from decisions.runtime.archive import EventArchive
 from decisions.runtime.customers import CustomerCache, queue_fills
 from decisions.runtime.engine import Match, RuleEngine, build_fact
+from decisions.runtime.intake import intake_window, parse_record, timer_headers
 from decisions.runtime.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
 from decisions.runtime.offers import OfferStore, action_id
 from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender
@@ -160,6 +161,8 @@ class Worker:
         self._stop = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._window = intake_window(settings)  # #17: event times accepted
+        self._timer_headers = timer_headers(settings)  # #17: our timers, signed
 
     # -- lifecycle ---------------------------------------------------------------------
     def request_stop(self, *_: Any) -> None:
@@ -402,7 +405,7 @@ class Worker:
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             batch.offsets[tp] = max(batch.offsets.get(tp, 0), record.offset + 1)
-            event, reason, detail = self._parse(record.value)
+            event, reason, detail = self._parse(record)
             if event is None:
                 batch.dead.append((record, reason, detail))
             else:
@@ -677,22 +680,8 @@ class Worker:
                                          .values())
                 conn.execute(_INSERT_DECISIONS, {"rows": orjson.dumps(decision_rows).decode()})
 
-    def _parse(self, raw: bytes | None) -> tuple[Event | None, str, str]:
-        if raw is None:
-            return None, "empty", "record has no value"
-        if len(raw) > self.settings.max_event_bytes:
-            return None, "too_large", f"{len(raw)} bytes > {self.settings.max_event_bytes}"
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return None, "invalid_json", str(exc)
-        try:
-            return parse_event(data, internal=True), "", ""
-        except ValidationError as exc:
-            detail = "; ".join(str(d) for d in exc.details)
-            reason = "unknown_type" if any(d.field == "type" and "unknown" in d.message
-                                           for d in exc.details) else "invalid_event"
-            return None, reason, detail
+    def _parse(self, record: Any) -> tuple[Event | None, str, str]:
+        return parse_record(record, self.settings, self._window)  # #17: never raises
 
     def _queue_effect(self, pipe: RawPipeline, effect: Effect, now_ms: int) -> None:
         ttl = self.settings.offer_ttl_seconds
@@ -734,7 +723,8 @@ class Worker:
                 "user_id": user_id, "ts": format_ts(due_ts),
                 "properties": {"timer": name, "due": format_ts(due_ts)},
             }))
-        self._producer.send_many(self.settings.events_topic, records)
+        self._producer.send_many(self.settings.events_topic, records,
+                                 headers=self._timer_headers)  # #17: signed
         pipe = RawPipeline(self.redis)
         for member, score in due:
             # only if unchanged: another worker may have pushed the deadline meanwhile

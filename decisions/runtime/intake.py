@@ -92,7 +92,7 @@ def parse_record(record: Any, settings: Settings, window: TimeWindow | None = No
         detail = "; ".join(str(d) for d in exc.details)
         if any(d.field == "type" and d.message.startswith("unknown") for d in exc.details):
             return None, "unknown_type", detail
-        if any(d.field == "ts" and d.message.startswith(("more than", "older than"))
+        if any(d.field == "ts" and d.message.startswith(("more than", "older than", "outside"))
                for d in exc.details):
             return None, "out_of_window", detail
         return None, "invalid_event", detail

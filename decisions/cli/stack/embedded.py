@@ -194,9 +194,10 @@ def tansu_binary() -> str:
     return str(path)
 
 
-def start_tansu(data_dir: Path, children: list[Child]) -> str:
-    """Tansu keeps its data in memory only: a restart of the broker loses it."""
-    port = free_port(HOST)
+def start_tansu(data_dir: Path, children: list[Child], port: int | None = None) -> str:
+    """Tansu keeps its data in memory only: a restart of the broker loses it. ``port``:
+    listen there (a restart on the same address), else on a free one."""
+    port = port or free_port(HOST)
     url = f"tcp://{HOST}:{port}"
     child = Child(
         "Kafka (Tansu)",

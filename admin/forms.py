@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from rulesets.language import (
+    ACTION_CATALOG,
     ACTIONS,
     BOOL,
     FIELDS,
@@ -30,19 +31,12 @@ from rulesets.language import (
 )
 
 Form = Mapping[str, Any]
+# action -> (param, type, label) shown as fields; discount's percent/amount is the
+# _type/_value pair. From the language's action catalog (rulesets.language).
 ACTION_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    # action -> (param, type, label); discount's percent/amount is the _type/_value pair
-    "discount": (("code", "string", "Code shown to the shopper"),
-                 ("min_basket", NUMBER, "Minimum basket"),
-                 ("expires_minutes", NUMBER, "Expires after (minutes)"),
-                 ("per_user_cap", NUMBER, "Offers per user in 30 days"),
-                 ("products", LIST, "Only for products (ids, comma-separated)")),
-    "recommend": (("strategy", "string", "Strategy"), ("slot", "string", "Slot"),
-                  ("count", NUMBER, "How many products")),
-    "add_segment": (("segment", "string", "Segment"),),
-}
-ACTION_LABELS = {"discount": "Discount", "recommend": "Recommendation",
-                 "add_segment": "Add to segment"}
+    name: tuple((p.name, p.type, p.label) for p in spec.params if p.in_form)
+    for name, spec in ACTION_CATALOG.items()}
+ACTION_LABELS = {name: spec.label for name, spec in ACTION_CATALOG.items()}
 SOURCES = (("event", "Event"), ("state", "User state"), ("customer", "Customer"),
            ("user", "Segments"), ("time", "Time"), ("score", "Model scores"))
 

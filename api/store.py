@@ -2,9 +2,10 @@
 
 Every hot read is one round trip: the user's keys — after the rate-limit script when this
 process holds no leased token of the API key (``api.ratelimit``) — go in one pipeline, on
-the multiplexed client of ``api.resp`` (commands of concurrent requests share socket
-writes). Timeouts are a few milliseconds (``DECISIONS_REDIS_TIMEOUT_MS``) and there
-are no client-side retries: a slow or dead Redis fails fast and the caller serves fallback.
+the multiplexed client of ``decisions.core.resp.multiplexed`` (commands of concurrent
+requests share socket writes). Timeouts are a few milliseconds
+(``DECISIONS_REDIS_TIMEOUT_MS``) and there are no client-side retries: a slow or dead
+Redis fails fast and the caller serves fallback.
 Erasure and export, which scan, use redis-py with a roomier timeout.
 """
 
@@ -23,8 +24,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from api.ratelimit import ALLOW, BUCKET_SCRIPT, LEASE_MS, Lease, Verdict, bucket_key, lease_size
-from api.resp import FastRedis, RespError, pack
 from decisions.core import keys
+from decisions.core.resp.multiplexed import FastRedis, RespError, pack
 from decisions.core.settings import Settings
 
 REDIS_ERRORS = (RedisError, RespError, OSError, TimeoutError)

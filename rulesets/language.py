@@ -126,6 +126,47 @@ OPERATOR_LABELS = {
     "exists": "is known",
 }
 
-ACTIONS = ("discount", "recommend", "add_segment")
+@dataclass(frozen=True)
+class ActionParam:
+    """One parameter of an action, as validation checks it and the form builder shows it."""
+
+    name: str
+    type: str  # NUMBER, STRING or LIST (of product ids)
+    label: str
+    required: bool = False
+    in_form: bool = True  # False: the form edits it another way (discount percent/amount)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    label: str
+    params: tuple[ActionParam, ...]
+
+    def param(self, name: str) -> ActionParam | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+# What a rule can do: the one catalog of actions and their parameters (validation, the
+# form builder and the docs read it; the handlers are decisions/runtime/actions.py)
+ACTION_CATALOG: dict[str, ActionSpec] = {
+    "discount": ActionSpec("Discount", (
+        ActionParam("percent", NUMBER, "Percent off", in_form=False),
+        ActionParam("amount", NUMBER, "Amount off", in_form=False),
+        ActionParam("code", STRING, "Code shown to the shopper"),
+        ActionParam("min_basket", NUMBER, "Minimum basket"),
+        ActionParam("expires_minutes", NUMBER, "Expires after (minutes)"),
+        ActionParam("per_user_cap", NUMBER, "Offers per user in 30 days"),
+        ActionParam("products", LIST, "Only for products (ids, comma-separated)"),
+    )),
+    "recommend": ActionSpec("Recommendation", (
+        ActionParam("strategy", STRING, "Strategy", required=True),
+        ActionParam("slot", STRING, "Slot", required=True),
+        ActionParam("count", NUMBER, "How many products"),
+    )),
+    "add_segment": ActionSpec("Add to segment", (
+        ActionParam("segment", STRING, "Segment", required=True),
+    )),
+}
+ACTIONS = tuple(ACTION_CATALOG)
 RULE_KEYS = {"name", "description", "priority", "enabled", "active", "when", "then"}
 RULESET_KEYS = {"name", "description", "stacking", "four_eyes", "rules"}

@@ -14,8 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from decisions.core.errors import FieldError, ValidationError
+from decisions.core.events import parse_time
 from rulesets.document import Lines, line_of
 from rulesets.language import (
+    ACTION_CATALOG,
     ACTIONS,
     BOOL,
     FIELDS,
@@ -137,10 +139,7 @@ def _active(active: Any, path: str, err: _Collector) -> None:
         if value is None:
             continue
         try:
-            if isinstance(value, datetime):
-                parsed[key] = value
-            else:
-                parsed[key] = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            parsed[key] = parse_time(value if isinstance(value, datetime) else str(value))
         except ValueError:
             err(f"{path}.{key}", f"expected an ISO 8601 date-time, got {_show(value)}")
     if "from" in parsed and "until" in parsed:
@@ -289,11 +288,8 @@ def _action(action: Any, path: str, err: _Collector) -> None:
     if not isinstance(params, dict):
         err(apath, "expected an object of parameters")
         return
-    allowed: dict[str, tuple[str, bool]]
+    allowed = {p.name: (p.type, p.required) for p in ACTION_CATALOG[name].params}
     if name == "discount":
-        allowed = {"percent": (NUMBER, False), "amount": (NUMBER, False), "code": (STRING, False),
-                   "min_basket": (NUMBER, False), "expires_minutes": (NUMBER, False),
-                   "per_user_cap": (NUMBER, False), "products": (LIST, False)}
         has = [k for k in ("percent", "amount") if k in params]
         if len(has) != 1:
             err(apath, "give exactly one of percent or amount")
@@ -302,12 +298,9 @@ def _action(action: Any, path: str, err: _Collector) -> None:
         if _is_number(params.get("amount")) and params["amount"] <= 0:
             err(f"{apath}.amount", "must be above 0")
     elif name == "recommend":
-        allowed = {"strategy": (STRING, True), "slot": (STRING, True), "count": (NUMBER, False)}
         if isinstance(params.get("strategy"), str) and params["strategy"] not in STRATEGIES:
             err(f"{apath}.strategy", f'unknown strategy "{params["strategy"]}" '
                 f"(expected one of {', '.join(STRATEGIES)})")
-    else:
-        allowed = {"segment": (STRING, True)}
     for key, value in params.items():
         if key not in allowed:
             err(f"{apath}.{key}", f"unknown parameter (expected one of {', '.join(allowed)})")

@@ -16,6 +16,7 @@ from admin.views.common import Form, field, page
 from admin.views.render import render
 from admin.views.rulesets import working
 from decisions.core.errors import NotFound, ValidationError
+from decisions.core.events import parse_time
 from decisions.simulate.trial import SAMPLE_EVENT, SAMPLE_PROFILE, parse_profile, try_event
 from rulesets.language import FIELDS, OPERATOR_LABELS
 
@@ -28,10 +29,9 @@ def _parse_now(raw: str) -> datetime | None:
     if not raw:
         return datetime.now(UTC).replace(microsecond=0)
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return parse_time(raw)
     except ValueError:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @page("viewer")

@@ -18,11 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import authenticate
-from api.errors import Unavailable
 from api.responses import json_response
 from api.routes.events import check_rate, parse_json, read_body
 from api.state import ApiState, get_api
-from decisions.core.errors import FieldError, NotFound, ValidationError
+from decisions.core.errors import FieldError, NotFound, ServiceUnavailable, ValidationError
 from decisions.core.events import MAX_NUMBER, NUMBER, check_id
 from decisions.core.models import Decision, OfferFeedback
 
@@ -75,7 +74,7 @@ def record(engine: Engine, offer_id: str, kind: str, user_id: str, amount: float
 async def _offer_from_redis(api: ApiState, user_id: str, offer_id: str) -> dict[str, Any] | None:
     try:
         raw = await api.call_redis(api.redis.offer(user_id, offer_id))
-    except Unavailable:
+    except ServiceUnavailable:
         return None  # PostgreSQL's decisions table is asked instead
     if raw is None:
         return None

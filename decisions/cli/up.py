@@ -185,7 +185,7 @@ class Up:
 
     def acquire(self) -> bool:
         self.settings.var_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.settings.var_dir / "up.lock", "w")  # noqa: SIM115
+        self._lock_file = open(self.settings.var_dir / "up.lock", "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -278,15 +278,10 @@ Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
         import uvicorn
         from starlette.routing import Mount
 
+        from admin.app import create_app as create_admin
         from api.app import create_app
 
-        routes: list[Any] = []
-        try:
-            from admin.app import create_app as create_admin
-        except ImportError:
-            create_admin = None  # type: ignore[assignment]
-        if create_admin is not None:
-            routes.append(Mount("/admin", app=create_admin(settings), name="admin"))
+        routes: list[Any] = [Mount("/admin", app=create_admin(settings), name="admin")]
         app = create_app(settings, extra_routes=routes)
         config = uvicorn.Config(
             app, host=self.host, port=port, log_level="warning", access_log=False

@@ -153,6 +153,15 @@ def format_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_time(value: str | datetime) -> datetime:
+    """An ISO 8601 date-time (``Z`` allowed) as an aware UTC datetime; one without a time
+    zone is taken as UTC. The one parser of times outside events (windows, forms, CLI);
+    raises ``ValueError``."""
+    ts = value if isinstance(value, datetime) else datetime.fromisoformat(
+        value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
 def parse_ts(value: str) -> datetime:
     """ISO 8601 with a time zone, in UTC; ValueError otherwise (also when the UTC time
     falls outside the years 1-9999, e.g. ``0001-01-01T00:00:00+01:00``)."""

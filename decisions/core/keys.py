@@ -10,6 +10,8 @@ Cluster. Each use has its own prefix.
 | ``d:cart:{uid}`` | hash | product_id -> JSON {price, quantity, category} |
 | ``d:ts:{uid}:<type>`` | zset | event ids scored by event time (ms), per event type, for windowed counts |
 | ``d:pg:{uid}:<page>`` | zset | page views scored by event time (ms), per page, for "since last <page>" |
+| ``d:pages:{uid}`` | set | the pages the user has visited (which ``d:pg`` keys exist) |
+| ``d:pv:{uid}`` | hash | product views: product_id -> time of the last view (ms) |
 | ``d:rp:{uid}`` / ``d:rc:{uid}`` | zset | recently viewed products / categories scored by event time |
 | ``d:bought:{uid}`` | set | products the user bought |
 | ``d:seg:{uid}`` | set | segments added by rules |
@@ -64,6 +66,36 @@ def segments(user_id: str) -> str:
 
 def bought(user_id: str) -> str:
     return f"d:bought:{tag(user_id)}"
+
+
+def pages(user_id: str) -> str:
+    return f"d:pages:{tag(user_id)}"
+
+
+def product_views(user_id: str) -> str:
+    return f"d:pv:{tag(user_id)}"
+
+
+def recent_products(user_id: str) -> str:
+    return f"d:rp:{tag(user_id)}"
+
+
+def recent_categories(user_id: str) -> str:
+    return f"d:rc:{tag(user_id)}"
+
+
+def timeline(user_id: str, event_type: str) -> str:
+    return f"d:ts:{tag(user_id)}:{event_type}"
+
+
+def page_views(user_id: str, page: str) -> str:
+    return f"d:pg:{tag(user_id)}:{page}"
+
+
+# the keys of a user's profile that the state script reads, besides the per-type timelines
+# and per-page views (written by decisions/runtime/state.lua, which builds the same names)
+PROFILE = (state, cart, product_views, recent_products, recent_categories, pages, bought,
+           segments)
 
 
 def user_pattern(user_id: str) -> str:

@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Engine, text
 
 from decisions.core import keys
-from decisions.core.rawredis import RawPipeline
+from decisions.core.resp.pipeline import RawPipeline
 
 
 def queue_fills(pipe: RawPipeline, fills: list[tuple[str, bytes]]) -> None:
@@ -40,6 +40,22 @@ def row_to_attrs(row: Any, today: date) -> dict[str, Any]:
     if row.signup_date is not None:
         attrs["signup_days"] = (today - row.signup_date).days
     return attrs
+
+
+def load_customers(engine: Engine, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Customers' attributes from PostgreSQL, as decisions read them (unknown ones as
+    ``{}``): the one reader of the customers table, for the worker's cache and backtests."""
+    if not user_ids:
+        return {}
+    today = datetime.now(UTC).date()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT user_id, tier, country, consent, signup_date, segments, "
+                 "attributes FROM customers WHERE user_id = ANY(:ids)"),
+            {"ids": user_ids},
+        ).all()
+    found = {r.user_id: row_to_attrs(r, today) for r in rows}
+    return {uid: found.get(uid, {}) for uid in user_ids}
 
 
 class CustomerCache:
@@ -80,16 +96,7 @@ class CustomerCache:
         return out, [(keys.customer(uid), orjson.dumps(attrs)) for uid, attrs in loaded.items()]
 
     def _load(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Read customers from PostgreSQL (unknown ones as ``{}``)."""
-        today = datetime.now(UTC).date()
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT user_id, tier, country, consent, signup_date, segments, "
-                     "attributes FROM customers WHERE user_id = ANY(:ids)"),
-                {"ids": user_ids},
-            ).all()
-        found = {r.user_id: row_to_attrs(r, today) for r in rows}
-        return {uid: found.get(uid, {}) for uid in user_ids}
+        return load_customers(self.engine, user_ids)
 
     def invalidate(self, user_id: str) -> None:
         self.client.delete(keys.customer(user_id))

@@ -158,7 +158,7 @@ class Producer:
                 log.warning("Kafka producer broken (%s); building a new one", self.broken)
                 try:
                     old.close(timeout=0)  # its unsent records fail; their senders retry
-                except Exception:  # noqa: BLE001 - a broken client may not even close
+                except Exception:  # a broken client may not even close
                     log.debug("closing the broken producer failed", exc_info=True)
             self._producer = self._build()
             self.broken = None

@@ -23,7 +23,7 @@ import redis
 
 from decisions.core import keys
 from decisions.core.events import format_ts, parse_ts
-from decisions.core.rawredis import RawPipeline, RawScript
+from decisions.core.resp.pipeline import RawPipeline, RawScript
 
 # KEYS: offers hash, offer-rule hash. ARGV: offer_id, rule key, offer JSON, now_ms, ttl_s,
 # cap (offers of this rule per user in 30 days; 0: no cap)

@@ -23,7 +23,7 @@ import redis
 
 from decisions.core import keys
 from decisions.core.events import Event
-from decisions.core.rawredis import RawPipeline, RawScript
+from decisions.core.resp.pipeline import RawPipeline, RawScript
 
 LUA = resources.files("decisions.runtime").joinpath("state.lua").read_text()
 LIST_FEATURES = ("cart_products", "recent_products", "recent_categories", "segments")

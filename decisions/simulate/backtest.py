@@ -23,12 +23,14 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from decisions.core.db import utcnow
 from decisions.core.events import Event
 from decisions.runtime.archive import EventArchive
-from decisions.runtime.engine import RuleEngine, build_fact
+from decisions.runtime.customers import load_customers
+from decisions.runtime.decide import NO_SCORES, Decider
+from decisions.runtime.engine import RuleEngine
 from decisions.runtime.state import clear_scratch, replay
 from rulesets.compile import compile_ruleset
 
@@ -112,20 +114,6 @@ def discount_value(params: dict[str, Any], snapshot: dict[str, Any]) -> float:
     return float(params.get("percent", 0)) * float(cart) / 100.0
 
 
-def load_customers(db: Engine, user_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Customer attributes as the worker sees them (read-only: no cache is written)."""
-    from decisions.runtime.customers import row_to_attrs
-
-    if not user_ids:
-        return {}
-    with db.connect() as conn:
-        rows = conn.execute(
-            text("SELECT user_id, tier, country, consent, signup_date, segments, attributes "
-                 "FROM customers WHERE user_id = ANY(:ids)"), {"ids": user_ids}).all()
-    today = utcnow().date()
-    return {r.user_id: row_to_attrs(r, today) for r in rows}
-
-
 class Runner:
     """Runs one backtest; ``engine_lock`` serialises use of the shared rule engine."""
 
@@ -149,7 +137,7 @@ class Runner:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         try:
             clear_scratch(self.client, prefix)
-        except Exception:  # best effort: the keys are scratch only
+        except Exception:  # noqa: BLE001 - best effort: the keys are scratch only
             log.warning("backtest %s: scratch keys %s* not cleared", run.id, prefix)
         # the run is over only once its scratch keys are gone
         run.finished_at = utcnow()
@@ -181,13 +169,12 @@ class Runner:
         found = load_customers(self.db, unknown)
         for uid in unknown:
             customers[uid] = found.get(uid, {})
+        decider = Decider(self.engine)
         with self.engine_lock:
             for event, snapshot in items:
-                customer = customers[event.user_id]
-                if customer.get("consent") is False:
-                    continue
-                fact = build_fact(event, snapshot, customer, {})
-                for match in self.engine.evaluate(compiled, event, fact):
+                evaluation = decider.evaluate(event, snapshot, customers[event.user_id],
+                                              [compiled], scores=NO_SCORES)
+                for match in (f.match for f in evaluation.fired):
                     tally = run.tallies[match.rule]
                     tally.fires += 1
                     for action in match.actions:

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, text
 from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine, redact
 from decisions.core.errors import ConfigError, DecisionsError, ServiceUnavailable
+from decisions.core.events import parse_time
 from decisions.core.settings import Settings
 from decisions.runtime.ml.dataset import CHURN_RISK
 from decisions.runtime.ml.features import MODEL_NAMES
@@ -113,12 +114,11 @@ def _model(value: str) -> str:
 
 def _when(value: str) -> datetime:
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an ISO date or date-time, got {value!r}"
         ) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 @contextmanager

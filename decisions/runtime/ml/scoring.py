@@ -85,7 +85,7 @@ class Scorer:
         """Follow the registry; returns True when the set of loaded versions changed."""
         try:
             heads = registry.active_heads(self.engine)
-        except Exception:  # noqa: BLE001 - the database may be briefly away; keep serving
+        except Exception:  # the database may be briefly away; keep serving
             log.warning("model registry unreachable; keeping the loaded models", exc_info=True)
             return False
         changed = False
@@ -180,7 +180,7 @@ class Scorer:
                 value = loaded.model.predict(x[loaded.columns])
                 if not 0.0 <= value <= 1.0:
                     raise ValueError(f"score {value!r} outside [0, 1]")
-            except Exception:  # noqa: BLE001 - never block a decision on a model
+            except Exception:  # never block a decision on a model
                 SCORE_MISSING.labels(name).inc()
                 log.debug("model %s failed on a snapshot", name, exc_info=True)
                 continue

@@ -1,6 +1,6 @@
-"""What the worker takes from the events topic: one record in, an event or a dead letter out.
+"""Kafka records in, events out: what the event contract refuses goes to the dead letters.
 
-:func:`parse_record` never raises: a record is an :class:`Event` to decide, or the reason
+:func:`parse` never raises: a record is an :class:`Event` to decide, or the reason
 and detail of its dead letter (see docs/worker.md, "Dead letters"). The event contract
 (``decisions.core.events``) is applied with the intake time window, measured from when
 the record was produced, so events that waited in the topic (a worker outage) are not
@@ -66,7 +66,7 @@ def _sent_at(record: Any, now: datetime, settings: Settings) -> datetime | None:
     return min(max(sent, oldest), now)
 
 
-def parse_record(record: Any, settings: Settings, window: TimeWindow | None = None,
+def parse(record: Any, settings: Settings, window: TimeWindow | None = None,
                  now: datetime | None = None) -> tuple[Event | None, str, str]:
     """``(event, "", "")``, or ``(None, reason, detail)`` for the dead-letter topic."""
     raw = record.value
@@ -96,6 +96,10 @@ def parse_record(record: Any, settings: Settings, window: TimeWindow | None = No
                for d in exc.details):
             return None, "out_of_window", detail
         return None, "invalid_event", detail
-    except Exception as exc:  # noqa: BLE001 - a record's fault never stops the stream
+    except Exception as exc:  # a record's fault never stops the stream
         log.exception("unexpected error parsing a record; dead-lettered")
         return None, "invalid_event", f"{type(exc).__name__}: {exc}"
+
+
+def key_of(record: Any) -> str | None:
+    return record.key.decode("utf-8", "replace") if record.key else None

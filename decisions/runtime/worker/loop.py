@@ -1,0 +1,508 @@
+"""The stream worker: Kafka events to decisions, effectively once.
+
+Per batch, in order: validate (bad records to the dead-letter topic with the reason and
+the original bytes) → apply to user state in Redis (dedup by event id) → enrich with
+customer attributes → decide (``decisions.runtime.decide``: consent, model scores, every
+active ruleset, actions) → store effects (offers, recommendations, segments) in Redis →
+publish them to the actions topic → archive events and decisions in PostgreSQL → mark
+events done → commit offsets (``checkpoint``). Of the recommendations of one user and slot
+in a batch only the last is computed, stored and published (the slot holds the latest);
+the earlier ones are logged as superseded by it.
+
+Batches overlap, each in a different stage: while batch N is decided on this thread
+(rules, actions, Redis writes, records handed to the producer), the state scripts of
+batch N+1 run in Redis (state thread) and its customers are read (customers thread), and
+batches N-1 and N-2 are made durable (tail thread, in order: broker acks, PostgreSQL,
+marked done). Offsets are committed on this thread, in batch order, and only for a batch
+whose durable half has finished; a crash anywhere before that replays the batch, and
+deterministic action ids make the replay write the same effects again instead of new
+ones. When Redis, PostgreSQL or the broker fails, every batch not committed is replayed
+with backoff from the committed offsets. Consequence of the overlap: a segment added by
+batch N's actions is in the snapshots of batch N+2 on, not N+1 (within a batch it was
+never visible either). A ruleset reload waits until nothing is staged, so every snapshot
+is computed for the rules that evaluate it.
+
+Backpressure: a poll returns at most ``batch_size`` records and the fetcher buffers at
+most ``worker_fetch_max_bytes`` ahead; with a batch staged and ``MAX_TAILS`` in their
+tails, the consuming thread waits for the oldest tail before it polls again, so a slow
+dependency slows consumption instead of growing memory. ``Stats.max_in_flight`` records
+the bound held ((2 + ``MAX_TAILS``) × ``batch_size``).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from decisions.core import metrics
+from decisions.core.db import make_engine
+from decisions.core.errors import ServiceUnavailable
+from decisions.core.events import Event, format_ts
+from decisions.core.resp.pipeline import RawPipeline, RawScript
+from decisions.core.settings import Settings
+from decisions.runtime.active import Runtime
+from decisions.runtime.archive import EventArchive
+from decisions.runtime.customers import CustomerCache, queue_fills
+from decisions.runtime.decide import Decider, Fired, Scorer
+from decisions.runtime.engine import RuleEngine
+from decisions.runtime.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
+from decisions.runtime.offers import OfferStore
+from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender
+from decisions.runtime.state import Applied, StateStore
+from decisions.runtime.worker.checkpoint import Checkpoint, InFlight, Phases, Staged, drain
+from decisions.runtime.worker.housekeeping import Housekeeping, service_of
+from decisions.runtime.worker.records import intake_window, parse, timer_headers
+from decisions.runtime.worker.sinks import DecisionLog, Effects, Topics, decision_row
+from decisions.runtime.worker.stats import Stats
+from decisions.runtime.worker.timers import TimerFirer, deadlines, queue_deadlines
+from rulesets.store import RulesetStore
+
+log = logging.getLogger(__name__)
+PRODUCER_LINGER_MS = 1000  # records of a batch wait for its flush, not a timer
+STATE_CHUNKS = 4  # state pipelines per batch: Redis runs the next while rules evaluate this
+STATE_CHUNK_MIN, STATE_CHUNK_MAX = 16, 100  # events per state pipeline
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, scorer: Scorer | None = None,
+                 scorer_factory: Callable[[], Scorer | None] | None = None) -> None:
+        """``scorer``: a ready ``decisions.runtime.ml.scoring.Scorer``-like object; or
+        ``scorer_factory``, called once the first active rule reads a score (the model
+        stack is heavy to import: a worker whose rules need no scores never loads it)."""
+        self.settings = settings
+        self.redis = redis.Redis.from_url(str(settings.redis_url), socket_timeout=5,
+                                          socket_connect_timeout=2)
+        self.db: Engine = make_engine(str(settings.database_url))
+        self.state = StateStore(self.redis, settings.dedup_ttl_seconds)
+        self.offers = OfferStore(self.redis)
+        self.customers = CustomerCache(self.redis, self.db)
+        self.recommender = Recommender(self.redis)
+        self.archive = EventArchive(self.db)
+        self.decisions = DecisionLog(self.db)
+        self.effects = Effects(self.offers, settings.offer_ttl_seconds)
+        self.runtime = Runtime(RulesetStore(self.db), RuleEngine(),
+                               settings.reload_interval_seconds)
+        self.decider = Decider(self.runtime.engine, scorer)
+        self.timers = TimerFirer(self.redis, settings.events_topic, timer_headers(settings))
+        self._window = intake_window(settings)  # event times accepted
+        self._increment = RawScript(INCREMENT)
+        self._scorer_factory = scorer_factory
+        self._pg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-pg")
+        self._state_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-state")
+        self._tail = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-tail")
+        self._lookup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-customers")
+        self.stats = Stats()
+        self.checkpoint = Checkpoint(self.stats)
+        # consent changed by the batch decided last: a batch staged before it was decided
+        # may have read the customers earlier
+        self._consent_changed: dict[str, bool] = {}
+        self.housekeeping = Housekeeping(
+            fire_timers=self.fire_due_timers, runtime=self.runtime, customers=self.customers,
+            recommender=self.recommender, db=self.db, archive=self.archive,
+            reload_interval=settings.reload_interval_seconds,
+            retention_days=settings.event_retention_days)
+        self._lag_checked = 0.0
+        self._models_refreshed = 0.0
+        self._stop = False
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._topics: Topics | None = None
+
+    @property
+    def scorer(self) -> Scorer | None:
+        return self.decider.scorer
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def start(self) -> None:
+        ensure_topics(self.settings)
+        # a batch's records are sent together and flushed at once: a long linger keeps the
+        # producer's I/O thread from sending (and waking) record by record meanwhile
+        self._producer = Producer(self.settings, client_id="decisions-worker",
+                                  linger_ms=PRODUCER_LINGER_MS)
+        self._topics = Topics(self._producer, self.settings)
+        self._consumer = Consumer(self.settings, [self.settings.events_topic])
+        self.checkpoint.consumer = self._consumer
+        self.runtime.refresh(force=True)
+        self.decider.uses_scores = self.runtime.uses_scores
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            self._producer.close()
+        self._abandon()
+        self._tail.shutdown(wait=True)
+        self._lookup.shutdown(wait=True)
+        self._pg.shutdown(wait=True)
+        self._state_pool.shutdown(wait=True)
+        self.redis.close()
+        self.db.dispose()
+
+    def run(self, *, max_messages: int | None = None, timeout: float | None = None,
+            idle_timeout: float | None = None) -> Stats:
+        """Consume until stopped, or until ``max_messages`` / ``timeout`` / ``idle_timeout``."""
+        if self._consumer is None:
+            self.start()
+        self.housekeeping.start()
+        try:
+            self._consume(max_messages, timeout, idle_timeout)
+        finally:
+            self.housekeeping.stop()
+        return self.stats
+
+    def _consume(self, max_messages: int | None, timeout: float | None,
+                 idle_timeout: float | None) -> None:
+        consumer, checkpoint = self._consumer, self.checkpoint
+        assert consumer is not None
+        started = last_record = time.monotonic()
+        backoff = 0.1
+        while not self._stop:
+            now = time.monotonic()
+            if timeout is not None and now - started > timeout:
+                break
+            if idle_timeout is not None and now - last_record > idle_timeout:
+                break
+            if max_messages is not None and self.stats.seen >= max_messages:
+                break
+            try:
+                if checkpoint.staged is None or self.housekeeping.reload_due:
+                    # a reload changes what the state scripts compute: none may be staged
+                    self.decide_staged()
+                    self.refresh()
+                generation = consumer.generation
+                records = consumer.poll(
+                    0 if checkpoint.staged is not None else self.settings.poll_timeout_ms)
+                if consumer.generation != generation:
+                    # kafka-python runs the rebalance listener on its I/O thread, where no
+                    # commit may block: settle now, for the partitions still ours (those
+                    # that moved are replayed by their new owner from the committed offset,
+                    # which drops or idempotently redoes what was done here)
+                    self.decide_staged()
+                    self.settle(wait=True)
+                if records:
+                    last_record = time.monotonic()
+                    held = len(records) + checkpoint.held()
+                    self.stats.max_in_flight = max(self.stats.max_in_flight, held)
+                    self.process(records)
+                elif checkpoint.staged is not None:
+                    self.decide_staged()
+                else:
+                    self.settle()  # idle: commit what is in flight now
+                checkpoint.settle_ready()
+                self._update_lag()
+                backoff = 0.1
+            except GroupRebalanced as exc:
+                # Only the commit failed: the batch's effects are stored and its events
+                # marked done. A partition we keep goes on from our position (the next
+                # commit covers it); one that moved is replayed by its new owner from the
+                # committed offset, and its events are dropped there as duplicates.
+                self.stats.rebalances += 1
+                log.info("commit refused after a rebalance (%s); continuing", exc)
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                    OperationalError, ServiceUnavailable, KafkaError) as exc:
+                backoff = self._retry(exc, backoff)
+        try:
+            self.decide_staged()
+            self.settle(wait=True)
+        except GroupRebalanced as exc:
+            log.info("last commit refused after a rebalance (%s)", exc)
+        except (redis.RedisError, OperationalError, ServiceUnavailable, KafkaError) as exc:
+            self._abandon()
+            log.warning("last batch not committed (%s: %s); it is replayed on restart",
+                        type(exc).__name__, exc)
+
+    def refresh(self) -> None:
+        """Between batches: a new ruleset version (once the housekeeping thread saw its
+        marker change), model versions (customers, stock and timers are the housekeeping
+        thread's)."""
+        if self.housekeeping.reload_due:
+            self.housekeeping.reload_due = False
+            if self.runtime.refresh(force=True):
+                self.stats.reloads += 1
+            self.decider.uses_scores = self.runtime.uses_scores
+        now = time.monotonic()
+        if now - self._models_refreshed >= self.settings.reload_interval_seconds:
+            self._models_refreshed = now
+            if self.decider.scorer is None and self._scorer_factory is not None \
+                    and self.runtime.uses_scores:
+                factory, self._scorer_factory = self._scorer_factory, None
+                self.decider.scorer = factory()
+            if self.decider.scorer is not None:
+                try:
+                    self.decider.scorer.refresh()
+                except Exception:  # models must never stop decisions
+                    metrics.SCORER_ERRORS.labels("refresh").inc()
+                    log.warning("model scorer refresh failed", exc_info=True)
+
+    def _retry(self, exc: BaseException, backoff: float) -> float:
+        """A dependency failed mid-batch: pause, wait, rewind to the committed offsets."""
+        assert self._consumer is not None
+        self._abandon()
+        service = service_of(exc)
+        metrics.RETRIES.labels(service).inc()
+        self.stats.retries += 1
+        log.warning("%s unavailable (%s: %s); retrying in %.1fs without committing",
+                    service, type(exc).__name__, exc, backoff)
+        try:
+            self._consumer.pause()
+            deadline = time.monotonic() + backoff
+            while not self._stop and time.monotonic() < deadline:
+                time.sleep(min(0.05, backoff))
+            self._consumer.seek_to_committed()
+            self._consumer.resume()
+        except KafkaError as again:  # the broker is away too: the next round retries
+            log.warning("cannot rewind to the committed offsets yet: %s", again)
+        return min(backoff * 2, self.settings.worker_retry_max_seconds)
+
+    def _update_lag(self) -> None:
+        assert self._consumer is not None
+        now = time.monotonic()
+        if now - self._lag_checked < self.settings.worker_lag_interval_seconds:
+            return
+        self._lag_checked = now
+        metrics.LAG.set(self._consumer.lag())
+
+    # -- one batch ---------------------------------------------------------------------
+    def process(self, records: Sequence[Any]) -> None:
+        """Stage a polled batch (parse; its state scripts start on the state thread), then
+        decide the batch staged before it while Redis works on this one's state.
+
+        Only a full stream is worth the overlap: a batch of less than half
+        ``batch_size`` (records trickling in) is decided at once, for latency; staging
+        it would only wait for the next poll."""
+        staged = self._stage(records)
+        previous, self.checkpoint.staged = self.checkpoint.staged, None
+        if previous is not None:
+            self._decide(previous)
+        if len(records) >= max(1, self.settings.batch_size // 2):
+            self.checkpoint.staged = staged
+        else:
+            self._decide(staged)
+
+    def decide_staged(self) -> None:
+        """Decide the staged batch now (idle, reloading, rebalanced, stopping)."""
+        staged, self.checkpoint.staged = self.checkpoint.staged, None
+        if staged is not None:
+            self._decide(staged)
+
+    def settle(self, *, wait: bool = False) -> None:
+        """Commit every batch in flight (idle, stopping, partitions revoked)."""
+        self.checkpoint.settle(wait=wait)
+
+    def _stage(self, records: Sequence[Any]) -> Staged:
+        mark = Phases(self.stats.phase_seconds)
+        batch = Staged(time.monotonic())
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            batch.offsets[tp] = max(batch.offsets.get(tp, 0), record.offset + 1)
+            event, reason, detail = parse(record, self.settings, self._window)
+            if event is None:
+                batch.dead.append((record, reason, detail))
+            else:
+                batch.events.append(event)
+        batch.chunks = self._submit_state(batch.events)
+        # customer attributes are read meanwhile too (Redis, PostgreSQL for cache misses)
+        batch.customers = self._lookup.submit(self.customers.lookup,
+                                              [e.user_id for e in batch.events])
+        mark("parse")
+        return batch
+
+    def _decide(self, batch: Staged) -> None:
+        assert self._producer is not None and self._topics is not None
+        mark = Phases(self.stats.phase_seconds)
+        assert batch.customers is not None
+        customers, cache_fills = batch.customers.result()
+        # consent changed by the batch decided before this one, maybe after these were read
+        changed, self._consent_changed = self._consent_changed, {}
+        for user_id, granted in changed.items():
+            if user_id in customers:
+                customers[user_id] = {**customers[user_id], "consent": granted}
+        mark("customers")
+        fresh, fired, latest, popularity, by_type = self._evaluate(batch, customers)
+        self.decider.report_missing()
+        for etype, n in by_type.items():  # one metric update per type, not per event
+            metrics.EVENTS.labels(etype).inc(n)
+            self.stats.processed += n
+        self.stats.scorer_errors = self.decider.score_errors
+        pipe = RawPipeline(self.redis)
+        popularity.queue(pipe, self._increment)
+        queue_fills(pipe, cache_fills)
+        queue_deadlines(pipe, deadlines(latest, self.runtime.timers))
+        mark("state_rules")
+
+        # actions, once every rule of the batch is known (superseded recommendations are
+        # decisions to record, not effects to store)
+        effects = []
+        decision_rows: list[dict[str, Any]] = []
+        by_rule: Counter[tuple[str, str]] = Counter()
+        versions = {id(f.match): f.model_versions for f in fired}
+        for effect in self.decider.act(fired, self.recommender):
+            if effect.superseded_by is None:
+                effects.append(effect)
+            decision_rows.append(decision_row(effect, versions[id(effect.match)]))
+        for f in fired:
+            by_rule[(f.match.ruleset, f.match.rule)] += 1
+        self.stats.fired += len(fired)
+        for (ruleset, rule), n in by_rule.items():
+            metrics.DECISIONS.labels(ruleset, rule).inc(n)
+        mark("actions")
+
+        # Three stores written at once, all awaited before anything is marked done or
+        # committed: PostgreSQL (archive, decisions) in a helper thread, Redis here first
+        # (what the API reads: visible soonest), then Kafka (acknowledged by the
+        # producer's I/O thread meanwhile).
+        archived = self._pg.submit(self.decisions.write, [a.event for a in fresh],
+                                   decision_rows)
+        now_ms = int(time.time() * 1000)
+        for effect in effects:  # one recommendation per user and slot (superseded: above)
+            self.effects.queue(pipe, effect, now_ms)
+        pipe.execute()
+        mark("redis_write")
+        for record, reason, detail in batch.dead:
+            self._topics.dead_letter(record, reason, detail)
+            self.stats.dead_lettered += 1
+        self._topics.publish(effects, format_ts(datetime.now(UTC)))  # one clock reading
+        mark("publish")
+
+        # The rest makes the batch durable: broker acks, the PostgreSQL write, events
+        # marked done. It runs on the tail thread while the next batches are processed;
+        # the offsets are committed (on this thread, in batch order) once it has finished.
+        durable = InFlight(batch.offsets, fresh, len(effects), batch.started,
+                           {(e.event.user_id, e.event.event_id) for e in fresh})
+        durable.tail = self._tail.submit(self._finish, durable, archived)
+        self.checkpoint.add(durable)
+
+    def _evaluate(self, batch: Staged, customers: dict[str, dict[str, Any]],
+                  ) -> tuple[list[Applied], list[Fired], dict[str, int], PopularityBatch,
+                             Counter[str]]:
+        """Each fresh event of the batch, in order: dedup, consent, decide."""
+        in_batch: set[tuple[str, str]] = set()
+        fresh: list[Applied] = []
+        fired: list[Fired] = []
+        popularity = PopularityBatch()
+        latest: dict[str, int] = {}  # per user, the newest event time (for the timers)
+        by_type: Counter[str] = Counter()
+        # events of the batches in flight are not marked done yet: drop their repeats here
+        in_flight = self.checkpoint.in_flight_keys()
+        active = self.runtime.active
+        evaluate = self.decider.evaluate
+        for item in self._state_results(batch.chunks):
+            event = item.event
+            key = (event.user_id, event.event_id)
+            if item.done or key in in_batch or key in in_flight:
+                metrics.DUPLICATES.inc()
+                self.stats.duplicates += 1
+                continue
+            in_batch.add(key)
+            fresh.append(item)
+            customer = customers.get(event.user_id, {})
+            if event.type == "consent":
+                granted = bool(event.properties.get("granted"))
+                self.customers.set_consent(event.user_id, granted)
+                customer = {**customer, "consent": granted}
+                customers[event.user_id] = customer  # later events of this batch see it
+                self._consent_changed[event.user_id] = granted  # and the next batch
+            if not item.duplicate:
+                popularity.add(event, item.snapshot)
+                if event.type != "timer":
+                    ts_ms = event.ts_ms
+                    if ts_ms > latest.get(event.user_id, 0):
+                        latest[event.user_id] = ts_ms
+            by_type[event.type] += 1
+            fired += evaluate(event, item.snapshot, customer, active).fired
+        return fresh, fired, latest, popularity, by_type
+
+    def _finish(self, batch: InFlight, archived: Future[None]) -> None:
+        """The batch's durable half (tail thread): acks, archive, then marked done."""
+        assert self._producer is not None
+        mark = Phases(self.stats.phase_seconds)
+        self._producer.flush()
+        mark("publish_ack")
+        archived.result()
+        mark("archive")
+        self.state.mark_done([a.event for a in batch.fresh])
+        mark("mark_done")
+
+    def _abandon(self) -> None:
+        """After a failure: forget what is staged and in flight, without committing."""
+        self.checkpoint.abandon()
+        self._consent_changed = {}
+
+    def _submit_state(self, events: list[Event]) -> list[Future[list[Applied]]]:
+        """Apply a batch to user state in chunks, in order, on the state thread: Redis runs
+        them while this thread decides the previous batch, and the next chunk while rules
+        evaluate this one."""
+        size = max(STATE_CHUNK_MIN, min(STATE_CHUNK_MAX, -(-len(events) // STATE_CHUNKS)))
+        # only the windowed features rules read, unless a model scores (it reads most)
+        scorer = self.decider.scorer
+        models = scorer is not None and bool(getattr(scorer, "versions", None))
+        self.state.wanted = "" if models and self.runtime.uses_scores else self.runtime.wanted
+        return [self._state_pool.submit(self.state.apply_batch, events[i:i + size])
+                for i in range(0, len(events), size)]
+
+    @staticmethod
+    def _state_results(chunks: list[Future[list[Applied]]]) -> Iterator[Applied]:
+        try:
+            for chunk in chunks:
+                yield from chunk.result()
+        finally:
+            drain(chunks)
+
+    def fire_due_timers(self, limit: int = 500) -> int:
+        assert self._producer is not None
+        return self.timers.fire_due(self._producer, limit)
+
+
+def run_worker(settings: Settings) -> int:
+    """One worker process: consume until SIGTERM/SIGINT, finish the batch, commit, exit."""
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.worker_metrics_host,
+                 settings.worker_metrics_port)
+    worker = Worker(settings, scorer_factory=lambda: _load_scorer(settings))
+    worker.install_signal_handlers()
+    try:
+        worker.start()
+        # what is loaded by now (code, compiled rulesets, clients) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise pause a
+        # batch for milliseconds
+        gc.freeze()
+        stats = worker.run()
+    finally:
+        worker.close()
+    log.info("worker stopped: %d processed, %d dead-lettered, %d duplicates, %d batches",
+             stats.processed, stats.dead_lettered, stats.duplicates, stats.batches)
+    return 0
+
+
+def _load_scorer(settings: Settings) -> Scorer | None:
+    try:
+        from decisions.runtime.ml.scoring import Scorer as ModelScorer
+
+        return ModelScorer(make_engine(str(settings.database_url), pool_size=1))
+    except Exception:  # a missing or broken model stack never stops decisions
+        metrics.SCORER_ERRORS.labels("load").inc()
+        log.exception("model scorer unavailable; rules on scores will not fire")
+        return None

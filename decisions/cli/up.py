@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -229,7 +228,10 @@ class Up:
             say(f"  imported starter rulesets as version 1: {', '.join(imported)}")
         key = development_key(settings)
         port = self.port or free_port(self.host)
-        api_url = f"http://{self.host}:{port}"
+        from api.servers import check, scheme
+
+        check(settings)
+        api_url = f"{scheme(settings)}://{self.host}:{port}"
         say("  starting the worker ...")
         self.worker = Child(
             "worker",
@@ -254,7 +256,7 @@ decisions is up.
   storefront API  {api_url}/v1/...   (OpenAPI: {api_url}/openapi.json)
   admin UI        {api_url}/admin    (create a user: decisions users create NAME --role admin)
   PostgreSQL      {redact(str(settings.database_url))}
-  Redis           {settings.redis_url}
+  Redis           {redact(str(settings.redis_url))}
   Kafka           {settings.kafka_bootstrap}  (topic {settings.events_topic})
   API key (dev)   {key}
   stack file      {path}
@@ -268,41 +270,28 @@ Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
                     f"decisions: the worker exited (code {self.worker.proc.returncode}); "
                     f"see {self.worker.log_path}"
                 )
-                server.should_exit = True
-                thread.join(10)
+                server.stop(10)
                 return 1
             thread.join(0.5)
         return 0
 
-    def serve(self, settings: Settings, port: int) -> tuple[Any, threading.Thread]:
-        import uvicorn
+    def serve(self, settings: Settings, port: int) -> tuple[Any, Any]:
         from starlette.routing import Mount
 
         from admin.app import create_app as create_admin
         from api.app import create_app
+        from api.servers import ServerThread
 
         routes: list[Any] = [Mount("/admin", app=create_admin(settings), name="admin")]
         app = create_app(settings, extra_routes=routes)
-        config = uvicorn.Config(
-            app, host=self.host, port=port, log_level="warning", access_log=False
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="api", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not port_open(self.host, port):
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise DecisionsError(f"the API did not start on {self.host}:{port}")
-            time.sleep(0.05)
+        server = ServerThread(app, settings, self.host, port).start()
         self._server = server
-        self._thread = thread
-        return server, thread
+        return server, server
 
     def shutdown(self) -> None:
         server = getattr(self, "_server", None)
         if server is not None:
-            server.should_exit = True
-            self._thread.join(10)
+            server.stop(10)
         if self.worker is not None:
             self.worker.stop(timeout=15)
         self.stack.stop()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from decisions.core import transport
 from decisions.core.errors import ConfigError
 
 PREFIX = "DECISIONS_"
@@ -66,8 +67,10 @@ class Settings:
     database_timeout_ms: int = 500
     kafka_ack_timeout_seconds: float = 5.0
     event_retention_days: int = 400
+    erasure_tombstone_days: int = 7
     admin_session_seconds: int = 8 * 3600
     admin_login_max_failures: int = 5
+    admin_login_max_failures_per_address: int = 20
     admin_login_lockout_seconds: int = 900
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"
@@ -75,6 +78,44 @@ class Settings:
     worker_fetch_max_wait_ms: int = 25
     worker_retry_max_seconds: float = 5.0
     worker_lag_interval_seconds: float = 5.0
+    # --- #21: the API's server and encryption in transit (docs/settings.md, "Transport") ---
+    api_server: str = "uvicorn"  # uvicorn (HTTP/1.1) | hypercorn (HTTP/1.1, h2c, h2 over TLS)
+    api_tls_certfile: str = ""  # PEM certificate (chain): the API serves HTTPS
+    api_tls_keyfile: str = ""
+    redis_tls_ca_file: str = ""  # for rediss:// URLs
+    redis_tls_certfile: str = ""  # client certificate, when Redis asks for one
+    redis_tls_keyfile: str = ""
+    database_sslmode: str = ""  # libpq: disable | require | verify-ca | verify-full ...
+    database_sslrootcert: str = ""
+    database_sslcert: str = ""
+    database_sslkey: str = ""
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: Secret = field(default_factory=lambda: Secret(""))
+
+    def __post_init__(self) -> None:
+        """The TLS settings of PostgreSQL and Redis live in their URLs (``transport``), so
+        every client built from ``database_url`` / ``redis_url`` encrypts as configured."""
+        object.__setattr__(self, "database_url", transport.database_url(
+            self.database_url, self.database_sslmode, self.database_sslrootcert,
+            self.database_sslcert, self.database_sslkey))
+        object.__setattr__(self, "redis_url", transport.redis_url(
+            self.redis_url, self.redis_tls_ca_file, self.redis_tls_certfile,
+            self.redis_tls_keyfile))
+
+    def __repr__(self) -> str:
+        """Every field, with the passwords of service URLs hidden (secrets are ``Secret``)."""
+        from decisions.core.db import redact
+
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("database_url", "redis_url"):
+            if shown[name]:
+                shown[name] = redact(str(shown[name]))
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -20,6 +20,11 @@ def register(sub: Any) -> None:
         default=None,
         help="port to serve on (DECISIONS_API_PORT; 0 = any free port)",
     )
+    up.add_argument(
+        "--server", choices=("uvicorn", "hypercorn"), default=None,
+        help="ASGI server of the API (DECISIONS_API_SERVER; hypercorn speaks HTTP/2: h2c, "
+             "and h2 with DECISIONS_API_TLS_CERTFILE/KEYFILE)",
+    )
     up.set_defaults(handler=cmd_up)
 
     mig = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
@@ -31,8 +36,12 @@ def register(sub: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
     from decisions.cli.up import Up
 
+    if args.server:
+        settings = replace(settings, api_server=args.server)
     host = args.host or settings.api_host
     port = settings.api_port if args.port is None else args.port
     return Up(settings, with_demo=args.demo, host=host, port=port).run()

@@ -16,11 +16,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka.structs import TopicPartition
-
 from decisions.core import metrics
 from decisions.core.events import Event
-from decisions.runtime.kafka import Consumer
+from decisions.runtime.kafka import Consumer, Partition
 from decisions.runtime.state import Applied
 from decisions.runtime.worker.stats import Stats
 
@@ -32,7 +30,7 @@ class Staged:
     """A polled batch whose state scripts are running; decided on the next round."""
 
     started: float
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    offsets: dict[Partition, int] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     dead: list[tuple[Any, str, str]] = field(default_factory=list)
     chunks: list[Future[list[Applied]]] = field(default_factory=list)
@@ -44,7 +42,7 @@ class Staged:
 class InFlight:
     """A batch whose effects are being made durable; its offsets wait for that."""
 
-    offsets: dict[TopicPartition, int]
+    offsets: dict[Partition, int]
     fresh: list[Applied]
     effects: int
     started: float
@@ -73,7 +71,7 @@ class Checkpoint:
         self.staged: Staged | None = None
         self.inflight: deque[InFlight] = deque()  # oldest first; committed in that order
         # per partition, the offset up to which effects are durable (committed or not)
-        self.durable: dict[TopicPartition, int] = {}
+        self.durable: dict[Partition, int] = {}
         self.stats = stats
 
     def in_flight_keys(self) -> set[tuple[str, str]] | frozenset[tuple[str, str]]:
@@ -100,7 +98,7 @@ class Checkpoint:
         assert self.consumer is not None
         mark = Phases(self.stats.phase_seconds)
         settled: list[InFlight] = []
-        offsets: dict[TopicPartition, int] = {}
+        offsets: dict[Partition, int] = {}
         for _ in range(count):
             batch = self.inflight[0]
             assert batch.tail is not None

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 import redis
-from kafka.errors import KafkaError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -22,6 +21,7 @@ from decisions.core.errors import ServiceUnavailable
 from decisions.runtime.active import Runtime
 from decisions.runtime.archive import EventArchive
 from decisions.runtime.customers import CustomerCache
+from decisions.runtime.kafka import BrokerError
 from decisions.runtime.recommend import Recommender
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Housekeeping:
         while not self._stop.wait(TIMER_CHECK_SECONDS):
             try:
                 self.round()
-            except (redis.RedisError, OperationalError, ServiceUnavailable, KafkaError) as exc:
+            except (redis.RedisError, OperationalError, ServiceUnavailable, BrokerError) as exc:
                 if time.monotonic() - self._warned >= 5.0:  # not 4 lines a second
                     self._warned = time.monotonic()
                     log.warning("housekeeping deferred: %s unavailable (%s)",
@@ -106,6 +106,6 @@ def service_of(exc: BaseException) -> str:
         return "postgresql"
     if isinstance(exc, ServiceUnavailable):
         return exc.service.lower()
-    if isinstance(exc, KafkaError):
+    if isinstance(exc, BrokerError):
         return "kafka"
     return "unknown"

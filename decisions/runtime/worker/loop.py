@@ -42,8 +42,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from kafka.errors import KafkaError
-from kafka.structs import TopicPartition
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
@@ -58,7 +56,14 @@ from decisions.runtime.archive import EventArchive
 from decisions.runtime.customers import CustomerCache, queue_fills
 from decisions.runtime.decide import Decider, Fired, Scorer
 from decisions.runtime.engine import RuleEngine
-from decisions.runtime.kafka import Consumer, GroupRebalanced, Producer, ensure_topics
+from decisions.runtime.kafka import (
+    BrokerError,
+    Consumer,
+    GroupRebalanced,
+    Partition,
+    Producer,
+    ensure_topics,
+)
 from decisions.runtime.offers import OfferStore
 from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender
 from decisions.runtime.state import Applied, StateStore
@@ -219,14 +224,14 @@ class Worker:
                 self.stats.rebalances += 1
                 log.info("commit refused after a rebalance (%s); continuing", exc)
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-                    OperationalError, ServiceUnavailable, KafkaError) as exc:
+                    OperationalError, ServiceUnavailable, BrokerError) as exc:
                 backoff = self._retry(exc, backoff)
         try:
             self.decide_staged()
             self.settle(wait=True)
         except GroupRebalanced as exc:
             log.info("last commit refused after a rebalance (%s)", exc)
-        except (redis.RedisError, OperationalError, ServiceUnavailable, KafkaError) as exc:
+        except (redis.RedisError, OperationalError, ServiceUnavailable, BrokerError) as exc:
             self._abandon()
             log.warning("last batch not committed (%s: %s); it is replayed on restart",
                         type(exc).__name__, exc)
@@ -270,7 +275,7 @@ class Worker:
                 time.sleep(min(0.05, backoff))
             self._consumer.seek_to_committed()
             self._consumer.resume()
-        except KafkaError as again:  # the broker is away too: the next round retries
+        except BrokerError as again:  # the broker is away too: the next round retries
             log.warning("cannot rewind to the committed offsets yet: %s", again)
         return min(backoff * 2, self.settings.worker_retry_max_seconds)
 
@@ -313,7 +318,7 @@ class Worker:
         mark = Phases(self.stats.phase_seconds)
         batch = Staged(time.monotonic())
         for record in records:
-            tp = TopicPartition(record.topic, record.partition)
+            tp = Partition(record.topic, record.partition)
             batch.offsets[tp] = max(batch.offsets.get(tp, 0), record.offset + 1)
             event, reason, detail = parse(record, self.settings, self._window)
             if event is None:

@@ -42,6 +42,8 @@ class Settings:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 2000
     max_event_bytes: int = 64 * 1024
+    event_max_age_seconds: int = 48 * 3600
+    event_max_future_seconds: int = 300
     dedup_ttl_seconds: int = 48 * 3600
     offer_ttl_seconds: int = 24 * 3600
     reload_interval_seconds: float = 1.0

@@ -69,7 +69,7 @@ from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender
 from decisions.runtime.state import Applied, StateStore
 from decisions.runtime.worker.checkpoint import Checkpoint, InFlight, Phases, Staged, drain
 from decisions.runtime.worker.housekeeping import Housekeeping, service_of
-from decisions.runtime.worker.records import parse
+from decisions.runtime.worker.records import intake_window, parse, timer_headers
 from decisions.runtime.worker.sinks import DecisionLog, Effects, Topics, decision_row
 from decisions.runtime.worker.stats import Stats
 from decisions.runtime.worker.timers import TimerFirer, deadlines, queue_deadlines
@@ -101,7 +101,8 @@ class Worker:
         self.runtime = Runtime(RulesetStore(self.db), RuleEngine(),
                                settings.reload_interval_seconds)
         self.decider = Decider(self.runtime.engine, scorer)
-        self.timers = TimerFirer(self.redis, settings.events_topic)
+        self.timers = TimerFirer(self.redis, settings.events_topic, timer_headers(settings))
+        self._window = intake_window(settings)  # event times accepted
         self._increment = RawScript(INCREMENT)
         self._scorer_factory = scorer_factory
         self._pg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker-pg")
@@ -316,11 +317,10 @@ class Worker:
     def _stage(self, records: Sequence[Any]) -> Staged:
         mark = Phases(self.stats.phase_seconds)
         batch = Staged(time.monotonic())
-        max_bytes = self.settings.max_event_bytes
         for record in records:
             tp = Partition(record.topic, record.partition)
             batch.offsets[tp] = max(batch.offsets.get(tp, 0), record.offset + 1)
-            event, reason, detail = parse(record.value, max_bytes)
+            event, reason, detail = parse(record, self.settings, self._window)
             if event is None:
                 batch.dead.append((record, reason, detail))
             else:

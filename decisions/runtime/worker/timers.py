@@ -10,6 +10,7 @@ the user's other events) and the deadline dropped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
@@ -45,9 +46,13 @@ def queue_deadlines(pipe: RawPipeline, due: dict[str, int]) -> None:
 
 
 class TimerFirer:
-    def __init__(self, client: redis.Redis, events_topic: str) -> None:
+    def __init__(self, client: redis.Redis, events_topic: str,
+                 headers: Callable[[bytes], list[tuple[str, bytes]]] | None = None) -> None:
+        """``headers``: of each timer record, from its value (the worker's signature,
+        ``records.timer_headers``: a timer without it is dead-lettered as forged)."""
         self.redis = client
         self.events_topic = events_topic
+        self.headers = headers
         self._drop = RawScript(DROP_DEADLINE)
 
     def fire_due(self, producer: Producer, limit: int = 500) -> int:
@@ -69,7 +74,7 @@ class TimerFirer:
                 "user_id": user_id, "ts": format_ts(due_ts),
                 "properties": {"timer": name, "due": format_ts(due_ts)},
             }))
-        producer.send_many(self.events_topic, records)
+        producer.send_many(self.events_topic, records, headers=self.headers)
         pipe = RawPipeline(self.redis)
         for member, score in due:
             # only if unchanged: another worker may have pushed the deadline meanwhile

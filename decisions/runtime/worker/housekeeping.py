@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import redis
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from decisions.core.errors import ServiceUnavailable
 from decisions.runtime.active import Runtime
@@ -96,6 +96,23 @@ class Housekeeping:
             return
         if result.dropped:
             log.info("event archive: dropped partitions %s", ", ".join(result.dropped))
+
+
+# error replies of a Redis that is briefly unable to serve, not of a command's values
+_REDIS_BUSY = ("OOM", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING",
+               "MOVED", "ASK ", "NOREPLICAS", "BUSY ")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failure is a service's (pause, retry, replay) rather than a record's own
+    (dead-letter it, go on)."""
+    if isinstance(exc, redis.ResponseError):
+        return str(exc).startswith(_REDIS_BUSY)
+    if isinstance(exc, redis.DataError):  # redis-py refused a value before sending it
+        return False
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+    return isinstance(exc, redis.RedisError | ServiceUnavailable | BrokerError)
 
 
 def service_of(exc: BaseException) -> str:

@@ -67,8 +67,15 @@ from decisions.runtime.kafka import (
 from decisions.runtime.offers import OfferStore
 from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender
 from decisions.runtime.state import Applied, StateStore
-from decisions.runtime.worker.checkpoint import Checkpoint, InFlight, Phases, Staged, drain
-from decisions.runtime.worker.housekeeping import Housekeeping, service_of
+from decisions.runtime.worker.checkpoint import (
+    MAX_TAILS,
+    Checkpoint,
+    InFlight,
+    Phases,
+    Staged,
+    drain,
+)
+from decisions.runtime.worker.housekeeping import Housekeeping, is_outage, service_of
 from decisions.runtime.worker.records import intake_window, parse, timer_headers
 from decisions.runtime.worker.sinks import DecisionLog, Effects, Topics, decision_row
 from decisions.runtime.worker.stats import Stats
@@ -122,6 +129,8 @@ class Worker:
         self._lag_checked = 0.0
         self._models_refreshed = 0.0
         self._stop = False
+        # records still to decide one at a time after a batch failed on its own data
+        self._isolate = 0
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._topics: Topics | None = None
@@ -223,9 +232,11 @@ class Worker:
                 # committed offset, and its events are dropped there as duplicates.
                 self.stats.rebalances += 1
                 log.info("commit refused after a rebalance (%s); continuing", exc)
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-                    OperationalError, ServiceUnavailable, BrokerError) as exc:
-                backoff = self._retry(exc, backoff)
+            except Exception as exc:  # noqa: BLE001 - sorted here: outage or a record's fault
+                if is_outage(exc):
+                    backoff = self._retry(exc, backoff)
+                else:
+                    self._isolate_after(exc)
         try:
             self.decide_staged()
             self.settle(wait=True)
@@ -294,7 +305,11 @@ class Worker:
 
         Only a full stream is worth the overlap: a batch of less than half
         ``batch_size`` (records trickling in) is decided at once, for latency; staging
-        it would only wait for the next poll."""
+        it would only wait for the next poll. After a batch failed on its data, records
+        are decided one at a time until the failing one is found (``_isolate_after``)."""
+        if self._isolate:
+            self._process_isolated(records)
+            return
         staged = self._stage(records)
         previous, self.checkpoint.staged = self.checkpoint.staged, None
         if previous is not None:
@@ -313,6 +328,50 @@ class Worker:
     def settle(self, *, wait: bool = False) -> None:
         """Commit every batch in flight (idle, stopping, partitions revoked)."""
         self.checkpoint.settle(wait=wait)
+
+    def _isolate_after(self, exc: BaseException) -> None:
+        """A batch failed on its data, not for an outage (a value a script or PostgreSQL
+        refuses, an action that cannot compute): forget what is in flight, rewind to the
+        committed offsets and decide every record that was staged or in flight one at a
+        time, so that the one at fault is dead-lettered and no other is lost."""
+        assert self._consumer is not None
+        log.warning("a batch failed on its data (%s: %s); deciding its records one at a "
+                    "time to dead-letter the one at fault", type(exc).__name__, exc)
+        self._abandon()
+        self.stats.isolations += 1
+        self._isolate = (2 + MAX_TAILS) * self.settings.batch_size
+        try:
+            self._consumer.seek_to_committed()
+        except BrokerError as again:  # the broker is away too: retry as for an outage
+            self._retry(again, 0.1)
+
+    def _process_isolated(self, records: Sequence[Any]) -> None:
+        """Each record decided, made durable and committed alone; one that fails for a
+        reason of its own goes to the dead-letter topic (``processing_error``)."""
+        for record in records:
+            try:
+                self._decide(self._stage([record]))
+                self.checkpoint.settle(wait=True)
+            except GroupRebalanced:
+                raise
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                self._abandon()
+                log.error("record %s/%d@%d dead-lettered: %s: %s", record.topic,
+                          record.partition, record.offset, type(exc).__name__, exc)
+                self._dead_letter_alone(record, f"{type(exc).__name__}: {exc}")
+            self._isolate = max(0, self._isolate - 1)
+
+    def _dead_letter_alone(self, record: Any, detail: str) -> None:
+        assert self._topics is not None and self._producer is not None
+        self._topics.dead_letter(record, "processing_error", detail)
+        self._producer.flush()
+        self.stats.dead_lettered += 1
+        tp = Partition(record.topic, record.partition)
+        durable = self.checkpoint.durable
+        durable[tp] = max(durable.get(tp, 0), record.offset + 1)
+        self.checkpoint.commit_durable()
 
     def _stage(self, records: Sequence[Any]) -> Staged:
         mark = Phases(self.stats.phase_seconds)

@@ -18,6 +18,7 @@ class Stats:
     rebalances: int = 0
     max_in_flight: int = 0  # most records held at once (bounded by 4 * batch_size)
     scorer_errors: int = 0
+    isolations: int = 0  # batches decided record by record after failing on their data
     phase_seconds: dict[str, float] = field(default_factory=dict)  # where batch time goes
 
     @property

@@ -73,6 +73,10 @@ class Settings:
     worker_fetch_max_wait_ms: int = 25
     worker_retry_max_seconds: float = 5.0
     worker_lag_interval_seconds: float = 5.0
+    # offer economics (#19): offers per shopper across every ruleset (0: no cap)
+    offer_cap_per_day: int = 0
+    offer_cap_per_week: int = 0
+    uplift_window_days: float = 7.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -14,11 +14,9 @@ from starlette.templating import Jinja2Templates
 
 from admin import csrf
 from admin.models import ROLES
-from decisions.core.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 FLASH = "_flash"
-DEV_SECRET = str(Settings().secret_key)  # the default of DECISIONS_SECRET_KEY
 
 
 def make_templates() -> Jinja2Templates:
@@ -62,7 +60,7 @@ def url(request: Request, name: str, /, **params: Any) -> str:
 
 
 def flash(request: Request, message: str, level: str = "success") -> None:
-    # assigned, not appended in place: the session cookie is rewritten only on assignment
+    # a new list: the session is saved when its data differs from what was loaded
     request.session[FLASH] = [*request.session.get(FLASH, []), [level, message]]
 
 
@@ -84,5 +82,4 @@ def _globals(request: Request) -> dict[str, Any]:
         "csrf_token": csrf.token(request.session),
         "user": request.scope.get("admin_user"),
         "take_flashes": lambda: request.session.pop(FLASH, []),
-        "insecure_secret": str(request.app.state.admin.settings.secret_key) == DEV_SECRET,
     }

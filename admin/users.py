@@ -1,4 +1,7 @@
-"""Admin accounts: argon2 password hashes in PostgreSQL (``admin_users``)."""
+"""Admin accounts: argon2 password hashes in PostgreSQL (``admin_users``).
+
+A password change ends every session of the user (``admin.sessions``), in the same
+transaction; removing a user removes their sessions (the foreign key cascades)."""
 
 from __future__ import annotations
 
@@ -6,11 +9,12 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from admin.models import ROLES, AdminUser
+from admin.sessions import end_sessions
 from decisions.core.errors import Conflict, FieldError, NotFound, ValidationError
 
 _hasher = PasswordHasher()
@@ -99,3 +103,31 @@ def set_role(engine: Engine, username: str, role: str) -> User:
         row.role = role
         s.commit()
         return User(row.id, row.username, row.role)
+
+
+def set_password(engine: Engine, username: str, password: str) -> User:
+    """A new password; every session of the user ends (everywhere they were signed in)."""
+    if len(password) < MIN_PASSWORD:
+        raise ValidationError("cannot change the password",
+                              [FieldError("password", f"at least {MIN_PASSWORD} characters")])
+    with Session(engine) as s:
+        row = s.scalar(select(AdminUser).where(AdminUser.username == username))
+        if row is None:
+            raise NotFound(f'no user named "{username}"')
+        row.password_hash = hash_password(password)
+        s.flush()
+        end_sessions(s.connection(), row.id)
+        s.commit()
+        return User(row.id, row.username, row.role)
+
+
+def remove_user(engine: Engine, username: str) -> User:
+    """Delete the account; its sessions go with it (``ON DELETE CASCADE``)."""
+    with Session(engine) as s:
+        row = s.scalar(select(AdminUser).where(AdminUser.username == username))
+        if row is None:
+            raise NotFound(f'no user named "{username}"')
+        user = User(row.id, row.username, row.role)
+        s.execute(delete(AdminUser).where(AdminUser.id == row.id))
+        s.commit()
+        return user

@@ -143,10 +143,21 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             },
         },
         "Erased": {
-            "type": "object", "required": ["user_id", "erased"],
-            "properties": {"user_id": {"type": "string"},
-                           "erased": {"type": "object",
-                                      "additionalProperties": {"type": "integer"}}},
+            "type": "object", "required": ["user_id", "erased", "kept", "tombstone"],
+            "properties": {
+                "user_id": {"type": "string"},
+                "erased": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "kept": {"type": "object", "required": ["consent_withdrawn"],
+                         "properties": {"consent_withdrawn": {
+                             "type": "boolean", "description": "a withdrawn consent is "
+                             "kept as a bare customers row (no personalization after)"}}},
+                "tombstone": {
+                    "type": "object", "required": ["erased_at", "expires_at"],
+                    "description": "the user's events from before erased_at are dropped "
+                                   "until expires_at (DECISIONS_ERASURE_TOMBSTONE_DAYS)",
+                    "properties": {"erased_at": {"type": "string", "format": "date-time"},
+                                   "expires_at": {"type": "string", "format": "date-time"}}},
+            },
         },
         "Export": {
             "type": "object", "required": ["user_id", "postgres", "redis"],

@@ -39,6 +39,7 @@ LEAST_ROLE: dict[tuple[str, str], str | None] = {
     ("POST", "publish"): "publisher", ("POST", "rollback"): "publisher",
     ("GET", "audit"): "viewer", ("GET", "audit_entry"): "viewer", ("GET", "performance"): "viewer",
     ("GET", "users"): "admin", ("POST", "add_user"): "admin", ("POST", "change_role"): "admin",
+    ("POST", "change_password"): "admin", ("POST", "remove_user"): "admin",
 }
 PARAMS = {"name": "storefront", "index": "0", "run_id": "0123456789ab", "entry_id": "1"}
 
@@ -87,7 +88,7 @@ def test_below_the_role_is_refused_even_with_a_hand_crafted_post(
             assert "Not allowed" in response.text and f"needs the {least} role" in response.text
             assert "Sign out" in response.text  # the error page has the layout
             checked += 1
-    assert checked == 24  # 16 refusals for viewer, 5 for editor, 3 for publisher
+    assert checked == 30  # 18 refusals for viewer, 7 for editor, 5 for publisher
     assert footprint(clean_db) == before
     assert starter.get_version("storefront").version == 1
 

@@ -19,13 +19,20 @@ Cluster. Each use has its own prefix.
 | ``d:offrule:{uid}`` | hash | rule key -> offer_id of the active offer of that rule; ``<ruleset>/<rule>|times`` -> grant times of the last 30 days (per-user cap) |
 | ``d:recs:{uid}`` | hash | slot -> JSON {products, rule, ruleset_version, expires_at, ...} |
 | ``d:cust:{uid}`` | string | cached customer attributes JSON |
+| ``d:erased:{uid}`` | string | tombstone: erased-at (ms); the state script drops the user's events from before it. Expires after ``DECISIONS_ERASURE_TOMBSTONE_DAYS`` |
 | ``d:deadlines`` | zset | ``<uid>|<timer>`` scored by due event time (ms) |
 | ``d:covis:<product_id>`` | zset | co-visited products with counts |
 | ``d:top`` / ``d:topcat:<category>`` | zset | top sellers, overall and per category |
 | ``d:rl:<key prefix>`` | hash | API rate-limit token bucket of one API key |
+
+A user's key is ``d:<name>:{<user_id>}``, or ``d:<name>:{<user_id>}:<suffix>`` for the names
+in ``SUFFIXED`` (a new per-user key with a suffix must be added there, or erasure and export
+miss it). ``claimants`` tells whose a key is.
 """
 
 from __future__ import annotations
+
+import re
 
 
 def tag(user_id: str) -> str:
@@ -98,10 +105,42 @@ PROFILE = (state, cart, product_views, recent_products, recent_categories, pages
            segments)
 
 
+def erased(user_id: str) -> str:
+    return f"d:erased:{tag(user_id)}"
+
+
+# per-user key names followed by ``:<suffix>``: event id, event type, page
+SUFFIXED = frozenset({"seen", "ts", "pg"})
+_NAME = re.compile(r"d:([a-z_]+):")
+
+
 def user_pattern(user_id: str) -> str:
-    """A SCAN pattern matching every key of one user (for erasure and export)."""
+    """A SCAN pattern for the keys of one user; it also matches other users' keys (ids
+    that start with ``user_id}``): keep only those ``claimants`` accepts."""
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in tag(user_id))
     return f"d:*:{escaped}*"
+
+
+def claimants(key: str, user_id: str) -> list[str] | None:
+    """None when ``key`` is not one of ``user_id``'s keys; else the other user ids the very
+    same key would also belong to (``[]``: only this user's).
+
+    Ids and suffixes may hold ``}``: ``d:seen:{A}:x}:e`` is user ``A``'s marker of event
+    ``x}:e`` and user ``A}:x``'s of event ``e`` alike. The caller decides such a key (the
+    store gives it to the other user when that one has state).
+    """
+    m = _NAME.match(key)
+    own = tag(user_id)
+    if m is None or not key.startswith(own, m.end()):
+        return None
+    tail = key[m.end() + len(own):]
+    if not tail:
+        return []
+    if m.group(1) not in SUFFIXED or not tail.startswith(":"):
+        return None
+    suffix = tail[1:]
+    return [f"{user_id}}}:{suffix[:i]}" for i, c in enumerate(suffix)
+            if c == "}" and suffix[i + 1:i + 2] == ":"]
 
 
 DEADLINES = "d:deadlines"

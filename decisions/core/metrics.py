@@ -8,6 +8,8 @@ EVENTS = Counter("decisions_events_processed_total", "Events processed", ["type"
 DEAD_LETTERED = Counter("decisions_events_dead_lettered_total", "Events sent to the DLQ",
                         ["reason"])
 DUPLICATES = Counter("decisions_events_duplicates_total", "Duplicate events dropped")
+ERASED_DROPPED = Counter("decisions_events_erased_total",
+                         "Events of erased users from before their erasure, dropped")
 DECISIONS = Counter("decisions_rule_fired_total", "Rules fired", ["ruleset", "rule"])
 LATENCY = Histogram(
     "decisions_event_latency_seconds", "Event time to effects stored (processing latency)",

@@ -64,8 +64,10 @@ class Settings:
     database_timeout_ms: int = 500
     kafka_ack_timeout_seconds: float = 5.0
     event_retention_days: int = 400
+    erasure_tombstone_days: int = 7
     admin_session_seconds: int = 8 * 3600
     admin_login_max_failures: int = 5
+    admin_login_max_failures_per_address: int = 20
     admin_login_lockout_seconds: int = 900
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"

@@ -81,7 +81,8 @@ class CustomerCache:
             return {}, []
         pipe = RawPipeline(self.client)
         pipe.command("MGET", *[keys.customer(u) for u in unique])
-        (cached,) = pipe.execute()
+        pipe.command("MGET", *[keys.erased(u) for u in unique])
+        cached, tombstones = pipe.execute()
         out: dict[str, dict[str, Any]] = {}
         missing = []
         for uid, raw in zip(unique, cached, strict=True):
@@ -93,7 +94,11 @@ class CustomerCache:
             return out, []
         loaded = self._load(missing)
         out.update(loaded)
-        return out, [(keys.customer(uid), orjson.dumps(attrs)) for uid, attrs in loaded.items()]
+        # an erased user's entry is not cached: their events from before the erasure are
+        # dropped and must not bring a key back (later ones read PostgreSQL meanwhile)
+        erased = {uid for uid, t in zip(unique, tombstones, strict=True) if t is not None}
+        return out, [(keys.customer(uid), orjson.dumps(attrs)) for uid, attrs in loaded.items()
+                     if uid not in erased]
 
     def _load(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
         return load_customers(self.engine, user_ids)

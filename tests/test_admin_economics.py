@@ -15,6 +15,7 @@ from tests.test_admin_fixtures import post
 def test_holdout_and_caps_from_the_settings_form_reach_the_draft_and_the_report(
         signed_in: Callable[[str], tuple[TestClient, str]], starter: RulesetStore) -> None:
     client, token = signed_in("editor")
+    assert 'name="caps.per_day"' in client.get("/rulesets/storefront").text  # none set yet
     saved = post(client, "/rulesets/storefront/settings", token, revision="",
                  base_version="1", description="Starter", **{
                      "holdout.percent": "10", "holdout.experiment": "sf-2026-12",

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from admin import csrf
+from admin import csrf, wording
 from admin.models import ROLES
 
 HERE = Path(__file__).resolve().parent
@@ -30,6 +30,12 @@ def make_templates() -> Jinja2Templates:
     env.globals["ROLES"] = ROLES
     env.filters["pathid"] = pathid
     env.filters["when"] = when
+    env.filters["strategy_label"] = wording.strategy_label
+    env.filters["slot_label"] = wording.slot_label
+    env.filters["rule_status"] = wording.rule_status
+    env.filters["datetime_local"] = wording.datetime_local
+    env.filters["rounded"] = wording.rounded
+    env.filters["moment"] = wording.moment
     templates = Jinja2Templates(env=env)
     templates.context_processors.append(_globals)
     return templates
@@ -82,4 +88,7 @@ def _globals(request: Request) -> dict[str, Any]:
         "csrf_token": csrf.token(request.session),
         "user": request.scope.get("admin_user"),
         "take_flashes": lambda: request.session.pop(FLASH, []),
+        "currency": request.app.state.admin.settings.currency,
+        "money": lambda value: wording.money(value, request.app.state.admin.settings.currency),
     }
+

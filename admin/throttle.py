@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PREFIX = "d:admin:fail:"
+from decisions.core import keys
 
 
 class LoginThrottle:
@@ -25,7 +25,7 @@ class LoginThrottle:
         self.lockout = lockout_seconds
 
     def _keys(self, username: str, address: str) -> list[str]:
-        return [f"{PREFIX}u:{username.lower()[:100]}", f"{PREFIX}ip:{address}"]
+        return [keys.admin_failures(username=username), keys.admin_failures(address=address)]
 
     def locked_for(self, username: str, address: str) -> int:
         """Seconds until sign-in is allowed again (0: allowed now)."""
@@ -45,4 +45,4 @@ class LoginThrottle:
         pipe.execute()
 
     def succeeded(self, username: str) -> None:
-        self.client.delete(f"{PREFIX}u:{username.lower()[:100]}")
+        self.client.delete(keys.admin_failures(username=username))

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from admin.models import ROLES, AdminUser
 from admin.sessions import end_sessions
+from decisions.core.db import utcnow
 from decisions.core.errors import Conflict, FieldError, NotFound, ValidationError
+from rulesets.models import AuditEntry
 
 _hasher = PasswordHasher()
 # verified against when the user name is unknown, so both paths cost one argon2 check
@@ -50,16 +52,33 @@ def check_new(username: str, password: str, role: str) -> None:
         raise ValidationError("cannot create the user", errors)
 
 
-def create_user(engine: Engine, username: str, password: str, role: str) -> User:
+def create_user(engine: Engine, username: str, password: str, role: str, *,
+                actor: str = "system", via: str = "admin UI") -> User:
+    """Create the account and its audit-log row (``user_create``) in one transaction."""
     check_new(username, password, role)
     with Session(engine) as s:
         row = AdminUser(username=username, password_hash=hash_password(password), role=role)
         s.add(row)
+        s.add(AuditEntry(actor=actor, action="user_create", ruleset=None, version=None,
+                         comment=f"user {username} created as {role} ({via})", at=utcnow()))
         try:
             s.commit()
         except IntegrityError:
             raise Conflict(f'a user named "{username}" already exists') from None
         return User(row.id, row.username, row.role)
+
+
+def record(engine: Engine, actor: str, action: str, comment: str) -> None:
+    """An audit-log row about users (``user_password``, ``user_remove``, …)."""
+    with Session(engine) as s:
+        s.add(AuditEntry(actor=actor, action=action, ruleset=None, version=None,
+                         comment=comment, at=utcnow()))
+        s.commit()
+
+
+def exists(engine: Engine, username: str) -> bool:
+    with Session(engine) as s:
+        return s.scalar(select(AdminUser.id).where(AdminUser.username == username)) is not None
 
 
 def list_users(engine: Engine) -> list[tuple[User, str]]:

@@ -62,18 +62,34 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "Offer": {
             "type": "object", "required": ["offer_id", "rule", "kind", "expires_at"],
+            "description": "A rule's offer (every field below); default offers of "
+                           "DECISIONS_API_FALLBACK_FILE are served as that file has them.",
             "properties": {
-                "offer_id": {"type": "string"}, "rule": {"type": "string"},
+                "offer_id": {"type": "string", "description": "deterministic: the same "
+                             "event, ruleset and rule always give the same id"},
+                "rule": {"type": "string"},
                 "ruleset": {"type": "string"}, "ruleset_version": {"type": "integer"},
-                "kind": {"type": "string"},
-                "discount": {"type": "object", "properties": {
+                "kind": {"type": "string", "enum": ["discount"]},
+                "discount": {"type": "object", "required": ["type", "value"], "properties": {
                     "type": {"type": "string", "enum": ["percent", "amount"]},
-                    "value": {"type": "number"}, "code": {"type": "string"},
+                    "value": {"type": "number", "description": "percent off, or an amount "
+                              "off in the shop's currency"},
+                    "code": {"type": "string"},
                     "min_basket": {"type": "number"}}},
-                "products": {"type": "array", "items": {"type": "string"}},
+                "products": {"type": "array", "items": {"type": "string"},
+                             "description": "product ids the discount applies to (absent: "
+                                            "the whole basket)"},
                 "priority": {"type": "integer"}, "stackable": {"type": "boolean"},
                 "expires_at": {"type": "string", "format": "date-time"},
-                "reason": {"description": "why the rule fired (the facts it matched)"},
+                "created_at": {"type": "string", "format": "date-time",
+                               "description": "event time of the event that made the offer"},
+                "event_id": {"type": "string", "description": "the event that made it"},
+                "per_user_cap": {"type": "integer", "minimum": 0,
+                                 "description": "most offers of this rule per shopper in 30 "
+                                                "days (0: no such cap)"},
+                "reason": {"type": "string", "description": "why the rule fired: the rule and "
+                           "the values its conditions read, e.g. "
+                           "\"rule high-value-cart: cart_value=250.0\""},
             },
         },
         "Product": {

@@ -60,9 +60,9 @@ for _name, _label in (
     ("session_page_views", "Page views this session"),
     ("session_seconds", "Seconds since session start"),
     ("product_view_seconds", "Seconds on product pages this session"),
-    ("since_same_product_view", "Seconds since this product was viewed (-1: never)"),
+    ("since_same_product_view", "Seconds since this product was viewed (−1 if never viewed)"),
     ("days_since_first_seen", "Days since first visit"),
-    ("days_since_last_purchase", "Days since last purchase (-1: never)"),
+    ("days_since_last_purchase", "Days since last purchase (−1 if no purchase yet)"),
     ("distinct_categories_30d", "Categories viewed in 30 days"),
 ):
     _add(f"state.{_name}", NUMBER, _label)
@@ -74,7 +74,7 @@ for _name, _label in (
 for _t in STATE_TYPES:
     for _w in WINDOWS:
         _add(f"state.count_{_t}_{_w}", NUMBER, f"Count of {_t} in the last {_w}")
-    _add(f"state.since_{_t}", NUMBER, f"Seconds since last {_t} (-1: never)")
+    _add(f"state.since_{_t}", NUMBER, f"Seconds since last {_t} (−1 if none yet)")
 for _p in PAGES:
     _add(f"state.since_page_{_p}", NUMBER, f"Seconds since last view of the {_p} page")
 _add("customer.tier", STRING, "Customer tier")

@@ -39,13 +39,13 @@ def add_user(request: Request, form: Form) -> Response:
     password = form.get("password")
     try:
         user = create_user(services(request).db, username,
-                           password if isinstance(password, str) else "", role)
+                           password if isinstance(password, str) else "", role,
+                           actor=request.scope["admin_user"].username)
     except (ValidationError, Conflict) as exc:
         errors = {d.field: d.message for d in exc.details} or {"username": exc.message}
         return render(request, "users.html", {
             "users": list_users(services(request).db), "errors": errors,
             "values": {"username": username, "role": role}}, status=422)
-    _audit(request, "user_create", f"user {user.username} created as {user.role}")
     flash(request, f"User {user.username} created ({user.role}).")
     return redirect(request, "users")
 

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from admin.charts import bar_chart
-from admin.reports import performance
+from admin.charts import bar_chart, trend_chart
+from admin.reports import daily, performance
 from admin.services import services
 from admin.views.audit import parse_day
 from admin.views.common import Form, page
@@ -35,6 +35,7 @@ def rule_performance(request: Request, form: Form) -> Response:
     experiments = uplifts(request, work.document, a, b)
     return render(request, "performance.html", {
         "name": name, "rows": rows, "chart": bar_chart(rows), "start": start, "end": end,
+        "trend": trend_chart(daily(services(request).db, name, a, b)),
         "totals": {
             "fires": sum(r.fires for r in rows), "offers": sum(r.offers for r in rows),
             "impressions": sum(r.impressions for r in rows),

@@ -24,6 +24,7 @@ Cluster. Each use has its own prefix.
 | ``d:covis:<product_id>`` | zset | co-visited products with counts |
 | ``d:top`` / ``d:topcat:<category>`` | zset | top sellers, overall and per category |
 | ``d:rl:<key prefix>`` | hash | API rate-limit token bucket of one API key |
+| ``d:admin:fail:u:<name>`` / ``d:admin:fail:ip:<address>`` | string | failed admin sign-ins per user name / client address |
 
 A user's key is ``d:<name>:{<user_id>}``, or ``d:<name>:{<user_id>}:<suffix>`` for the names
 in ``SUFFIXED`` (a new per-user key with a suffix must be added there, or erasure and export
@@ -153,3 +154,21 @@ def top_category(category: str) -> str:
 
 def covisit(product_id: str) -> str:
     return f"d:covis:{product_id}"
+
+
+def rate_limit(key_prefix: str) -> str:
+    return f"d:rl:{key_prefix}"
+
+
+def admin_failures(username: str | None = None, address: str | None = None) -> str:
+    """Failed sign-ins of one user name, or from one client address."""
+    if username is not None:
+        return f"d:admin:fail:u:{username.lower()[:100]}"
+    return f"d:admin:fail:ip:{address}"
+
+
+def scratch_pattern(prefix: str) -> str:
+    """A SCAN pattern for the keys of the scratch users ``<prefix>*`` (backtests)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return f"d:*{{{escaped}*"
+

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from decisions.core import metrics
 from decisions.core.events import Event, format_ts
 from decisions.runtime.engine import Match
 from decisions.runtime.offers import action_id
@@ -158,4 +159,7 @@ def run_actions(ctx: Context, superseded: dict[int, str] | None = None) -> list[
             superseded_recommendation(ctx, params, superseded[i])
         else:
             HANDLERS[name](ctx, params)
+    for effect in ctx.effects:  # what the dashboard shows as grants per rule
+        if effect.superseded_by is None:
+            metrics.GRANTED.labels(ctx.match.ruleset, ctx.match.rule, effect.kind).inc()
     return ctx.effects

@@ -14,7 +14,7 @@ from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from decisions.core import metrics
+from decisions.core import metrics, transport
 from decisions.core.errors import ServiceUnavailable
 from decisions.core.settings import Settings
 
@@ -56,7 +56,7 @@ def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> No
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap, client_id="decisions-admin",
-            request_timeout_ms=10000,
+            request_timeout_ms=10000, **transport.kafka_options(settings),
         )
     except (KafkaError, OSError) as exc:
         raise _unavailable(settings, exc) from None
@@ -119,6 +119,7 @@ class Producer:
                 max_block_ms=5000,
                 request_timeout_ms=10000,
                 partitioner=KeyHashCache(),
+                **transport.kafka_options(settings),
             )
         except (KafkaError, OSError) as exc:
             raise _unavailable(settings, exc) from None
@@ -176,6 +177,7 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("partitions revoked: %s", _names(revoked))
         metrics.ASSIGNED.set(0)
+        metrics.PARTITION_LAG.clear()  # a partition's new owner reports its lag
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.owner.generation += 1
@@ -213,6 +215,7 @@ class Consumer:
             "fetch_max_bytes": fetch_max,
             "max_partition_fetch_bytes": max(settings.max_event_bytes + 1024, fetch_max // 4),
             "client_id": "decisions-worker",
+            **transport.kafka_options(settings),
         }
         options.update(overrides)
         check_reachable(settings)
@@ -270,14 +273,18 @@ class Consumer:
     def lag(self) -> int:
         """Records behind the end of the assigned partitions, from the high-water marks the
         last fetches reported (no broker round trip: the consumer's thread must not wait).
-        Partitions not fetched yet count 0."""
+        Partitions not fetched yet count 0. Each partition's lag is also set on
+        ``decisions_consumer_partition_lag{topic,partition}`` (the dashboard's per-partition
+        panel: one hot or stuck partition hides in the total)."""
         total = 0
         for tp in self._consumer.assignment():
             end = self._consumer.highwater(tp)
             if end is None:
                 continue
             position = self._consumer.position(tp)  # known once fetched: no round trip
-            total += max(0, end - (position if position is not None else end))
+            behind = max(0, end - (position if position is not None else end))
+            metrics.PARTITION_LAG.labels(tp.topic, str(tp.partition)).set(behind)
+            total += behind
         return total
 
     def close(self) -> None:

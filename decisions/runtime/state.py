@@ -163,6 +163,6 @@ def replay(
 
 def clear_scratch(client: redis.Redis, prefix: str) -> int:
     removed = 0
-    for key in client.scan_iter(match=f"d:*{{{prefix}*", count=1000):
+    for key in client.scan_iter(match=keys.scratch_pattern(prefix), count=1000):
         removed += int(client.delete(key))
     return removed

@@ -20,38 +20,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
+# declared with the worker's other metrics (a worker without models exports them too)
+from decisions.core.metrics import (
+    FEATURE_PSI,
+    LOAD_FAILURES,
+    MODEL_VERSION,
+    SCORE_MISSING,
+    SCORE_PSI,
+)
 from decisions.runtime.ml import registry
 from decisions.runtime.ml.artifact import CompiledModel
 from decisions.runtime.ml.features import ALL_FEATURES, MODEL_NAMES, Extractor
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 300.0  # a version that failed to load is tried again after this long
-
-SCORE_MISSING = Counter(
-    "decisions_model_score_missing_total",
-    "Events a model could not score (no active version, failed load or failed prediction)",
-    ["model"],
-)
-MODEL_VERSION = Gauge(
-    "decisions_model_active_version", "Model version a worker scores with (0: none)", ["model"]
-)
-LOAD_FAILURES = Counter(
-    "decisions_model_load_failures_total", "Model versions that failed to load", ["model"]
-)
-FEATURE_PSI = Gauge(
-    "decisions_model_feature_psi",
-    "Population stability index of a feature, training rows vs the last day of live traffic",
-    ["model", "feature"],
-)
-SCORE_PSI = Gauge(
-    "decisions_model_score_psi",
-    "Population stability index of the score, training rows vs the last day of live traffic",
-    ["model"],
-)
-
 
 @dataclass
 class _Loaded:

@@ -382,3 +382,32 @@ def describe_path(path: str, index: int) -> str:
     if rest.startswith("active"):
         return "Active " + rest.rsplit(".", 1)[-1] if "." in rest else "Active window"
     return "Rule " + _WORDS.get(rest, rest.replace("_", " "))
+
+
+# -- offer economics (#19): the ruleset's holdout and frequency caps ----------------------
+def parse_economics(form: Form, doc: dict[str, Any]) -> None:
+    """Set (or clear) ``holdout`` and ``caps`` of a ruleset from its settings form. The
+    holdout is entered as a percentage; a value that is not a number is kept as typed, so
+    validation names it by path."""
+    def number(name: str) -> Any:
+        raw = _text(form, name)
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            return raw
+        return int(value) if value == int(value) else value
+
+    percent = number("holdout.percent")
+    experiment = _text(form, "holdout.experiment")
+    if percent in (None, 0):
+        doc.pop("holdout", None)
+    else:
+        share = round(percent / 100, 6) if isinstance(percent, int | float) else percent
+        doc["holdout"] = {"share": share} | ({"experiment": experiment} if experiment else {})
+    caps = {k: v for k in ("per_day", "per_week") if (v := number(f"caps.{k}")) is not None}
+    if caps:
+        doc["caps"] = caps
+    else:
+        doc.pop("caps", None)

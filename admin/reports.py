@@ -40,7 +40,8 @@ def performance(db: Engine, ruleset: str, start: datetime, end: datetime,
     period = {"rs": ruleset, "a": start, "b": end}
     with db.connect() as conn:
         for rule, fires, offers in conn.execute(text(
-                "SELECT rule, count(DISTINCT event_id), count(*) FILTER (WHERE kind = 'offer') "
+                "SELECT rule, count(DISTINCT event_id),"
+                " count(*) FILTER (WHERE kind = 'offer' AND NOT payload ? 'held_out') "
                 "FROM decisions WHERE ruleset = :rs AND decided_at >= :a AND decided_at < :b "
                 "GROUP BY rule"), period):
             row(rule).fires, row(rule).offers = int(fires), int(offers)

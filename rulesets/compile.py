@@ -44,6 +44,7 @@ import orjson
 from decisions.core.events import parse_time
 from rulesets.explain import holds
 from rulesets.facts import fact_key
+from rulesets.holdout import Holdout, holdout_of
 from rulesets.language import EVENT_TYPE_CHOICES, FIELDS, LIST, STRING, field_type
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -66,6 +67,7 @@ class CompiledRule:
     when: dict[str, Any] = field(default_factory=dict)  # the source conditions (explain)
     active: dict[str, str] = field(default_factory=dict)  # active window: from / until
     derived: list[str] = field(default_factory=list)  # derived predicates it reads
+    holdout: Holdout | None = None  # its control group (rulesets/holdout.py), if any
 
     def __post_init__(self) -> None:
         self.reads = tuple((path, fact_key(path)) for path in self.fields)  # for reasons
@@ -104,6 +106,8 @@ class CompiledRuleset:
     chunks: dict[str, Chunk]  # by durable_rules name
     types: dict[str, TypePlan]  # by event type
     derived: dict[str, Predicate] = field(default_factory=dict)
+    holdout: Holdout | None = None  # the ruleset's control group, if any
+    caps: tuple[int, int] = (0, 0)  # offers per shopper per day, per week (0: none)
 
     def __post_init__(self) -> None:
         self.key = f"{self.name}--v{self.version}--{self.digest[:8]}"  # names it in engines
@@ -425,6 +429,7 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             rule["name"], int(rule.get("priority", 0)), list(rule["then"]),
             list(compiler.fields), types, list(compiler.timers), when,
             {k: str(v) for k, v in active.items() if v}, list(compiler.used),
+            holdout_of(rule.get("holdout"), f"{document['name']}/{rule['name']}"),
         )
         lo = _epoch_ms(active["from"]) if active.get("from") else -math.inf
         hi = _epoch_ms(active["until"]) if active.get("until") else math.inf
@@ -441,7 +446,8 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
     plans: dict[str, TypePlan] = {}
     compiled = CompiledRuleset(
         document["name"], version, bool(document.get("stacking", False)), digest(document),
-        rules, chunks, plans, compiler.derived)
+        rules, chunks, plans, compiler.derived,
+        holdout_of(document.get("holdout"), document["name"]), _caps(document.get("caps")))
     by_key: dict[str, dict[str, dict[str, list[_Item]]]] = {}  # type -> key -> value
     for (etype, key, value), items in sorted(pending.items()):
         by_key.setdefault(etype, {}).setdefault(key, {})[value] = items
@@ -574,3 +580,8 @@ def _pack(items: list[_Item], derived: dict[str, Predicate], limit: int = CHUNK_
     if definition:
         out.append((definition, span, tuple(sorted(keys - set(checks))), checks, packed))
     return out
+
+
+def _caps(spec: dict[str, Any] | None) -> tuple[int, int]:
+    spec = spec or {}
+    return int(spec.get("per_day") or 0), int(spec.get("per_week") or 0)

@@ -170,3 +170,18 @@ ACTION_CATALOG: dict[str, ActionSpec] = {
 ACTIONS = tuple(ACTION_CATALOG)
 RULE_KEYS = {"name", "description", "priority", "enabled", "active", "when", "then"}
 RULESET_KEYS = {"name", "description", "stacking", "four_eyes", "rules"}
+
+# -- offer economics (#19): holdouts and frequency caps -----------------------------------
+# ``holdout: {share, experiment}`` on a ruleset or a rule (rulesets/holdout.py);
+# ``caps: {per_day, per_week}`` on a ruleset: offers per shopper across its rules
+# (decisions/runtime/offers.py; the global caps are settings).
+HOLDOUT_PARAMS: tuple[ActionParam, ...] = (
+    ActionParam("share", NUMBER, "Hold out (share of eligible shoppers, 0-0.5)"),
+    ActionParam("experiment", STRING, "Experiment name (a new name reshuffles the groups)"),
+)
+CAP_PARAMS: tuple[ActionParam, ...] = (
+    ActionParam("per_day", NUMBER, "Offers per shopper per day (all rules of the ruleset)"),
+    ActionParam("per_week", NUMBER, "Offers per shopper per week (all rules of the ruleset)"),
+)
+RULE_KEYS = RULE_KEYS | {"holdout"}
+RULESET_KEYS = RULESET_KEYS | {"holdout", "caps"}

@@ -78,6 +78,10 @@ class Settings:
     worker_fetch_max_wait_ms: int = 25
     worker_retry_max_seconds: float = 5.0
     worker_lag_interval_seconds: float = 5.0
+    # offer economics (#19): offers per shopper across every ruleset (0: no cap)
+    offer_cap_per_day: int = 0
+    offer_cap_per_week: int = 0
+    uplift_window_days: float = 7.0
     currency: str = "USD"
     # --- #21: the API's server and encryption in transit (docs/settings.md, "Transport") ---
     api_server: str = "uvicorn"  # uvicorn (HTTP/1.1) | hypercorn (HTTP/1.1, h2c, h2 over TLS)

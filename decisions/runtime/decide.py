@@ -29,6 +29,7 @@ from decisions.runtime.offers import action_id
 from decisions.runtime.recommend import Recommender
 from rulesets.compile import CompiledRuleset
 from rulesets.facts import build_fact
+from rulesets.holdout import CONTROL
 
 log = logging.getLogger(__name__)
 NO_SCORES: tuple[dict[str, float], dict[str, int]] = ({}, {})
@@ -59,6 +60,9 @@ class Fired(NamedTuple):
     match: Match
     stacking: bool
     model_versions: dict[str, int]
+    caps: tuple[int, int] = (0, 0)  # the ruleset's offers per shopper per day, per week
+    experiments: dict[str, str] | None = None  # holdout experiment -> the shopper's group
+    held_out: str = ""  # why the shopper is shown nothing from this rule (control group)
 
 
 @dataclass
@@ -118,7 +122,13 @@ class Decider:
             if etype not in compiled.types:
                 continue
             for match in self.engine.evaluate(compiled, event, fact):
-                fired.append(Fired(event, snapshot, match, compiled.stacking, versions))
+                if compiled.holdout is None and compiled.rules[match.rule].holdout is None:
+                    fired.append(Fired(event, snapshot, match, compiled.stacking, versions,
+                                       compiled.caps))
+                else:
+                    experiments, held_out = groups(compiled, match.rule, event.user_id)
+                    fired.append(Fired(event, snapshot, match, compiled.stacking, versions,
+                                       compiled.caps, experiments, held_out))
         return Evaluation(fact, fired)
 
     @staticmethod
@@ -135,11 +145,32 @@ class Decider:
                 if name == "recommend" and i not in superseded.get(n, ()))
         effects: list[Effect] = []
         for n, f in enumerate(fired):
-            ctx = Context(f.event, f.snapshot, f.match, f.stacking, recommender)
-            effects.extend(run_actions(ctx, superseded.get(n)))
+            ctx = Context(f.event, f.snapshot, f.match, f.stacking, recommender, f.caps)
+            made = run_actions(ctx, superseded.get(n))
+            if f.experiments is not None:  # both groups are recorded the same way
+                for effect in made:
+                    effect.payload["experiments"] = f.experiments
+                    if f.held_out:
+                        effect.payload["held_out"] = effect.held_out = f.held_out
+            effects.extend(made)
         if recommender is not None:
             recommender.clear()
         return effects
+
+
+def groups(compiled: CompiledRuleset, rule: str, user_id: str) -> tuple[dict[str, str], str]:
+    """The shopper's group in the ruleset's and the rule's holdout experiments, and why
+    they are held out ("" when not). Held out of the ruleset's experiment, a shopper is
+    not counted in the rule's (they could not have been shown its offer)."""
+    experiments: dict[str, str] = {}
+    for holdout in (compiled.holdout, compiled.rules[rule].holdout):
+        if holdout is None:
+            continue
+        group = holdout.group(user_id)
+        experiments[holdout.experiment] = group
+        if group == CONTROL:
+            return experiments, holdout.reason()
+    return experiments, ""
 
 
 def superseded_recommendations(fired: Sequence[Fired]) -> dict[int, dict[int, str]]:
@@ -151,6 +182,8 @@ def superseded_recommendations(fired: Sequence[Fired]) -> dict[int, dict[int, st
     last: dict[tuple[str, str], tuple[int, int]] = {}
     earlier: list[tuple[tuple[int, int], tuple[str, str]]] = []
     for n, f in enumerate(fired):
+        if f.held_out:  # shows nothing: it replaces nothing either
+            continue
         for i, action in enumerate(f.match.actions):
             params = action.get("recommend")
             if params is None:

@@ -46,6 +46,8 @@ class RuleTally:
     offers: int = 0
     discount: float = 0.0
     users: set[str] = field(default_factory=set)
+    held_out: int = 0  # fires for shoppers in a holdout's control group (shown nothing)
+    capped: int = 0  # offers a frequency cap of the ruleset refused
 
 
 @dataclass
@@ -151,6 +153,7 @@ class Runner:
         for rule in compiled.rules:
             run.tallies[rule] = RuleTally(rule)
         holding: dict[tuple[str, str], int] = {}  # (user, rule) -> offer expiry (ms)
+        self._granted: dict[str, list[int]] = {}  # user -> offer times (ms), for the caps
         customers: dict[str, dict[str, Any]] = {}
         pending: list[tuple[Event, dict[str, Any]]] = []
         for item in replay(archive.read(run.start, run.end), self.client, prefix, batch=BATCH):
@@ -170,19 +173,28 @@ class Runner:
         for uid in unknown:
             customers[uid] = found.get(uid, {})
         decider = Decider(self.engine)
+        granted = self._granted
         with self.engine_lock:
             for event, snapshot in items:
                 evaluation = decider.evaluate(event, snapshot, customers[event.user_id],
                                               [compiled], scores=NO_SCORES)
-                for match in (f.match for f in evaluation.fired):
+                for fired in evaluation.fired:
+                    match = fired.match
                     tally = run.tallies[match.rule]
                     tally.fires += 1
+                    if fired.held_out:
+                        tally.held_out += 1
+                        continue
                     for action in match.actions:
                         params = action.get("discount")
                         if params is None:
                             continue
                         key = (event.user_id, match.rule)
                         if holding.get(key, 0) > event.ts_ms:
+                            continue
+                        if capped(granted.setdefault(event.user_id, []), compiled.caps,
+                                  event.ts_ms):
+                            tally.capped += 1
                             continue
                         holding[key] = event.ts_ms + int(
                             float(params.get("expires_minutes", 60)) * 60_000)
@@ -191,3 +203,16 @@ class Runner:
                         tally.discount += discount_value(params, snapshot)
         run.processed += len(items)
         items.clear()
+
+
+def capped(times: list[int], caps: tuple[int, int], now_ms: int) -> bool:
+    """The ruleset's frequency caps in event time, as the offer store applies them in
+    wall-clock time: refused, or granted and counted in ``times``."""
+    per_day, per_week = caps
+    if per_day or per_week:
+        times[:] = [t for t in times if t > now_ms - 7 * 86_400_000]
+        today = sum(1 for t in times if t > now_ms - 86_400_000)
+        if (per_day and today >= per_day) or (per_week and len(times) >= per_week):
+            return True
+        times.append(now_ms)
+    return False

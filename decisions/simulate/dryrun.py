@@ -75,6 +75,9 @@ class DryRunResult:
     offers: list[dict[str, Any]]  # the offers the user would be shown (priority, stacking)
     rules: list[RuleTrace] = field(default_factory=list)
     withheld: str = ""  # why no rule was evaluated (e.g. "consent withdrawn")
+    # rule -> {"experiments": {experiment: group}, "held_out": why or ""} for the rules
+    # that fired under a holdout (a held-out rule's effects are not in ``effects``)
+    holdouts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fired(self) -> list[str]:
@@ -99,6 +102,7 @@ class DryRunResult:
                         for e in self.effects],
             "offers": self.offers, "recommendations": self.recommendations,
             "segments": self.segments, "withheld": self.withheld,
+            "holdouts": self.holdouts,
             "rules": [{"rule": t.rule, "priority": t.priority, "enabled": t.enabled,
                        "fired": t.fired, "event_type_ok": t.event_type_ok,
                        "in_window": t.in_window, "conditions": t.conditions,
@@ -326,7 +330,9 @@ def dry_run(
     # a withheld decision (consent withdrawn) still shows what each rule would have read
     fact = evaluation.fact or build_fact(ev, snapshot, attrs, values)
     matches = [f.match for f in evaluation.fired]
-    effects = [e for e in Decider.act(evaluation.fired, None) if e.superseded_by is None]
+    effects = [e for e in Decider.act(evaluation.fired, None) if e.stored]
+    holdouts = {f.match.rule: {"experiments": f.experiments, "held_out": f.held_out}
+                for f in evaluation.fired if f.experiments is not None}
     offers = select_offers([dict(e.payload) for e in effects if e.kind == "offer"], at)
     fired = {m.rule for m in matches}
     return DryRunResult(
@@ -334,7 +340,7 @@ def dry_run(
         version=None if document is not None or compiled.version == DRAFT else compiled.version,
         now=at, event=ev.to_dict(), fact=readable(fact), matches=matches, effects=effects,
         offers=offers, rules=_traces(compiled, document, ev, fact, fired),
-        withheld=evaluation.withheld,
+        withheld=evaluation.withheld, holdouts=holdouts,
     )
 
 

@@ -99,7 +99,8 @@ class Worker:
                                           socket_connect_timeout=2)
         self.db: Engine = make_engine(str(settings.database_url))
         self.state = StateStore(self.redis, settings.dedup_ttl_seconds)
-        self.offers = OfferStore(self.redis)
+        self.offers = OfferStore(self.redis, settings.offer_cap_per_day,
+                                 settings.offer_cap_per_week)
         self.customers = CustomerCache(self.redis, self.db)
         self.recommender = Recommender(self.redis)
         self.archive = EventArchive(self.db)
@@ -421,7 +422,7 @@ class Worker:
         by_rule: Counter[tuple[str, str]] = Counter()
         versions = {id(f.match): f.model_versions for f in fired}
         for effect in self.decider.act(fired, self.recommender):
-            if effect.superseded_by is None:
+            if effect.stored:  # (held-out and superseded ones are only recorded)
                 effects.append(effect)
             decision_rows.append(decision_row(effect, versions[id(effect.match)]))
         for f in fired:

@@ -76,7 +76,8 @@ class Effects:
 
     def queue(self, pipe: RawPipeline, effect: Effect, now_ms: int) -> None:
         if effect.kind == "offer":
-            self.offers.store_offer(pipe, effect.user_id, effect.payload, now_ms, self.ttl)
+            self.offers.store_offer(pipe, effect.user_id, effect.payload, now_ms, self.ttl,
+                                    effect.caps)
         elif effect.kind == "recommendation":
             self.offers.store_recommendation(pipe, effect.user_id, effect.payload["slot"],
                                              effect.payload, self.ttl)

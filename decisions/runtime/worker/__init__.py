@@ -1,6 +1,8 @@
 """The stream worker, split along its seams:
 
-- ``loop``: the Worker — clients, the consume loop, staging and deciding batches, retries;
+- ``loop``: the Worker — clients, the consume loop, retries, records decided one at a time
+  after a batch failed on its data;
+- ``batch``: one batch staged, decided and handed to its durable half;
 - ``checkpoint``: staged / in flight / settled batches and the offsets committed;
 - ``records``: Kafka records to events (or dead letters);
 - ``sinks``: Redis effects, the actions and dead-letter topics, the decision log;

@@ -132,7 +132,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 def demo(settings: Settings, api_url: str, key: str) -> None:
-    """Load the demo catalog, replay the sample stream, and show the first offers."""
+    """Load the demo catalog, replay the sample stream, and show the first offers and
+    recommendations."""
     from decisions.cli.demo_replay import load_catalog, replay
     from decisions.runtime.offers import active_offers
 
@@ -141,13 +142,15 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         say(f"  demo: {load_catalog(engine)} products in the catalog")
     finally:
         engine.dispose()
-    sent = replay(settings)
+    # paced as a storefront's traffic would be (about 5 s), so what the first shoppers
+    # click is learned before the later ones are recommended to
+    sent = replay(settings, pace_seconds=DEMO_PACE_SECONDS)
     say(f"  demo: replayed {sent} sample events through Kafka topic {settings.events_topic}")
     client = redis.Redis.from_url(str(settings.redis_url))
     deadline = time.monotonic() + 60
     shown: set[str] = set()
     while time.monotonic() < deadline and len(shown) < 3:  # show the first few
-        for i in range(1, 31):
+        for i in range(1, DEMO_SHOPPERS + 1):
             user = f"demo-{i}"
             if user in shown:
                 continue
@@ -162,6 +165,14 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
                     f"(rule {o['rule']}, ruleset {o['ruleset']} v{o['ruleset_version']})"
                 )
         time.sleep(0.5)
+    recommended: list[tuple[str, dict[str, Any]]] = []
+    while time.monotonic() < deadline and not recommended:
+        recommended = _demo_recommendations(client)[:3]  # the fullest few
+        if not recommended:
+            time.sleep(0.5)
+    for user, rec in recommended:
+        say(f"  recommended for {user}: {', '.join(rec['products'])} "
+            f"(strategy {rec.get('strategy')}, rule {rec.get('rule')}, slot {DEMO_SLOT})")
     client.close()
     if shown:
         first = sorted(shown)[0]
@@ -171,6 +182,36 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         )
     else:
         say("  demo: no offer visible yet; see var/worker.log")
+    if recommended:
+        say(
+            f"  try it: curl -s -H 'Authorization: Bearer {key}' "
+            f"'{api_url}/v1/users/{recommended[0][0]}/recommendations?slot={DEMO_SLOT}'"
+        )
+    else:
+        say("  demo: no recommendation visible yet; see var/worker.log")
+
+
+DEMO_SHOPPERS = 30
+DEMO_PACE_SECONDS = 0.03
+DEMO_SLOT = "product_page"  # the starter recommendations ruleset's browse-based slot
+
+
+def _demo_recommendations(client: redis.Redis) -> list[tuple[str, dict[str, Any]]]:
+    """The demo shoppers' stored product-page recommendations, the longest lists first."""
+    import orjson
+
+    from decisions.core import keys
+
+    users = [f"demo-{i}" for i in range(1, DEMO_SHOPPERS + 1)]
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.hget(keys.recs(user), DEMO_SLOT)
+    found = []
+    for n, (user, raw) in enumerate(zip(users, pipe.execute(), strict=True)):
+        rec = orjson.loads(raw) if raw else {}
+        if rec.get("products"):
+            found.append((-len(rec["products"]), n, user, rec))
+    return [(user, rec) for _, _, user, rec in sorted(found)]
 
 
 class Up:

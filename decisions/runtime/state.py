@@ -26,7 +26,8 @@ from decisions.core.events import Event
 from decisions.core.rawredis import RawPipeline, RawScript
 
 LUA = resources.files("decisions.runtime").joinpath("state.lua").read_text()
-LIST_FEATURES = ("cart_products", "recent_products", "recent_categories", "segments")
+LIST_FEATURES = ("cart_products", "recent_products", "session_products", "recent_categories",
+                 "segments")
 DONE = b"done"
 
 

@@ -15,7 +15,13 @@ from decisions.core.rawredis import RawPipeline, RawScript
 from decisions.core.settings import Settings
 from decisions.runtime import next_click
 from decisions.runtime.kafka import ensure_topics
-from decisions.runtime.recommend import INCREMENT, STRATEGIES, PopularityBatch, Recommender
+from decisions.runtime.recommend import (
+    INCREMENT,
+    STRATEGIES,
+    PopularityBatch,
+    Recommender,
+    models_for,
+)
 from decisions.runtime.state import StateStore
 from rulesets import validate
 from tests.api_helpers import KeyMaker, auth
@@ -45,6 +51,12 @@ def test_rank_mixes_rules_and_returns_as_documented() -> None:
 
 def test_the_rule_language_knows_every_strategy() -> None:
     assert set(validate.STRATEGIES) == set(STRATEGIES)
+
+
+def test_models_learned_are_those_the_strategies_read() -> None:
+    assert models_for(["next_click"]) == {"next_click", "top_viewed"}
+    assert models_for(["covisit", "top_sellers"]) == {"covisit"}
+    assert models_for(["recently_viewed", "unknown"]) == set()
 
 
 def _apply(client: redis.Redis, store: StateStore, *events: dict[str, Any]) -> list[Any]:
@@ -99,11 +111,11 @@ def test_incremental_updates_per_click(redis_client: redis.Redis) -> None:
     assert redis_client.hgetall(keys.RETURNS) == {b"next": b"3", b"return": b"1"}
     assert redis_client.zscore(keys.VIEWED, "p-1") == 2
 
-    # the session list is bounded (11: this click and the 10 it is learned from)
+    # the session list is bounded (10 clicks); a click counts for the 5 before it
     many = [view("v", f"q-{i}", i / 10) for i in range(15)]
     snaps = _apply(redis_client, store, *many)
-    assert snaps[-1]["session_products"] == [f"q-{i}" for i in range(14, 3, -1)]
-    assert rules("q-3") == {f"q-{i}": pytest.approx(1 / (i - 3)) for i in range(4, 14)}
+    assert snaps[-1]["session_products"] == [f"q-{i}" for i in range(14, 4, -1)]
+    assert rules("q-3") == {f"q-{i}": pytest.approx(1 / (i - 3)) for i in range(4, 9)}
 
     # what the Recommender makes of it: p-1's followers, then the return to p-1 itself
     recommender = Recommender(redis_client)
@@ -151,6 +163,9 @@ def test_recommendations_follow_the_shopper_as_they_click(
         produce(settings, history)
         wait_for(lambda: worker.stats.processed == len(history))
         assert slot()["personalized"] is False  # not a click yet
+        wait_for(lambda: redis_client.exists(keys.successors("p-5")))
+        # the active rules use next_click only: co-visitation is not counted
+        assert redis_client.keys("d:covis:*") == []
         # the shopper, through the storefront API: two views fire the starter rule
         for e in views("shopper", "p-4", "p-1", start=30):
             assert client.post("/v1/events", json=e, headers=auth(key)).status_code == 202

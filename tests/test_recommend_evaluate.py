@@ -49,7 +49,7 @@ def test_next_click_beats_the_baselines_on_a_real_slice(
         popular.add(top, items[position + 1])
         successors.add(base.after(items[position], 10), items[position + 1])
 
-    assert learn(redis_client, train) == 5000
+    assert learn(redis_client, train, "next_click") == 5000
     replay(redis_client, test, "next_click", 10, scored)
     assert ours.lists == popular.lists == successors.lists == LISTS
     assert (successors.hits, round(successors.rr, 3)) == (275, 182.411)  # hand-checked

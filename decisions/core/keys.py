@@ -11,7 +11,7 @@ Cluster. Each use has its own prefix.
 | ``d:ts:{uid}:<type>`` | zset | event ids scored by event time (ms), per event type, for windowed counts |
 | ``d:pg:{uid}:<page>`` | zset | page views scored by event time (ms), per page, for "since last <page>" |
 | ``d:rp:{uid}`` / ``d:rc:{uid}`` | zset | recently viewed products / categories scored by event time |
-| ``d:ss:{uid}`` | list | this session's product clicks, newest first, repeats kept (11) |
+| ``d:ss:{uid}`` | list | this session's product clicks, newest first, repeats kept (10) |
 | ``d:bought:{uid}`` | set | products the user bought |
 | ``d:seg:{uid}`` | set | segments added by rules |
 | ``d:offers:{uid}`` | hash | offer_id -> offer JSON (see ``decisions.runtime.offers``) |
@@ -20,7 +20,7 @@ Cluster. Each use has its own prefix.
 | ``d:cust:{uid}`` | string | cached customer attributes JSON |
 | ``d:deadlines`` | zset | ``<uid>|<timer>`` scored by due event time (ms) |
 | ``d:covis:<product_id>`` | zset | co-visited products with counts |
-| ``d:sr:<product_id>`` | zset | products clicked after it in a session, weighted 1/distance (sequential rules) |
+| ``d:sr:<product_id>`` | zset | products clicked up to 5 clicks after it in a session, weighted 1/distance (sequential rules) |
 | ``d:returns`` | hash | ``next``: product clicks after a session's first; ``return``: those back to a product of the session |
 | ``d:top`` / ``d:topcat:<category>`` | zset | top sellers, overall and per category |
 | ``d:viewed`` | zset | most viewed products (product views and clicks) |

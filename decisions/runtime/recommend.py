@@ -48,17 +48,34 @@ STRATEGIES = {
 INCREMENT = """
 for i = 2, #ARGV, 2 do redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i]) end
 local keep = tonumber(ARGV[1])
-if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1) end
+if keep > 0 and redis.call('ZCARD', KEYS[1]) > keep then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
+end
 return 0
 """
 
 
-class PopularityBatch:
-    """Co-visitation and top-seller increments of one batch, summed per key, then written
-    with one script call per key (single-key: fine on Redis Cluster)."""
+# what the strategies learn from the stream beyond top sellers (always counted: every
+# chain ends with them)
+MODELS = frozenset({"covisit", "next_click", "top_viewed"})
 
-    def __init__(self) -> None:
+
+def models_for(strategies: Iterable[str]) -> frozenset[str]:
+    """The models the given strategies read, their fallbacks included."""
+    return MODELS.intersection(
+        step for strategy in strategies for step in STRATEGIES.get(strategy, ()))
+
+
+class PopularityBatch:
+    """The model increments of one batch, summed per key, then written with one script
+    call per key (single-key: fine on Redis Cluster). Top sellers are always counted; the
+    other models only when in ``models`` (the worker passes those its active rules use)."""
+
+    def __init__(self, models: frozenset[str] = MODELS) -> None:
         self.increments: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.covisit = "covisit" in models
+        self.next_click = "next_click" in models
+        self.viewed = "top_viewed" in models
         self.next_clicks = 0  # product clicks after a session's first (next_click)
         self.returns = 0  # those back to a product of the session
 
@@ -66,7 +83,8 @@ class PopularityBatch:
         props = event.properties
         product = props.get("product_id")
         inc = self.increments
-        if event.type in ("product_view", "add_to_cart") and isinstance(product, str):
+        if self.covisit and event.type in ("product_view", "add_to_cart") \
+                and isinstance(product, str):
             weight = 2 if event.type == "add_to_cart" else 1
             mine = inc[COVISIT_PREFIX + product]  # keys.covisit, inlined
             paired = 0
@@ -88,11 +106,13 @@ class PopularityBatch:
                 and isinstance(product, str):
             inc[keys.top_category(props["category"])][product] += 0.1
         if event.type in ("product_view", "click") and isinstance(product, str):
-            inc[keys.VIEWED][product] += 1
-            back = next_click.learn(inc, product, snapshot.get("session_products", ()))
-            if back is not None:
-                self.next_clicks += 1
-                self.returns += back
+            if self.viewed:
+                inc[keys.VIEWED][product] += 1
+            if self.next_click:
+                back = next_click.learn(inc, product, snapshot.get("session_products", ()))
+                if back is not None:
+                    self.next_clicks += 1
+                    self.returns += back
 
     def queue(self, pipe: RawPipeline, script: RawScript) -> None:
         """``script``: ``RawScript(INCREMENT)``."""

@@ -431,7 +431,7 @@ class Worker:
         in_batch: set[tuple[str, str]] = set()
         fresh: list[Applied] = []
         pipe = RawPipeline(self.redis)
-        popularity = PopularityBatch()
+        popularity = PopularityBatch(self.runtime.models)
         latest: dict[str, int] = {}  # per user, the newest event time (for the timers)
         fired: list[tuple[Applied, Match, bool, dict[str, int]]] = []
         by_type: Counter[str] = Counter()

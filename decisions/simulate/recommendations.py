@@ -29,7 +29,7 @@ import redis
 
 from decisions.core.events import Event
 from decisions.core.rawredis import RawPipeline, RawScript
-from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender
+from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender, models_for
 from decisions.runtime.state import StateStore
 from decisions.simulate.clicklog import Session
 
@@ -88,16 +88,17 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
-def learn(client: redis.Redis, sessions: Sequence[Session],
+def learn(client: redis.Redis, sessions: Sequence[Session], strategy: str,
           progress: Progress | None = None) -> int:
-    """Run the training clicks through the worker's state script and model updates;
-    returns the number of clicks learned."""
+    """Run the training clicks through the worker's state script and the model updates
+    of ``strategy`` (as a worker whose rules use it); returns the clicks learned."""
     store = StateStore(client, dedup_ttl_seconds=TTL)
+    models = models_for([strategy])
     script = RawScript(INCREMENT)
     events = [e for e, _ in _events(sessions, "train")]
     done = 0
     for chunk in _chunks(events, CHUNK):
-        batch = PopularityBatch()
+        batch = PopularityBatch(models)
         for applied in store.apply_batch(chunk):
             if not applied.duplicate:
                 batch.add(applied.event, applied.snapshot)

@@ -176,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     with _private_redis(args, settings) as client:
         bar = Bar("learning", train_clicks, "clicks")
         started = time.perf_counter()
-        learn(client, train, bar)
+        learn(client, train, strategy, bar)
         bar.close()
         learn_seconds = time.perf_counter() - started
         bar = Bar("replaying", test_clicks, "clicks")

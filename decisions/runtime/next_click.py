@@ -90,6 +90,7 @@ def rank(session: Sequence[str], share: float, ranked: Ranked, n: int) -> list[s
     back = share / total
     for product, value in returns.items():
         scores[product] += value * back
-    # ties (rare: scores are sums of floats) by product id, so lists are reproducible
-    best = sorted(sorted(scores.items()), key=itemgetter(1), reverse=True)[:n]
+    # ties (rare: scores are sums of floats) stay in the order met: the newer clicks'
+    # followers first, each key's in Redis' order, so lists are reproducible
+    best = sorted(scores.items(), key=itemgetter(1), reverse=True)[:n]
     return [product for product, _ in best]

@@ -11,12 +11,12 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from admin.headers import SecurityHeaders
 from admin.services import AdminServices
+from admin.sessions import COOKIE, ServerSessions
 from admin.templating import HERE, make_templates
 from admin.views import (
     account,
@@ -32,7 +32,7 @@ from admin.views import (
 from admin.views.common import http_exception, server_error
 from decisions.core.settings import Settings
 
-COOKIE = "decisions_admin"
+__all__ = ["COOKIE", "create_app"]
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -41,10 +41,8 @@ def create_app(settings: Settings) -> Starlette:
         *history.routes, *audit.routes, *performance.routes, *people.routes,
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    middleware = [Middleware(SecurityHeaders), Middleware(
-        SessionMiddleware, secret_key=str(settings.secret_key), session_cookie=COOKIE,
-        max_age=settings.admin_session_seconds, same_site="lax",
-    )]
+    middleware = [Middleware(SecurityHeaders),
+                  Middleware(ServerSessions, lifetime_seconds=settings.admin_session_seconds)]
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={HTTPException: http_exception,
                                         Exception: server_error})

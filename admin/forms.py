@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from rulesets.language import (
+    ACTION_CATALOG,
     ACTIONS,
     BOOL,
     FIELDS,
@@ -30,19 +31,12 @@ from rulesets.language import (
 )
 
 Form = Mapping[str, Any]
+# action -> (param, type, label) shown as fields; discount's percent/amount is the
+# _type/_value pair. From the language's action catalog (rulesets.language).
 ACTION_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    # action -> (param, type, label); discount's percent/amount is the _type/_value pair
-    "discount": (("code", "string", "Code shown to the shopper"),
-                 ("min_basket", NUMBER, "Minimum basket"),
-                 ("expires_minutes", NUMBER, "Expires after (minutes)"),
-                 ("per_user_cap", NUMBER, "Offers per user in 30 days"),
-                 ("products", LIST, "Only for products (ids, comma-separated)")),
-    "recommend": (("strategy", "string", "Strategy"), ("slot", "string", "Slot"),
-                  ("count", NUMBER, "How many products")),
-    "add_segment": (("segment", "string", "Segment"),),
-}
-ACTION_LABELS = {"discount": "Discount", "recommend": "Recommendation",
-                 "add_segment": "Add to segment"}
+    name: tuple((p.name, p.type, p.label) for p in spec.params if p.in_form)
+    for name, spec in ACTION_CATALOG.items()}
+ACTION_LABELS = {name: spec.label for name, spec in ACTION_CATALOG.items()}
 SOURCES = (("event", "Event"), ("state", "User state"), ("customer", "Customer"),
            ("user", "Segments"), ("time", "Time"), ("score", "Model scores"))
 
@@ -388,3 +382,32 @@ def describe_path(path: str, index: int) -> str:
     if rest.startswith("active"):
         return "Active " + rest.rsplit(".", 1)[-1] if "." in rest else "Active window"
     return "Rule " + _WORDS.get(rest, rest.replace("_", " "))
+
+
+# -- offer economics (#19): the ruleset's holdout and frequency caps ----------------------
+def parse_economics(form: Form, doc: dict[str, Any]) -> None:
+    """Set (or clear) ``holdout`` and ``caps`` of a ruleset from its settings form. The
+    holdout is entered as a percentage; a value that is not a number is kept as typed, so
+    validation names it by path."""
+    def number(name: str) -> Any:
+        raw = _text(form, name)
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            return raw
+        return int(value) if value == int(value) else value
+
+    percent = number("holdout.percent")
+    experiment = _text(form, "holdout.experiment")
+    if percent in (None, 0):
+        doc.pop("holdout", None)
+    else:
+        share = round(percent / 100, 6) if isinstance(percent, int | float) else percent
+        doc["holdout"] = {"share": share} | ({"experiment": experiment} if experiment else {})
+    caps = {k: v for k in ("per_day", "per_week") if (v := number(f"caps.{k}")) is not None}
+    if caps:
+        doc["caps"] = caps
+    else:
+        doc.pop("caps", None)

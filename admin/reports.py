@@ -9,7 +9,7 @@ the order value the storefront reported with the redemption.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -40,7 +40,8 @@ def performance(db: Engine, ruleset: str, start: datetime, end: datetime,
     period = {"rs": ruleset, "a": start, "b": end}
     with db.connect() as conn:
         for rule, fires, offers in conn.execute(text(
-                "SELECT rule, count(DISTINCT event_id), count(*) FILTER (WHERE kind = 'offer') "
+                "SELECT rule, count(DISTINCT event_id),"
+                " count(*) FILTER (WHERE kind = 'offer' AND NOT payload ? 'held_out') "
                 "FROM decisions WHERE ruleset = :rs AND decided_at >= :a AND decided_at < :b "
                 "GROUP BY rule"), period):
             row(rule).fires, row(rule).offers = int(fires), int(offers)
@@ -57,6 +58,35 @@ def performance(db: Engine, ruleset: str, start: datetime, end: datetime,
                 "AND f.kind = 'redeem' AND f.at >= :a AND f.at < :b"), period):
             row(rule).discount += granted(terms, amount)
     return list(out.values())
+
+
+@dataclass
+class DailyCount:
+    day: date
+    fires: int = 0
+    redemptions: int = 0
+
+
+def daily(db: Engine, ruleset: str, start: datetime, end: datetime) -> list[DailyCount]:
+    """Fires and redemptions of the whole ruleset per UTC day, every day of the period."""
+    days: dict[date, DailyCount] = {}
+    d = start.astimezone(UTC).date()
+    while d < end.astimezone(UTC).date():
+        days[d] = DailyCount(d)
+        d += timedelta(days=1)
+    period = {"rs": ruleset, "a": start, "b": end}
+    with db.connect() as conn:
+        for day, n in conn.execute(text(
+                "SELECT (decided_at AT TIME ZONE 'UTC')::date, count(DISTINCT event_id) "
+                "FROM decisions WHERE ruleset = :rs AND decided_at >= :a AND decided_at < :b "
+                "GROUP BY 1"), period):
+            days.setdefault(day, DailyCount(day)).fires = int(n)
+        for day, n in conn.execute(text(
+                "SELECT (at AT TIME ZONE 'UTC')::date, count(*) FROM offer_feedback "
+                "WHERE ruleset = :rs AND kind = 'redeem' AND at >= :a AND at < :b "
+                "GROUP BY 1"), period):
+            days.setdefault(day, DailyCount(day)).redemptions = int(n)
+    return [days[k] for k in sorted(days)]
 
 
 def granted(terms: Any, order_value: float | None) -> float:

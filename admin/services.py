@@ -62,7 +62,8 @@ class AdminServices:
     @cached_property
     def throttle(self) -> LoginThrottle:
         return LoginThrottle(self.redis, self.settings.admin_login_max_failures,
-                             self.settings.admin_login_lockout_seconds)
+                             self.settings.admin_login_lockout_seconds,
+                             self.settings.admin_login_max_failures_per_address)
 
     @cached_property
     def rule_engine(self) -> RuleEngine:

@@ -12,13 +12,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from admin import csrf
+from admin import csrf, wording
 from admin.models import ROLES
-from decisions.core.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 FLASH = "_flash"
-DEV_SECRET = str(Settings().secret_key)  # the default of DECISIONS_SECRET_KEY
 
 
 def make_templates() -> Jinja2Templates:
@@ -32,6 +30,12 @@ def make_templates() -> Jinja2Templates:
     env.globals["ROLES"] = ROLES
     env.filters["pathid"] = pathid
     env.filters["when"] = when
+    env.filters["strategy_label"] = wording.strategy_label
+    env.filters["slot_label"] = wording.slot_label
+    env.filters["rule_status"] = wording.rule_status
+    env.filters["datetime_local"] = wording.datetime_local
+    env.filters["rounded"] = wording.rounded
+    env.filters["moment"] = wording.moment
     templates = Jinja2Templates(env=env)
     templates.context_processors.append(_globals)
     return templates
@@ -62,7 +66,7 @@ def url(request: Request, name: str, /, **params: Any) -> str:
 
 
 def flash(request: Request, message: str, level: str = "success") -> None:
-    # assigned, not appended in place: the session cookie is rewritten only on assignment
+    # a new list: the session is saved when its data differs from what was loaded
     request.session[FLASH] = [*request.session.get(FLASH, []), [level, message]]
 
 
@@ -84,5 +88,7 @@ def _globals(request: Request) -> dict[str, Any]:
         "csrf_token": csrf.token(request.session),
         "user": request.scope.get("admin_user"),
         "take_flashes": lambda: request.session.pop(FLASH, []),
-        "insecure_secret": str(request.app.state.admin.settings.secret_key) == DEV_SECRET,
+        "currency": request.app.state.admin.settings.currency,
+        "money": lambda value: wording.money(value, request.app.state.admin.settings.currency),
     }
+

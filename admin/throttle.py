@@ -2,31 +2,35 @@
 
 Keys (prefix ``d:admin:``): ``d:admin:fail:u:<name>`` and ``d:admin:fail:ip:<address>``,
 each a counter that expires ``lockout_seconds`` after its first failure. A user name is
-locked after ``max_failures``; an address after ``IP_FACTOR`` times as many (people
-behind one proxy share an address, and one guesser must not lock them all out at once).
+locked after ``max_failures`` (``DECISIONS_ADMIN_LOGIN_MAX_FAILURES``, 5); an address after
+``max_per_address`` (``DECISIONS_ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS``, 20): a marketing
+team usually signs in from one office or VPN address, and one person's typos or one
+guesser must not lock the whole team out, while the per-name limit still stops guessing
+one account (see docs/admin.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-PREFIX = "d:admin:fail:"
-IP_FACTOR = 4
+from decisions.core import keys
 
 
 class LoginThrottle:
-    def __init__(self, client: Any, max_failures: int, lockout_seconds: int) -> None:
+    def __init__(self, client: Any, max_failures: int, lockout_seconds: int,
+                 max_per_address: int) -> None:
         self.client = client
         self.max_failures = max_failures
+        self.max_per_address = max_per_address
         self.lockout = lockout_seconds
 
     def _keys(self, username: str, address: str) -> list[str]:
-        return [f"{PREFIX}u:{username.lower()[:100]}", f"{PREFIX}ip:{address}"]
+        return [keys.admin_failures(username=username), keys.admin_failures(address=address)]
 
     def locked_for(self, username: str, address: str) -> int:
         """Seconds until sign-in is allowed again (0: allowed now)."""
         wait = 0
-        limits = (self.max_failures, self.max_failures * IP_FACTOR)
+        limits = (self.max_failures, self.max_per_address)
         for key, limit in zip(self._keys(username, address), limits, strict=True):
             count = self.client.get(key)
             if count is not None and int(count) >= limit:
@@ -41,4 +45,4 @@ class LoginThrottle:
         pipe.execute()
 
     def succeeded(self, username: str) -> None:
-        self.client.delete(f"{PREFIX}u:{username.lower()[:100]}")
+        self.client.delete(keys.admin_failures(username=username))

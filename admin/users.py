@@ -1,4 +1,7 @@
-"""Admin accounts: argon2 password hashes in PostgreSQL (``admin_users``)."""
+"""Admin accounts: argon2 password hashes in PostgreSQL (``admin_users``).
+
+A password change ends every session of the user (``admin.sessions``), in the same
+transaction; removing a user removes their sessions (the foreign key cascades)."""
 
 from __future__ import annotations
 
@@ -6,12 +9,15 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from admin.models import ROLES, AdminUser
+from admin.sessions import end_sessions
+from decisions.core.db import utcnow
 from decisions.core.errors import Conflict, FieldError, NotFound, ValidationError
+from rulesets.models import AuditEntry
 
 _hasher = PasswordHasher()
 # verified against when the user name is unknown, so both paths cost one argon2 check
@@ -46,16 +52,33 @@ def check_new(username: str, password: str, role: str) -> None:
         raise ValidationError("cannot create the user", errors)
 
 
-def create_user(engine: Engine, username: str, password: str, role: str) -> User:
+def create_user(engine: Engine, username: str, password: str, role: str, *,
+                actor: str = "system", via: str = "admin UI") -> User:
+    """Create the account and its audit-log row (``user_create``) in one transaction."""
     check_new(username, password, role)
     with Session(engine) as s:
         row = AdminUser(username=username, password_hash=hash_password(password), role=role)
         s.add(row)
+        s.add(AuditEntry(actor=actor, action="user_create", ruleset=None, version=None,
+                         comment=f"user {username} created as {role} ({via})", at=utcnow()))
         try:
             s.commit()
         except IntegrityError:
             raise Conflict(f'a user named "{username}" already exists') from None
         return User(row.id, row.username, row.role)
+
+
+def record(engine: Engine, actor: str, action: str, comment: str) -> None:
+    """An audit-log row about users (``user_password``, ``user_remove``, …)."""
+    with Session(engine) as s:
+        s.add(AuditEntry(actor=actor, action=action, ruleset=None, version=None,
+                         comment=comment, at=utcnow()))
+        s.commit()
+
+
+def exists(engine: Engine, username: str) -> bool:
+    with Session(engine) as s:
+        return s.scalar(select(AdminUser.id).where(AdminUser.username == username)) is not None
 
 
 def list_users(engine: Engine) -> list[tuple[User, str]]:
@@ -99,3 +122,31 @@ def set_role(engine: Engine, username: str, role: str) -> User:
         row.role = role
         s.commit()
         return User(row.id, row.username, row.role)
+
+
+def set_password(engine: Engine, username: str, password: str) -> User:
+    """A new password; every session of the user ends (everywhere they were signed in)."""
+    if len(password) < MIN_PASSWORD:
+        raise ValidationError("cannot change the password",
+                              [FieldError("password", f"at least {MIN_PASSWORD} characters")])
+    with Session(engine) as s:
+        row = s.scalar(select(AdminUser).where(AdminUser.username == username))
+        if row is None:
+            raise NotFound(f'no user named "{username}"')
+        row.password_hash = hash_password(password)
+        s.flush()
+        end_sessions(s.connection(), row.id)
+        s.commit()
+        return User(row.id, row.username, row.role)
+
+
+def remove_user(engine: Engine, username: str) -> User:
+    """Delete the account; its sessions go with it (``ON DELETE CASCADE``)."""
+    with Session(engine) as s:
+        row = s.scalar(select(AdminUser).where(AdminUser.username == username))
+        if row is None:
+            raise NotFound(f'no user named "{username}"')
+        user = User(row.id, row.username, row.role)
+        s.execute(delete(AdminUser).where(AdminUser.id == row.id))
+        s.commit()
+        return user

@@ -12,18 +12,18 @@ import asyncio
 
 from starlette.requests import Request
 
-from api.errors import Unavailable
 from api.state import ApiState
-from decisions.core.errors import Forbidden, Unauthorized
+from decisions.core.errors import Forbidden, ServiceUnavailable, Unauthorized
 from decisions.runtime import apikeys
 from decisions.runtime.apikeys import KeyInfo
 
 
-class Unverifiable(Unavailable):
+class Unverifiable(ServiceUnavailable):
     """The key is well-formed but PostgreSQL cannot tell whether it is valid."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__("PostgreSQL", retry_after, "cannot verify the API key")
+        super().__init__("PostgreSQL", reason="cannot verify the API key",
+                         retry_after=retry_after)
 
 
 def bearer_key(header: str) -> str:
@@ -72,7 +72,7 @@ async def _lookup(api: ApiState, key: str) -> KeyInfo | None:
     except Unauthorized:
         api.keys.put(key, None)
         raise
-    except Unavailable:
+    except ServiceUnavailable:
         if not api.keys.known(key):
             raise Unverifiable(api.db_breaker.retry_after()) from None
         return api.keys.get(key)[1]  # a stale entry: trust what PostgreSQL said last time

@@ -28,19 +28,6 @@ class PayloadTooLarge(DecisionsError):
     status = 413
 
 
-class Unavailable(DecisionsError):
-    """A dependency a write path needs is down: 503 with Retry-After."""
-
-    code = "service_unavailable"
-    status = 503
-
-    def __init__(self, service: str, retry_after: int = 1, reason: str = "") -> None:
-        why = f" ({reason})" if reason else ""
-        super().__init__(f"{service} is unavailable{why}; retry later")
-        self.service = service
-        self.retry_after = retry_after
-
-
 def error_response(exc: DecisionsError) -> Response:
     headers: dict[str, str] = {"Cache-Control": "no-store"}
     retry_after = getattr(exc, "retry_after", None)
@@ -77,5 +64,5 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Exception: internal_error,
 }
 
-__all__ = ["BadRequest", "EXCEPTION_HANDLERS", "FieldError", "PayloadTooLarge", "Unavailable",
+__all__ = ["BadRequest", "EXCEPTION_HANDLERS", "FieldError", "PayloadTooLarge",
            "error_response", "internal_error"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from decisions.core.events import EVENT_TYPES, PROPERTIES
+from decisions.core.events import EVENT_TYPES, ID_PATTERN, MAX_NUMBER, PROPERTIES, id_pattern
 from decisions.core.settings import Settings
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -32,7 +32,7 @@ RATE = {"429": _error("rate limit of this API key exceeded", retry_after=True)}
 UNAVAILABLE = {"503": _error("a dependency this write needs is unavailable", retry_after=True)}
 USER_ID = {"name": "user_id", "in": "path", "required": True,
            "schema": {"type": "string", "minLength": 1, "maxLength": 200,
-                      "pattern": r"^[^/]*\S[^/]*$"}}
+                      "pattern": id_pattern("/")}}
 IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
                  "schema": {"type": "string"},
                  "description": "an ETag from an earlier response; 304 when unchanged"}
@@ -62,18 +62,34 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "Offer": {
             "type": "object", "required": ["offer_id", "rule", "kind", "expires_at"],
+            "description": "A rule's offer (every field below); default offers of "
+                           "DECISIONS_API_FALLBACK_FILE are served as that file has them.",
             "properties": {
-                "offer_id": {"type": "string"}, "rule": {"type": "string"},
+                "offer_id": {"type": "string", "description": "deterministic: the same "
+                             "event, ruleset and rule always give the same id"},
+                "rule": {"type": "string"},
                 "ruleset": {"type": "string"}, "ruleset_version": {"type": "integer"},
-                "kind": {"type": "string"},
-                "discount": {"type": "object", "properties": {
+                "kind": {"type": "string", "enum": ["discount"]},
+                "discount": {"type": "object", "required": ["type", "value"], "properties": {
                     "type": {"type": "string", "enum": ["percent", "amount"]},
-                    "value": {"type": "number"}, "code": {"type": "string"},
+                    "value": {"type": "number", "description": "percent off, or an amount "
+                              "off in the shop's currency"},
+                    "code": {"type": "string"},
                     "min_basket": {"type": "number"}}},
-                "products": {"type": "array", "items": {"type": "string"}},
+                "products": {"type": "array", "items": {"type": "string"},
+                             "description": "product ids the discount applies to (absent: "
+                                            "the whole basket)"},
                 "priority": {"type": "integer"}, "stackable": {"type": "boolean"},
                 "expires_at": {"type": "string", "format": "date-time"},
-                "reason": {"description": "why the rule fired (the facts it matched)"},
+                "created_at": {"type": "string", "format": "date-time",
+                               "description": "event time of the event that made the offer"},
+                "event_id": {"type": "string", "description": "the event that made it"},
+                "per_user_cap": {"type": "integer", "minimum": 0,
+                                 "description": "most offers of this rule per shopper in 30 "
+                                                "days (0: no such cap)"},
+                "reason": {"type": "string", "description": "why the rule fired: the rule and "
+                           "the values its conditions read, e.g. "
+                           "\"rule high-value-cart: cart_value=250.0\""},
             },
         },
         "Product": {
@@ -121,13 +137,13 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "Feedback": {
             "type": "object", "required": ["user_id"], "additionalProperties": False,
             "properties": {"user_id": {"type": "string", "minLength": 1, "maxLength": 200,
-                                        "pattern": NON_BLANK}},
+                                        "pattern": ID_PATTERN}},
         },
         "Redemption": {
             "type": "object", "required": ["user_id"], "additionalProperties": False,
             "properties": {"user_id": {"type": "string", "minLength": 1, "maxLength": 200,
-                                        "pattern": NON_BLANK},
-                           "amount": {"type": "number", "minimum": 0,
+                                        "pattern": ID_PATTERN},
+                           "amount": {"type": "number", "minimum": 0, "maximum": MAX_NUMBER,
                                       "description": "order value"}},
         },
         "FeedbackRecorded": {
@@ -143,10 +159,21 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             },
         },
         "Erased": {
-            "type": "object", "required": ["user_id", "erased"],
-            "properties": {"user_id": {"type": "string"},
-                           "erased": {"type": "object",
-                                      "additionalProperties": {"type": "integer"}}},
+            "type": "object", "required": ["user_id", "erased", "kept", "tombstone"],
+            "properties": {
+                "user_id": {"type": "string"},
+                "erased": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "kept": {"type": "object", "required": ["consent_withdrawn"],
+                         "properties": {"consent_withdrawn": {
+                             "type": "boolean", "description": "a withdrawn consent is "
+                             "kept as a bare customers row (no personalization after)"}}},
+                "tombstone": {
+                    "type": "object", "required": ["erased_at", "expires_at"],
+                    "description": "the user's events from before erased_at are dropped "
+                                   "until expires_at (DECISIONS_ERASURE_TOMBSTONE_DAYS)",
+                    "properties": {"erased_at": {"type": "string", "format": "date-time"},
+                                   "expires_at": {"type": "string", "format": "date-time"}}},
+            },
         },
         "Export": {
             "type": "object", "required": ["user_id", "postgres", "redis"],
@@ -162,14 +189,17 @@ def _schemas(settings: Settings) -> dict[str, Any]:
     }
 
 
-NON_BLANK = r"\S"  # at least one character that is not white space
 JSON_TYPES = {str: "string", int: "integer", float: "number", list: "array", bool: "boolean"}
 PROPERTY_LIMITS: dict[str, dict[str, Any]] = {
-    "price": {"minimum": 0}, "quantity": {"minimum": 1},
+    "price": {"minimum": 0, "maximum": MAX_NUMBER},
+    "quantity": {"minimum": 1, "maximum": MAX_NUMBER},
+    "total": {"minimum": -MAX_NUMBER, "maximum": MAX_NUMBER},
     "items": {"items": {"type": "object", "required": ["product_id", "price", "quantity"],
                         "properties": {"product_id": {"type": "string"},
-                                       "price": {"type": "number"},
-                                       "quantity": {"type": "integer"}}}},
+                                       "price": {"type": "number", "minimum": -MAX_NUMBER,
+                                                 "maximum": MAX_NUMBER},
+                                       "quantity": {"type": "integer", "minimum": -MAX_NUMBER,
+                                                    "maximum": MAX_NUMBER}}}},
 }
 
 
@@ -186,7 +216,7 @@ def _event_schema(event_type: str) -> dict[str, Any]:
         props[name] = {"type": kind, **PROPERTY_LIMITS.get(name, {})}
         if needed:
             required.append(name)
-    ident = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NON_BLANK}
+    ident = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": ID_PATTERN}
     return {
         "type": "object", "additionalProperties": False,
         "required": ["event_id", "type", "user_id", "ts", "properties"],
@@ -194,7 +224,9 @@ def _event_schema(event_type: str) -> dict[str, Any]:
             "event_id": ident, "user_id": ident,
             "type": {"type": "string", "enum": [event_type]},
             "ts": {"type": "string", "format": "date-time",
-                   "description": "event time, ISO 8601 with a time zone"},
+                   "description": "event time, ISO 8601 with a time zone; accepted from "
+                                  "DECISIONS_EVENT_MAX_AGE_SECONDS before now to "
+                                  "DECISIONS_EVENT_MAX_FUTURE_SECONDS after (422 otherwise)"},
             "properties": {"type": "object", "required": required, "properties": props},
         },
     }

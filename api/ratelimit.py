@@ -31,7 +31,8 @@ import asyncio
 import math
 from dataclasses import dataclass
 
-RATE_LIMIT_PREFIX = "d:rl:"
+from decisions.core import keys
+
 LEASE_OF_RATE = 0.05  # a block is the tokens of 50 ms at the key's rate ...
 MAX_LEASE = 32  # ... but never more than this
 LEASE_SECONDS = 0.1  # leased tokens not spent within this are lost
@@ -100,7 +101,7 @@ return {granted, wait_ms}
 
 
 def bucket_key(key_prefix: str) -> str:
-    return RATE_LIMIT_PREFIX + key_prefix
+    return keys.rate_limit(key_prefix)
 
 
 def lease_size(rate: float, burst: int) -> int:

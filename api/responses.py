@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+from datetime import date, datetime, time
 from typing import Any
 
 import orjson
@@ -20,7 +22,23 @@ RawHeaders = list[tuple[bytes, bytes]]
 
 
 def dumps(data: Any) -> bytes:
-    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        # orjson stops at 64-bit integers; PostgreSQL's jsonb hands a stored 1e20 back as
+        # one (an export shows whatever is stored): the standard library writes any integer
+        return json.dumps(data, default=_jsonable, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class JSONBody(Response):

@@ -16,12 +16,11 @@ from starlette.requests import Request
 
 from api import snapshot as snapshots
 from api.breaker import CircuitBreaker
-from api.errors import Unavailable
 from api.metrics import Metrics
 from api.snapshot import FallbackContent, Snapshot, load_database
 from api.store import REDIS_ERRORS, RedisStore
 from decisions.core.db import sqlalchemy_url
-from decisions.core.errors import DecisionsError
+from decisions.core.errors import DecisionsError, ServiceUnavailable
 from decisions.core.settings import Settings
 from decisions.runtime.apikeys import KeyCache, KeyInfo
 from decisions.runtime.kafka import Producer
@@ -125,11 +124,11 @@ class ApiState:
         try:
             products, no_consent = await self.db(load_database, self.engine)
             self.snapshot.set_catalog(products, no_consent)
-        except Unavailable:
+        except ServiceUnavailable:
             pass
         try:
             self.snapshot.top_sellers = await self.call_redis(self.redis.top_sellers())
-        except Unavailable:
+        except ServiceUnavailable:
             pass
         if self.snapshot.database_loaded:
             top = FallbackContent().fallback_products(self.snapshot, snapshots.SAVED_COUNT)
@@ -144,15 +143,17 @@ class ApiState:
     # -- calls behind breakers ----------------------------------------------------------
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking PostgreSQL call in a thread; Unavailable when PostgreSQL is down."""
+        """Run a blocking PostgreSQL call in a thread; ServiceUnavailable when it is down."""
         breaker = self.db_breaker
         if not breaker.allow():
-            raise Unavailable("PostgreSQL", breaker.retry_after(), "circuit open")
+            raise ServiceUnavailable("PostgreSQL", reason="circuit open",
+                                     retry_after=breaker.retry_after())
         try:
             result = await anyio.to_thread.run_sync(fn, *args)
         except DB_ERRORS as exc:
             breaker.failure(exc)
-            raise Unavailable("PostgreSQL", breaker.retry_after(), type(exc).__name__) from None
+            raise ServiceUnavailable("PostgreSQL", reason=type(exc).__name__,
+                                     retry_after=breaker.retry_after()) from None
         except DecisionsError:
             breaker.success()  # PostgreSQL answered; the error is about the request
             raise
@@ -160,16 +161,18 @@ class ApiState:
         return result
 
     async def call_redis(self, call: Any) -> Any:
-        """Await a Redis coroutine behind the breaker; Unavailable when Redis is down."""
+        """Await a Redis coroutine behind the breaker; ServiceUnavailable when it is down."""
         breaker = self.redis_breaker
         if not breaker.allow():
             call.close()
-            raise Unavailable("Redis", breaker.retry_after(), "circuit open")
+            raise ServiceUnavailable("Redis", reason="circuit open",
+                                     retry_after=breaker.retry_after())
         try:
             result = await call
         except REDIS_ERRORS as exc:
             breaker.failure(exc)
-            raise Unavailable("Redis", breaker.retry_after(), type(exc).__name__) from None
+            raise ServiceUnavailable("Redis", reason=type(exc).__name__,
+                                     retry_after=breaker.retry_after()) from None
         breaker.success()
         return result
 
@@ -177,7 +180,8 @@ class ApiState:
         """Send to the events topic and return once the broker acknowledged every record."""
         breaker = self.kafka_breaker
         if not breaker.allow():
-            raise Unavailable("Kafka", breaker.retry_after(), "circuit open")
+            raise ServiceUnavailable("Kafka", reason="circuit open",
+                                     retry_after=breaker.retry_after())
         try:
             producer = await self._producer()
             await anyio.to_thread.run_sync(
@@ -186,10 +190,12 @@ class ApiState:
             )
         except DecisionsError as exc:
             breaker.failure(exc.message)
-            raise Unavailable("Kafka", breaker.retry_after(), "no acknowledgement") from None
-        except Exception as exc:  # kafka-python raises more than KafkaError when the broker dies
+            raise ServiceUnavailable("Kafka", reason="no acknowledgement",
+                                     retry_after=breaker.retry_after()) from None
+        except Exception as exc:  # noqa: BLE001 - kafka-python raises more than KafkaError
             breaker.failure(exc)
-            raise Unavailable("Kafka", breaker.retry_after(), type(exc).__name__) from None
+            raise ServiceUnavailable("Kafka", reason=type(exc).__name__,
+                                     retry_after=breaker.retry_after()) from None
         breaker.success()
         self.metrics.events.inc(len(records))
 

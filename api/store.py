@@ -2,9 +2,10 @@
 
 Every hot read is one round trip: the user's keys — after the rate-limit script when this
 process holds no leased token of the API key (``api.ratelimit``) — go in one pipeline, on
-the multiplexed client of ``api.resp`` (commands of concurrent requests share socket
-writes). Timeouts are a few milliseconds (``DECISIONS_REDIS_TIMEOUT_MS``) and there
-are no client-side retries: a slow or dead Redis fails fast and the caller serves fallback.
+the multiplexed client of ``decisions.core.resp.multiplexed`` (commands of concurrent
+requests share socket writes). Timeouts are a few milliseconds
+(``DECISIONS_REDIS_TIMEOUT_MS``) and there are no client-side retries: a slow or dead
+Redis fails fast and the caller serves fallback.
 Erasure and export, which scan, use redis-py with a roomier timeout.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,8 +25,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from api.ratelimit import ALLOW, BUCKET_SCRIPT, LEASE_MS, Lease, Verdict, bucket_key, lease_size
-from api.resp import FastRedis, RespError, pack
 from decisions.core import keys
+from decisions.core.resp.multiplexed import FastRedis, RespError, pack
 from decisions.core.settings import Settings
 
 REDIS_ERRORS = (RedisError, RespError, OSError, TimeoutError)
@@ -207,10 +209,27 @@ class RedisStore:
     # -- erasure and export -------------------------------------------------------------
 
     async def user_keys(self, user_id: str) -> list[bytes]:
+        """Every key of the user, matched exactly (``keys.claimants``): not those of a user
+        whose id merely starts with ``user_id}``. A key that two ids could own (``}`` in
+        ids and event ids) is the other user's when that one has state."""
         found: list[bytes] = []
+        shared: list[tuple[bytes, list[str]]] = []
         async for key in self.slow_client.scan_iter(match=keys.user_pattern(user_id), count=1000):
-            found.append(key)
+            others = keys.claimants(key.decode(errors="surrogateescape"), user_id)
+            if others == []:
+                found.append(key)
+            elif others:
+                shared.append((key, others))
+        for key, others in shared:
+            if not await self.slow_client.exists(*[keys.state(o) for o in others]):
+                found.append(key)
         return found
+
+    async def tombstone(self, user_id: str, erased_at: datetime, ttl_seconds: int) -> None:
+        """The worker's state script drops the user's events from before ``erased_at``
+        while this lives (a later erasure moves it forward, never back)."""
+        ms = int(erased_at.timestamp() * 1000)
+        await self.slow_client.set(keys.erased(user_id), ms, ex=max(1, ttl_seconds))
 
     async def user_deadlines(self, user_id: str) -> list[tuple[bytes, float]]:
         escaped = "".join("\\" + c if c in "*?[]\\" else c for c in user_id)
@@ -223,7 +242,9 @@ class RedisStore:
         return members
 
     async def erase_user(self, user_id: str) -> dict[str, int]:
-        found = await self.user_keys(user_id)
+        """Delete the user's keys (not the tombstone) and deadlines."""
+        tombstone = keys.erased(user_id).encode()
+        found = [k for k in await self.user_keys(user_id) if k != tombstone]
         deleted = 0
         for start in range(0, len(found), 500):
             deleted += int(await self.slow_client.delete(*found[start : start + 500]))

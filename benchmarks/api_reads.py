@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,16 +118,24 @@ def seed(redis_url: str, users: int) -> None:
 SERVER_MODES = {
     "standard": ["--loop", "uvloop", "--http", "httptools"],  # what uvicorn picks when installed
     "pure-python": ["--loop", "asyncio", "--http", "h11"],
+    # DECISIONS_API_SERVER=hypercorn: HTTP/1.1 (wrk) and, with h2load, HTTP/2 (h2c)
+    "hypercorn": ["-k", "uvloop"],
 }
+GROUPS = {"both": ["standard", "pure-python"], "compare": ["standard", "hypercorn"]}
 
 
 def serve(factory: str, port: int, env: dict[str, str], log: Path,
           mode: str) -> subprocess.Popen[bytes]:
+    if mode == "hypercorn":
+        command = [PYTHON, "-m", "hypercorn", f"benchmarks.api_serve:{factory}()",
+                   "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning",
+                   *SERVER_MODES[mode]]
+    else:
+        command = [PYTHON, "-m", "uvicorn", "--factory", f"benchmarks.api_serve:{factory}",
+                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                   "--no-access-log", "--log-level", "warning", *SERVER_MODES[mode]]
     proc = subprocess.Popen(
-        [PYTHON, "-m", "uvicorn", "--factory", f"benchmarks.api_serve:{factory}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--no-access-log", "--log-level", "warning", *SERVER_MODES[mode]],
-        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -140,9 +149,12 @@ def serve(factory: str, port: int, env: dict[str, str], log: Path,
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its children (hypercorn serves from a
+    child of the command)."""
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
 
 
 def wrk(url: str, path: str, key: str, users: int, seconds: float, connections: int,
@@ -212,6 +224,31 @@ def server_over_10ms(url: str, word: str) -> tuple[float, float]:
     return over, total
 
 
+def h2load(url: str, path: str, key: str, users: int, seconds: float, connections: int,
+           workdir: Path) -> dict[str, Any]:
+    """HTTP/2 over a plain port (h2c, prior knowledge) with nghttp2's h2load: one stream
+    at a time per connection, as wrk keeps one request in flight per connection."""
+    paths = workdir / "h2paths.txt"
+    rng = __import__("random").Random(7)
+    paths.write_text("".join(f"{url}{path.replace('{user}', f'u-{rng.randint(1, users)}')}\n"
+                             for _ in range(20_000)))
+    done = subprocess.run(
+        ["h2load", "-t1", f"-c{connections}", "-m1", f"-D{seconds:g}", "-i", str(paths),
+         "-H", f"Authorization: Bearer {key}"],
+        capture_output=True, text=True, check=True,
+    )
+    out = done.stdout
+    rate = float(re.search(r"finished in [^,]+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    succeeded = int(re.search(r"(\d+) succeeded", out).group(1))  # type: ignore[union-attr]
+    failed = int(re.search(r"(\d+) failed", out).group(1))  # type: ignore[union-attr]
+    line = next(x for x in out.splitlines() if x.startswith("time for request:"))
+    mean = line.split()[5]
+    to_ms = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    unit = re.sub(r"[\d.]", "", mean)
+    return {"rate": rate, "requests": succeeded, "errors": failed,
+            "mean_ms": float(re.sub(r"[a-z]", "", mean)) * to_ms[unit]}
+
+
 BARE = "bare constant JSON (wrk)"
 
 
@@ -250,7 +287,15 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
             rounds["GET recommendations (wrk)"].append(wrk(
                 api_url, recs, key, args.users, args.seconds, args.connections, work,
                 watch))
+        if mode == "hypercorn" and shutil.which("h2load"):
+            for _ in range(args.rounds):
+                rounds.setdefault("GET offers (h2load, h2c)", []).append(h2load(
+                    api_url, offers, key, args.users, args.seconds, args.connections, work))
         for name, results in rounds.items():
+            if "h2load" in name:
+                runs[name] = sorted(results, key=lambda r: r["rate"])[len(results) // 2]
+                runs[name]["round_rates"] = [r["rate"] for r in results]
+                continue
             runs[name] = sorted(results, key=lambda r: r["rate"])[len(results) // 2]
             runs[name]["round_rates"] = [r["rate"] for r in results]
             if name != BARE:
@@ -276,10 +321,16 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
         proc.terminate()
         proc.wait(10)
 
-    print(f"\n== server mode: {mode} (uvicorn {' '.join(SERVER_MODES[mode])}, 1 worker) ==")
+    server = "hypercorn" if mode == "hypercorn" else "uvicorn"
+    print(f"\n== server mode: {mode} ({server} {' '.join(SERVER_MODES[mode])}, 1 worker) ==")
     print(f"{'run':<50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
           f"{'max ms':>8} {'errors':>7}")
     for name, r in runs.items():
+        if "h2load" in name:
+            print(f"{name:<50} {r['rate']:>9,.0f}   (mean {r['mean_ms']:.2f} ms; h2load "
+                  f"reports no percentiles) {r['errors']:>7}; rounds "
+                  + ", ".join(f"{x:,.0f}" for x in r["round_rates"]))
+            continue
         print(f"{name:<50} {r['rate']:>9,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['p99_9_ms']:>9.2f} {r['max_ms']:>8.2f} {r['errors']:>7}")
     print(f"{os.cpu_count()} CPUs, load average {load_before:.1f} before; wrk: 1 thread, "
@@ -325,7 +376,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of the three throughput runs")
-    parser.add_argument("--server", choices=[*SERVER_MODES, "both"], default="both")
+    parser.add_argument("--server", choices=[*SERVER_MODES, *GROUPS], default="both",
+                        help="both: uvicorn standard and pure-python; compare: uvicorn "
+                             "standard and hypercorn (HTTP/1.1 with wrk, h2c with h2load)")
     parser.add_argument("--redis-timeout-ms", type=int, default=1000,
                         help="the API's Redis timeout (production default: 50)")
     parser.add_argument("--client", choices=["c", "python", "both"], default="c",
@@ -371,7 +424,7 @@ def main() -> None:
                # machine) answers slowly: with the 50 ms default, such stalls would switch
                # reads to the cheaper fallback and flatter the figures
                "DECISIONS_REDIS_TIMEOUT_MS": str(args.redis_timeout_ms)}
-        modes = list(SERVER_MODES) if args.server == "both" else [args.server]
+        modes = GROUPS.get(args.server, [args.server])
         results: dict[str, dict[str, dict[str, Any]]] = {}
         for mode in modes:
             results[mode] = run_mode(mode, args, env, key, var, procs,

@@ -2,7 +2,7 @@
 
 Runs the same candidates, compiled scoring, calibration and report code as
 ``decisions models train`` (``decisions.runtime.ml.train`` / ``evaluation``) on the UCI file
-(12,330 sessions, 1,908 purchases; CC BY 4.0, see ../shared/data/README.md):
+(12,330 sessions, 1,908 purchases; CC BY 4.0; where to get it: README.md, "Benchmark data"):
 
 1. 5-fold stratified cross-validation ROC AUC of each algorithm, printed beside the
    published figures (XGBoost + oversampling 0.937; gradient boosting on raw data ≈ 0.93);
@@ -75,8 +75,14 @@ def cross_validate(X: np.ndarray, y: np.ndarray, names: list[str]) -> dict[str, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV,
+                        help=f"the UCI file (default: {DEFAULT_CSV})")
     args = parser.parse_args()
+    if not args.csv.is_file():
+        raise SystemExit(
+            f"ml_uci_shoppers: no data set at {args.csv}; download "
+            "online_shoppers_intention.csv from the UCI Machine Learning Repository "
+            '("Online Shoppers Purchasing Intention Dataset", id 468) and pass --csv PATH')
     X, y, months, names = load(args.csv)
     print(f"UCI online shoppers: {len(y)} sessions, {int(y.sum())} purchases, "
           f"{X.shape[1]} features")

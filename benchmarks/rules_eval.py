@@ -52,9 +52,10 @@ from typing import Any
 from durable import engine as durable
 
 from decisions.core.events import Event
-from decisions.runtime.engine import RuleEngine, build_fact
+from decisions.runtime.engine import RuleEngine
 from decisions.simulate.dryrun import blank_state
 from rulesets.compile import CompiledRuleset, compile_ruleset
+from rulesets.facts import build_fact
 from rulesets.validate import validate
 
 MIX = {"page_view": 40, "product_view": 30, "click": 8, "add_to_cart": 10,
@@ -239,13 +240,13 @@ def posted_facts(compiled: CompiledRuleset, data: list[Any], whole: bool = False
         fact = build_fact(event, state, customer, scores)
         posts = []
         for chunk in compiled.chunks_for(event.type, fact):
-            lo, hi = compiled.spans_by_type[event.type][chunk]
+            lo, hi = compiled.chunks_of(event.type)[chunk].span
             if not lo <= fact["ts_ms"] < hi:
                 continue
-            reads = compiled.chunk_reads[event.type][chunk]
+            reads = compiled.chunks_of(event.type)[chunk].reads
             posted = {k: v for k, v in fact.items() if (whole or k in reads)
                       and v is not None and not isinstance(v, list | dict)}
-            for key, check in compiled.chunk_derived[event.type][chunk].items():
+            for key, check in compiled.chunks_of(event.type)[chunk].derived.items():
                 posted[key] = 1 if check(fact) else 0
             posted["sid"] = "0"
             posted["id"] = f"f{i}"
@@ -255,15 +256,14 @@ def posted_facts(compiled: CompiledRuleset, data: list[Any], whole: bool = False
 
 
 def _names(compiled: CompiledRuleset, data: list[Any]) -> list[dict[int, str]]:
-    return [{i: compiled.durable_name(event.type, i) for i in range(
-        len(compiled.by_type.get(event.type, ())))} for event, *_ in data]
+    return [dict(enumerate(c.name for c in compiled.chunks_of(event.type)))
+            for event, *_ in data]
 
 
 def raw(compiled: CompiledRuleset, data: list[Any], facts: Posts) -> Timed:
     host = _Host()
-    for etype, chunks in compiled.by_type.items():
-        for i, definition in enumerate(chunks):
-            host.set_rulesets({compiled.durable_name(etype, i): copy.deepcopy(definition)})
+    for chunk in compiled.chunks.values():
+        host.set_rulesets({chunk.name: copy.deepcopy(chunk.definition)})
     work = [[(names[chunk], posted) for chunk, posted in posts]
             for names, posts in zip(_names(compiled, data), facts, strict=True)]
 
@@ -289,7 +289,6 @@ def raw_core(compiled: CompiledRuleset, data: list[Any], facts: Posts) -> Timed:
     the engine's rulesets know them by, as the engine posts them.)"""
     import orjson
 
-    from decisions.runtime.engine import _run
 
     engine = RuleEngine()
     engine.load(compiled)
@@ -316,9 +315,9 @@ def met(compiled: CompiledRuleset, data: list[Any]) -> tuple[float, float]:
     meets = listens = 0
     for event, state, customer, scores in data:
         fact = build_fact(event, state, customer, scores)
-        chunks = compiled.by_type.get(event.type, [])
-        spans = compiled.spans_by_type.get(event.type, [])
-        meets += sum(len(chunks[i]) for i in compiled.chunks_for(event.type, fact)
+        chunks = compiled.chunks_of(event.type)
+        spans = [c.span for c in chunks]
+        meets += sum(len(chunks[i].definition) for i in compiled.chunks_for(event.type, fact)
                      if spans[i][0] <= fact["ts_ms"] < spans[i][1])
         listens += sum(1 for r in compiled.rules.values() if event.type in r.event_types)
     return meets / len(data), listens / len(data)
@@ -453,13 +452,13 @@ def main() -> None:
         return spread(values, "{:+.0f}%")
 
     rate50 = rate["ours"]
-    chunks = sum(len(c) for c in c50.by_type.values())
+    chunks = len(c50.chunks)
     meets, listens = met(c50, data)
     posts, size = posting(c50, same)
     print(f"\n{len(data)} events, mix {MIX}; {args.rounds} rounds, each measure in turn on "
           f"slices of {args.slice} events; events/s: median of the rounds; ratios: median of "
           "the rounds' ratios (min-max)")
-    print(f"\n50 rules ({chunks} durable rulesets over {len(c50.by_type)} event types); "
+    print(f"\n50 rules ({chunks} durable rulesets over {len(c50.types)} event types); "
           f"{total['ours'] / len(data):.2f} rules fire per event; an event meets {meets:.1f} "
           f"of the {listens:.1f} rules on its event type, {posts:.2f} posts of "
           f"{size:.0f} bytes")
@@ -477,7 +476,7 @@ def main() -> None:
         verdict = ("met in every round" if min(ratios) >= 0.5 else
                    "met (median)" if ratio >= 0.5 else "MISSED")
         core = rate["core " + shape]
-        chunks = sum(len(c) for c in compiled.by_type.values())
+        chunks = len(compiled.chunks)
         meets, listens = met(compiled, data)
         posts, size = posting(compiled, same500[shape])
         print(f"  {SHAPES[shape]}:\n    compile + load {loads[shape] * 1000:.0f} ms into {chunks} "
@@ -492,5 +491,24 @@ def main() -> None:
               "it)")
 
 
+def _run(handle: int, body: str, retract: str, fired: list[str]) -> None:
+    """The engine's assert / match / retract loop on one prepared post, without the rest of
+    ``RuleEngine.evaluate`` (for ``--instructions`` and the raw-post measure)."""
+    import durable_rules_engine as core
+
+    try:
+        code, state_handle = core.assert_fact(handle, body)
+        if code in (0, 3):  # 1: matched nothing
+            started = core.start_action_for_state(handle, state_handle if code == 0 else 0)
+            if started:
+                message = started[1]
+                while message:
+                    fired.append(message[2:message.index('"', 2)])  # {"<rule>": ...}
+                    message = core.complete_and_start_action(handle, state_handle)
+    finally:
+        core.retract_fact(handle, retract)
+
+
 if __name__ == "__main__":
     main()
+

@@ -47,11 +47,12 @@ from decisions.cli.stack.embedded import EmbeddedStack  # noqa: E402
 from decisions.core.db import make_engine  # noqa: E402
 from decisions.core.events import parse_event  # noqa: E402
 from decisions.core.settings import Settings  # noqa: E402
-from decisions.runtime.engine import RuleEngine, build_fact  # noqa: E402
+from decisions.runtime.engine import RuleEngine  # noqa: E402
 from decisions.runtime.kafka import ensure_topics  # noqa: E402
 from decisions.runtime.offers import active_offers  # noqa: E402
 from rulesets.compile import compile_ruleset  # noqa: E402
 from rulesets.document import read_file  # noqa: E402
+from rulesets.facts import build_fact  # noqa: E402
 from rulesets.store import RulesetStore  # noqa: E402
 
 STARTER = ROOT / "rulesets" / "starter"
@@ -305,7 +306,7 @@ def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
     figure that, unlike the rate, does not depend on what else the box is running."""
     reset(urls)
     group = f"bench-{processes}p-{uuid.uuid4().hex[:6]}"
-    log = open(log_dir / f"worker-{processes}p.log", "wb")  # noqa: SIM115
+    log = open(log_dir / f"worker-{processes}p.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "decisions.cli.main", "worker", "--processes",
                              str(processes)], cwd=ROOT, env=worker_env(urls, topic, group),
                             stdout=log, stderr=subprocess.STDOUT)
@@ -356,7 +357,7 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
     ensure_topics(replace(settings, events_topic=topic, actions_topic=topic + ".actions",
                           dead_letter_topic=topic + ".dlq", topic_partitions=6))
     group = "bench-live-" + uuid.uuid4().hex[:6]
-    log = open(log_dir / "worker-latency.log", "wb")  # noqa: SIM115
+    log = open(log_dir / "worker-latency.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "decisions.cli.main", "worker"], cwd=ROOT,
                             env=worker_env(urls, topic, group), stdout=log,
                             stderr=subprocess.STDOUT)

@@ -37,11 +37,14 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
+from decisions.core.events import parse_time
+from rulesets.explain import holds
+from rulesets.facts import fact_key
+from rulesets.holdout import Holdout, holdout_of
 from rulesets.language import EVENT_TYPE_CHOICES, FIELDS, LIST, STRING, field_type
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -51,13 +54,6 @@ TypeIndex = tuple[tuple[int, ...], tuple[tuple[str, dict[str, tuple[int, ...]]],
 NEGATE = {"eq": "ne", "ne": "eq", "gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt",
           "in": "not_in", "not_in": "in"}
 DURABLE_OP = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte", "ne": "$neq"}
-
-
-def fact_key(path: str) -> str:
-    """``state.cart_value`` -> ``s_cart_value`` (durable_rules matches top-level names)."""
-    source, _, name = path.partition(".")
-    return {"event": "e_", "state": "s_", "customer": "c_", "user": "u_", "score": "sc_",
-            "time": "t_"}[source] + name
 
 
 @dataclass
@@ -71,9 +67,33 @@ class CompiledRule:
     when: dict[str, Any] = field(default_factory=dict)  # the source conditions (explain)
     active: dict[str, str] = field(default_factory=dict)  # active window: from / until
     derived: list[str] = field(default_factory=list)  # derived predicates it reads
+    holdout: Holdout | None = None  # its control group (rulesets/holdout.py), if any
 
     def __post_init__(self) -> None:
         self.reads = tuple((path, fact_key(path)) for path in self.fields)  # for reasons
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One durable_rules ruleset: a chunk of the rules of one event type (at most
+    ``CHUNK_PATHS`` condition paths), with what the engine needs to post to it."""
+
+    name: str  # its durable_rules name, unique per ruleset version
+    definition: dict[str, Any]  # durable_rules rule name -> rule
+    span: tuple[float, float]  # the time (ms) its rules' active windows cover
+    reads: tuple[str, ...]  # the fact keys its rules read (only those are posted)
+    derived: dict[str, Predicate]  # the derived predicates its rules read
+
+
+@dataclass(frozen=True)
+class TypePlan:
+    """The chunks of one event type, by name in order, and which of them an event meets."""
+
+    chunks: tuple[str, ...]
+    index: TypeIndex  # positions in ``chunks``: the unkeyed ones, and per key value -> met
+    # (index key, values): the buckets whose chunks also hold the type's unkeyed rules; an
+    # event with such a value meets them there, not the unkeyed chunks
+    carried: tuple[str, frozenset[str]] = ("", frozenset())
 
 
 @dataclass
@@ -83,24 +103,11 @@ class CompiledRuleset:
     stacking: bool
     digest: str
     rules: dict[str, CompiledRule]
-    # event type -> durable_rules ruleset definitions (chunks of at most CHUNK_PATHS)
-    by_type: dict[str, list[dict[str, Any]]]
+    chunks: dict[str, Chunk]  # by durable_rules name
+    types: dict[str, TypePlan]  # by event type
     derived: dict[str, Predicate] = field(default_factory=dict)
-    # event type -> the derived predicates its rules read (only those are computed)
-    derived_by_type: dict[str, dict[str, Predicate]] = field(default_factory=dict)
-    # event type -> the fact keys its rules read (only those are posted)
-    reads_by_type: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # event type -> per chunk, the span (ms) its rules' active windows cover
-    spans_by_type: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    # event type -> per chunk, the fact keys and derived predicates its rules read
-    chunk_reads: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
-    chunk_derived: dict[str, list[dict[str, Predicate]]] = field(default_factory=dict)
-    # event type -> which of its chunks an event meets (see TypeIndex); a type without an
-    # entry: every chunk
-    index_by_type: dict[str, TypeIndex] = field(default_factory=dict)
-    # event type -> (index key, values): the buckets whose chunks also hold the type's
-    # unkeyed rules; an event with such a value meets them there, not the unkeyed chunks
-    carried_by_type: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    holdout: Holdout | None = None  # the ruleset's control group, if any
+    caps: tuple[int, int] = (0, 0)  # offers per shopper per day, per week (0: none)
 
     def __post_init__(self) -> None:
         self.key = f"{self.name}--v{self.version}--{self.digest[:8]}"  # names it in engines
@@ -109,13 +116,18 @@ class CompiledRuleset:
         name = f"{self.key}--{event_type}"
         return f"{name}--{chunk}" if chunk else name
 
+    def chunks_of(self, event_type: str) -> list[Chunk]:
+        """The chunks of an event type, in order (none for a type no rule listens to)."""
+        plan = self.types.get(event_type)
+        return [self.chunks[name] for name in plan.chunks] if plan else []
+
     def chunks_for(self, event_type: str, fact: dict[str, Any]) -> tuple[int, ...]:
         """The chunks of ``event_type`` an event with this fact meets (window aside)."""
-        index = self.index_by_type.get(event_type)
-        if index is None:
-            return tuple(range(len(self.by_type.get(event_type, ()))))
-        unkeyed, keyed = index
-        carrier, carried = self.carried_by_type.get(event_type, ("", frozenset()))
+        plan = self.types.get(event_type)
+        if plan is None:
+            return ()
+        unkeyed, keyed = plan.index
+        carrier, carried = plan.carried
         met: tuple[int, ...] = ()
         for key, table in keyed:
             value = fact.get(key)
@@ -243,7 +255,7 @@ def _event_types(when: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _epoch_ms(value: str) -> int:
-    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(parse_time(value).timestamp() * 1000)
 
 
 MAX_PATHS = 8  # a condition expanding to more alternatives is evaluated in Python instead
@@ -306,8 +318,6 @@ def _index_candidate(cond: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None
 
 
 def _whole(when: dict[str, Any]) -> Predicate:
-    from rulesets.explain import holds  # explain reads fact_key from here
-
     def check(fact: dict[str, Any]) -> bool:
         return holds(when, fact)
 
@@ -419,6 +429,7 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             rule["name"], int(rule.get("priority", 0)), list(rule["then"]),
             list(compiler.fields), types, list(compiler.timers), when,
             {k: str(v) for k, v in active.items() if v}, list(compiler.used),
+            holdout_of(rule.get("holdout"), f"{document['name']}/{rule['name']}"),
         )
         lo = _epoch_ms(active["from"]) if active.get("from") else -math.inf
         hi = _epoch_ms(active["until"]) if active.get("until") else math.inf
@@ -430,11 +441,13 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             for key, value in buckets:
                 pending.setdefault((etype, key, value), []).append(
                     _Item(rule["name"], conjuncts, lo, hi, list(compiler.used)))
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    spans_by_type: dict[str, list[tuple[float, float]]] = {}
-    chunk_reads: dict[str, list[tuple[str, ...]]] = {}
-    chunk_derived: dict[str, list[dict[str, Predicate]]] = {}
-    index_by_type: dict[str, TypeIndex] = {}
+    chunks: dict[str, Chunk] = {}
+    names_by_type: dict[str, list[str]] = {}
+    plans: dict[str, TypePlan] = {}
+    compiled = CompiledRuleset(
+        document["name"], version, bool(document.get("stacking", False)), digest(document),
+        rules, chunks, plans, compiler.derived,
+        holdout_of(document.get("holdout"), document["name"]), _caps(document.get("caps")))
     by_key: dict[str, dict[str, dict[str, list[_Item]]]] = {}  # type -> key -> value
     for (etype, key, value), items in sorted(pending.items()):
         by_key.setdefault(etype, {}).setdefault(key, {})[value] = items
@@ -443,15 +456,14 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             limit: int = CHUNK_PATHS) -> list[tuple[int, list[_Item]]]:
         """Pack items into the type's chunks: (chunk index, its items) per chunk."""
         out = []
+        names = names_by_type.setdefault(etype, [])
         for definition, span, reads, checks, packed in _pack(items, compiler.derived, limit):
-            out.append((len(by_type.setdefault(etype, [])), packed))
-            by_type[etype].append(definition)
-            spans_by_type.setdefault(etype, []).append(span)
-            chunk_reads.setdefault(etype, []).append(reads)
-            chunk_derived.setdefault(etype, []).append(checks)
+            out.append((len(names), packed))
+            name = compiled.durable_name(etype, len(names))
+            names.append(name)
+            chunks[name] = Chunk(name, definition, span, reads, checks)
         return out
 
-    carried_by_type: dict[str, tuple[str, frozenset[str]]] = {}
     for etype, keys in by_key.items():
         plain = keys.pop("", {}).get("", [])
         unkeyed = tuple(i for i, _ in add(etype, plain))
@@ -486,18 +498,9 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
                     for value in item.values:
                         table.setdefault(value, set()).add(index)
             tables[key] = {value: tuple(sorted(met)) for value, met in table.items()}
-        index_by_type[etype] = (unkeyed, tuple(tables.items()))
-        if carried:
-            carried_by_type[etype] = (carrier, frozenset(carried))
-    derived_by_type = {t: {name: check for checks in chunk_derived[t]
-                           for name, check in checks.items()} for t in by_type}
-    reads_by_type = {t: tuple(sorted({k for reads in chunk_reads[t] for k in reads}))
-                     for t in by_type}
-    return CompiledRuleset(
-        document["name"], version, bool(document.get("stacking", False)), digest(document),
-        rules, by_type, compiler.derived, derived_by_type, reads_by_type,
-        spans_by_type, chunk_reads, chunk_derived, index_by_type, carried_by_type,
-    )
+        plans[etype] = TypePlan(tuple(names_by_type[etype]), (unkeyed, tuple(tables.items())),
+                                (carrier, frozenset(carried)) if carried else ("", frozenset()))
+    return compiled
 
 
 def _weight(items: list[_Item]) -> int:
@@ -577,3 +580,8 @@ def _pack(items: list[_Item], derived: dict[str, Predicate], limit: int = CHUNK_
     if definition:
         out.append((definition, span, tuple(sorted(keys - set(checks))), checks, packed))
     return out
+
+
+def _caps(spec: dict[str, Any] | None) -> tuple[int, int]:
+    spec = spec or {}
+    return int(spec.get("per_day") or 0), int(spec.get("per_week") or 0)

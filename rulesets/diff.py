@@ -46,6 +46,19 @@ def diff_documents(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
     }
 
 
+def summary(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+    """One line naming what changed, for the audit log: "changed rule high-value-cart"."""
+    if before is None:
+        return "new ruleset: rules " + ", ".join(r["name"] for r in normalise(after)["rules"])
+    d = diff_documents(before, after)
+    parts = [f"{verb} rule{'s' if len(names) > 1 else ''} {', '.join(names)}"
+             for verb, names in (("added", d["added"]), ("removed", d["removed"]),
+                                 ("changed", [c["rule"] for c in d["changed"]])) if names]
+    if d["settings"]:
+        parts.append("changed " + ", ".join(d["settings"]))
+    return "; ".join(parts) or "no change"
+
+
 def is_empty(diff: dict[str, Any]) -> bool:
     return not (diff["settings"] or diff["added"] or diff["removed"] or diff["changed"])
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rulesets.compile import fact_key
+from rulesets.facts import fact_key
 
 
 def holds(node: dict[str, Any], fact: dict[str, Any], negate: bool = False) -> bool:

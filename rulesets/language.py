@@ -60,9 +60,9 @@ for _name, _label in (
     ("session_page_views", "Page views this session"),
     ("session_seconds", "Seconds since session start"),
     ("product_view_seconds", "Seconds on product pages this session"),
-    ("since_same_product_view", "Seconds since this product was viewed (-1: never)"),
+    ("since_same_product_view", "Seconds since this product was viewed (−1 if never viewed)"),
     ("days_since_first_seen", "Days since first visit"),
-    ("days_since_last_purchase", "Days since last purchase (-1: never)"),
+    ("days_since_last_purchase", "Days since last purchase (−1 if no purchase yet)"),
     ("distinct_categories_30d", "Categories viewed in 30 days"),
 ):
     _add(f"state.{_name}", NUMBER, _label)
@@ -75,7 +75,7 @@ for _name, _label in (
 for _t in STATE_TYPES:
     for _w in WINDOWS:
         _add(f"state.count_{_t}_{_w}", NUMBER, f"Count of {_t} in the last {_w}")
-    _add(f"state.since_{_t}", NUMBER, f"Seconds since last {_t} (-1: never)")
+    _add(f"state.since_{_t}", NUMBER, f"Seconds since last {_t} (−1 if none yet)")
 for _p in PAGES:
     _add(f"state.since_page_{_p}", NUMBER, f"Seconds since last view of the {_p} page")
 _add("customer.tier", STRING, "Customer tier")
@@ -127,6 +127,62 @@ OPERATOR_LABELS = {
     "exists": "is known",
 }
 
-ACTIONS = ("discount", "recommend", "add_segment")
+@dataclass(frozen=True)
+class ActionParam:
+    """One parameter of an action, as validation checks it and the form builder shows it."""
+
+    name: str
+    type: str  # NUMBER, STRING or LIST (of product ids)
+    label: str
+    required: bool = False
+    in_form: bool = True  # False: the form edits it another way (discount percent/amount)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    label: str
+    params: tuple[ActionParam, ...]
+
+    def param(self, name: str) -> ActionParam | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+# What a rule can do: the one catalog of actions and their parameters (validation, the
+# form builder and the docs read it; the handlers are decisions/runtime/actions.py)
+ACTION_CATALOG: dict[str, ActionSpec] = {
+    "discount": ActionSpec("Discount", (
+        ActionParam("percent", NUMBER, "Percent off", in_form=False),
+        ActionParam("amount", NUMBER, "Amount off", in_form=False),
+        ActionParam("code", STRING, "Code shown to the shopper"),
+        ActionParam("min_basket", NUMBER, "Minimum basket"),
+        ActionParam("expires_minutes", NUMBER, "Expires after (minutes)"),
+        ActionParam("per_user_cap", NUMBER, "Offers per user in 30 days"),
+        ActionParam("products", LIST, "Only for products (ids, comma-separated)"),
+    )),
+    "recommend": ActionSpec("Recommendation", (
+        ActionParam("strategy", STRING, "Strategy", required=True),
+        ActionParam("slot", STRING, "Slot", required=True),
+        ActionParam("count", NUMBER, "How many products"),
+    )),
+    "add_segment": ActionSpec("Add to segment", (
+        ActionParam("segment", STRING, "Segment", required=True),
+    )),
+}
+ACTIONS = tuple(ACTION_CATALOG)
 RULE_KEYS = {"name", "description", "priority", "enabled", "active", "when", "then"}
 RULESET_KEYS = {"name", "description", "stacking", "four_eyes", "rules"}
+
+# -- offer economics (#19): holdouts and frequency caps -----------------------------------
+# ``holdout: {share, experiment}`` on a ruleset or a rule (rulesets/holdout.py);
+# ``caps: {per_day, per_week}`` on a ruleset: offers per shopper across its rules
+# (decisions/runtime/offers.py; the global caps are settings).
+HOLDOUT_PARAMS: tuple[ActionParam, ...] = (
+    ActionParam("share", NUMBER, "Hold out (share of eligible shoppers, 0-0.5)"),
+    ActionParam("experiment", STRING, "Experiment name (a new name reshuffles the groups)"),
+)
+CAP_PARAMS: tuple[ActionParam, ...] = (
+    ActionParam("per_day", NUMBER, "Offers per shopper per day (all rules of the ruleset)"),
+    ActionParam("per_week", NUMBER, "Offers per shopper per week (all rules of the ruleset)"),
+)
+RULE_KEYS = RULE_KEYS | {"holdout"}
+RULESET_KEYS = RULESET_KEYS | {"holdout", "caps"}

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from decisions.core.db import utcnow
 from decisions.core.errors import Conflict, Forbidden, NotFound, ValidationError
-from rulesets.diff import diff_documents
+from rulesets.diff import diff_documents, summary
 from rulesets.models import AuditEntry, Ruleset, RulesetDraft, RulesetVersion
 from rulesets.validate import validate
 
@@ -158,7 +158,8 @@ class RulesetStore:
                     assert latest is not None
                     raise Conflict(
                         f'"{doc["name"]}" was changed since you started editing: version '
-                        f"{latest.version} was published by {latest.author} at "
+                        f"{latest.version} was published by "
+                        f"{latest.approved_by or latest.author} at "
                         f"{latest.created_at:%Y-%m-%d %H:%M:%S} UTC; reload and apply your "
                         "change again")
                 draft = RulesetDraft(ruleset_id=rs.id, document=doc, revision=1,
@@ -182,7 +183,8 @@ class RulesetStore:
             if rs.active_version is None:  # else four_eyes changes when a version goes live
                 rs.four_eyes = doc["four_eyes"]
             rs.updated_at = utcnow()
-            self._audit(s, actor, "save_draft", doc["name"], None, before, doc)
+            self._audit(s, actor, "save_draft", doc["name"], None, before, doc,
+                        summary(before, doc))
             s.flush()
             return DraftInfo(doc["name"], draft.revision, doc, actor, draft.updated_at,
                              draft.base_version, None)
@@ -205,7 +207,10 @@ class RulesetStore:
                 if approved_by == draft.updated_by:
                     raise Forbidden(
                         "the approver must be someone other than the draft's last editor")
-            version = self._new_version(s, rs, doc, actor, comment, approved_by)
+            # the version is the writer's; whoever else published it approved it
+            writer = draft.updated_by
+            approver = approved_by or (actor if actor != writer else None)
+            version = self._new_version(s, rs, doc, writer, comment, approver)
             rs.four_eyes = doc["four_eyes"]
             s.delete(draft)
             self._audit(s, actor, "publish", name, version, self._active_doc(s, rs, version - 1),

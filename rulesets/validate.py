@@ -14,11 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from decisions.core.errors import FieldError, ValidationError
+from decisions.core.events import parse_time
 from rulesets.document import Lines, line_of
 from rulesets.language import (
+    ACTION_CATALOG,
     ACTIONS,
     BOOL,
+    CAP_PARAMS,
     FIELDS,
+    HOLDOUT_PARAMS,
     LIST,
     NUMBER,
     OPERATORS,
@@ -86,6 +90,7 @@ def validate(document: Any, lines: Lines | None = None) -> dict[str, Any]:
     seen: dict[str, int] = {}
     for i, rule in enumerate(rules):
         _rule(rule, f"rules[{i}]", err, seen)
+    _economics(document, err)
     if err.errors:
         raise ValidationError("invalid ruleset", err.errors)
     return normalise(document)
@@ -140,10 +145,7 @@ def _active(active: Any, path: str, err: _Collector) -> None:
         if value is None:
             continue
         try:
-            if isinstance(value, datetime):
-                parsed[key] = value
-            else:
-                parsed[key] = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            parsed[key] = parse_time(value if isinstance(value, datetime) else str(value))
         except ValueError:
             err(f"{path}.{key}", f"expected an ISO 8601 date-time, got {_show(value)}")
     if "from" in parsed and "until" in parsed:
@@ -292,11 +294,8 @@ def _action(action: Any, path: str, err: _Collector) -> None:
     if not isinstance(params, dict):
         err(apath, "expected an object of parameters")
         return
-    allowed: dict[str, tuple[str, bool]]
+    allowed = {p.name: (p.type, p.required) for p in ACTION_CATALOG[name].params}
     if name == "discount":
-        allowed = {"percent": (NUMBER, False), "amount": (NUMBER, False), "code": (STRING, False),
-                   "min_basket": (NUMBER, False), "expires_minutes": (NUMBER, False),
-                   "per_user_cap": (NUMBER, False), "products": (LIST, False)}
         has = [k for k in ("percent", "amount") if k in params]
         if len(has) != 1:
             err(apath, "give exactly one of percent or amount")
@@ -305,12 +304,9 @@ def _action(action: Any, path: str, err: _Collector) -> None:
         if _is_number(params.get("amount")) and params["amount"] <= 0:
             err(f"{apath}.amount", "must be above 0")
     elif name == "recommend":
-        allowed = {"strategy": (STRING, True), "slot": (STRING, True), "count": (NUMBER, False)}
         if isinstance(params.get("strategy"), str) and params["strategy"] not in STRATEGIES:
             err(f"{apath}.strategy", f'unknown strategy "{params["strategy"]}" '
                 f"(expected one of {', '.join(STRATEGIES)})")
-    else:
-        allowed = {"segment": (STRING, True)}
     for key, value in params.items():
         if key not in allowed:
             err(f"{apath}.{key}", f"unknown parameter (expected one of {', '.join(allowed)})")
@@ -348,4 +344,58 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
             "when": rule["when"],
             "then": rule["then"],
         })
+    _normalise_economics(document, out)
     return out
+
+
+# -- offer economics (#19): holdouts and frequency caps -----------------------------------
+def _economics(document: dict[str, Any], err: _Collector) -> None:
+    if "holdout" in document:
+        _holdout(document["holdout"], "holdout", err)
+    caps = document.get("caps")
+    if "caps" in document:
+        if not isinstance(caps, dict):
+            err("caps", "expected an object with per_day and/or per_week")
+        else:
+            _params(caps, "caps", CAP_PARAMS, err)
+            for key in ("per_day", "per_week"):
+                value: Any = caps.get(key)
+                if _is_number(value) and (value < 1 or value != int(value)):
+                    err(f"caps.{key}", "must be a whole number of at least 1")
+    for i, rule in enumerate(document.get("rules") or []):
+        if isinstance(rule, dict) and "holdout" in rule:
+            _holdout(rule["holdout"], f"rules[{i}].holdout", err)
+
+
+def _holdout(spec: Any, path: str, err: _Collector) -> None:
+    if not isinstance(spec, dict):
+        err(path, "expected an object with share and optionally experiment")
+        return
+    _params(spec, path, HOLDOUT_PARAMS, err)
+    share: Any = spec.get("share")
+    if "share" not in spec:
+        err(f"{path}.share", "required")
+    elif _is_number(share) and not 0 < share <= 0.5:
+        err(f"{path}.share", "must be above 0 and at most 0.5 (a share, not a percentage)")
+    experiment = spec.get("experiment")
+    if isinstance(experiment, str) and not NAME.match(experiment.replace("/", "-")):
+        err(f"{path}.experiment", "lowercase letters, digits, -, _ and / (up to 100)")
+
+
+def _params(spec: dict[str, Any], path: str, params: tuple[Any, ...], err: _Collector) -> None:
+    allowed = {p.name: p.type for p in params}
+    for key, value in spec.items():
+        if key not in allowed:
+            err(f"{path}.{key}", f"unknown field (expected one of {', '.join(allowed)})")
+        elif not _value_ok(allowed[key], value):
+            err(f"{path}.{key}", f"expected {_TYPE_WORD[allowed[key]]}, got {_show(value)}")
+
+
+def _normalise_economics(document: dict[str, Any], out: dict[str, Any]) -> None:
+    """Holdouts and caps are kept only where given (older versions stay as they were)."""
+    for key in ("holdout", "caps"):
+        if document.get(key):
+            out[key] = dict(document[key])
+    for rule, normal in zip(document["rules"], out["rules"], strict=True):
+        if rule.get("holdout"):
+            normal["holdout"] = dict(rule["holdout"])

@@ -38,7 +38,7 @@ def offer(user_id: str, rule: str, *, priority: int = 0, stackable: bool = True,
         "expires_at": expires.isoformat().replace("+00:00", "Z"),
         "expires_ms": int(expires.timestamp() * 1000),
         "created_at": now.isoformat().replace("+00:00", "Z"),
-        "reason": {"cart_value": 150}, "event_id": f"e-{rule}",
+        "reason": f"rule {rule}: cart_value=150", "event_id": f"e-{rule}",
     }
 
 

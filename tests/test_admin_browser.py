@@ -160,6 +160,14 @@ def test_marketer_flow(browser: Any, served: str, settings: Settings, clean_db: 
         # added in place by editor.js (no reload), with the focus on the new field picker
         assert page.evaluate("window.samePage === true")
         assert page.evaluate("document.activeElement.id") == "f-rules-1-when-all-1-field"
+        # the field picker's search box narrows ~90 fields to the matches (new rows too)
+        search = page.locator(f"{p}-when-all-1 .field-search")
+        search.fill("cart val")
+        assert page.locator(f"{p}-when-all-1-field").input_value() == "state.cart_value"
+        visible = page.eval_on_selector(
+            f"{p}-when-all-1-field",
+            "s => [...s.options].filter(o => !o.hidden && !o.parentNode.hidden).length")
+        assert 1 <= visible < 5
         page.locator(f"{p}-when-all-1-field").select_option("state.cart_value")
         page.locator(f"{p}-when-all-1-op").select_option("gt")
         page.locator(f"{p}-when-all-1-value").fill("200")

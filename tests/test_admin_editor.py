@@ -3,6 +3,7 @@ structural edits, the source view in both directions, optimistic concurrency."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -202,3 +203,18 @@ def test_error_paths_in_words() -> None:
     }
     for path, words in cases.items():
         assert forms.describe_path(path, 2) == words, path
+
+
+def test_editor_speaks_marketer(signed_in: SignIn, starter: RulesetStore) -> None:
+    doc = starter.get_version("storefront").document
+    doc["rules"][0]["active"] = {"from": "2026-06-01T09:30:00+00:00"}
+    doc["rules"][0]["then"].append({"recommend": {"strategy": "covisit", "slot": "cart"}})
+    starter.save_draft(doc, "seed")
+    client, _ = signed_in("editor")
+    page = client.get("/rulesets/storefront/rules/0").text
+    assert 'type="datetime-local"' in page and 'value="2026-06-01T09:30"' in page
+    # the label, the path only as a tooltip
+    assert re.search(r'<option value="state.cart_value" title="state.cart_value"\s*>Cart value<',
+                     page)
+    assert "Viewed together with this one</option>" in page
+    assert 'list="known-slots"' in page and '<option value="product_page">Product page' in page

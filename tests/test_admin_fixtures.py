@@ -36,7 +36,8 @@ def password(username: str) -> str:
 @pytest.fixture
 def admin_settings(settings: Settings) -> Settings:
     return replace(settings, secret_key=Secret("test-admin-secret"),
-                   admin_login_max_failures=3, admin_login_lockout_seconds=60)
+                   admin_login_max_failures=3, admin_login_max_failures_per_address=12,
+                   admin_login_lockout_seconds=60)
 
 
 @pytest.fixture

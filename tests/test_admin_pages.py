@@ -27,7 +27,7 @@ def test_every_page_renders(signed_in: SignIn, starter: RulesetStore) -> None:
         assert response.headers["x-frame-options"] == "DENY"
 
 
-def test_works_mounted_under_a_prefix(admin_settings, admin_users, starter) -> None:  # noqa: F811
+def test_works_mounted_under_a_prefix(admin_settings, admin_users, starter) -> None:
     """``decisions up`` mounts the admin at /admin inside the storefront API."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
@@ -56,7 +56,7 @@ def test_works_mounted_under_a_prefix(admin_settings, admin_users, starter) -> N
         admin.state.admin.close()
 
 
-def test_unreachable_redis_is_a_503_page(admin_settings, admin_users) -> None:  # noqa: F811
+def test_unreachable_redis_is_a_503_page(admin_settings, admin_users) -> None:
     from dataclasses import replace
 
     from admin.app import create_app
@@ -74,7 +74,7 @@ def test_unreachable_redis_is_a_503_page(admin_settings, admin_users) -> None:  
         app.state.admin.close()
 
 
-def test_mounted_in_the_storefront_api(admin_settings, admin_users, starter) -> None:  # noqa: F811
+def test_mounted_in_the_storefront_api(admin_settings, admin_users, starter) -> None:
     """As ``decisions up`` serves it: inside the API app, whose lifespan is the only one."""
     from starlette.routing import Mount
 
@@ -99,3 +99,16 @@ def test_mounted_in_the_storefront_api(admin_settings, admin_users, starter) -> 
             assert missing.status_code == 404 and "Not found" in missing.text
     finally:
         admin.state.admin.close()
+
+
+def test_rules_list_speaks_marketer(signed_in: SignIn, starter: RulesetStore) -> None:
+    doc = starter.get_version("storefront").document
+    doc["rules"][1]["enabled"] = False
+    doc["rules"][2]["active"] = {"until": "2020-01-01T00:00:00+00:00"}
+    starter.save_draft(doc, "seed")
+    client, _ = signed_in("viewer")
+    page = client.get("/rulesets/storefront").text
+    assert '<th scope="col">Status</th>' in page
+    assert "On, always" in page and "Off (disabled)" in page and "Ended Jan 1, 2020" in page
+    assert "$5.00 off orders of $50.00 or more (code COMEBACK5)" in page
+    assert "10% off (code CART10)" in page

@@ -13,9 +13,9 @@ import redis
 from sqlalchemy import Engine, text
 
 from admin import users
-from admin.charts import bar_chart
+from admin.charts import bar_chart, trend_chart
 from admin.diffview import rule_changes, side_by_side
-from admin.reports import RulePerformance, granted, performance
+from admin.reports import RulePerformance, daily, granted, performance
 from decisions.cli import main as cli
 from decisions.core.events import Event
 from decisions.core.settings import Settings
@@ -111,16 +111,33 @@ def test_performance_per_rule(clean_db: Engine) -> None:
     assert rows["win-back"].discount == 5.0 and rows["win-back"].conversion == 1.0
     assert rows["first-visit"].fires == 0 and rows["first-visit"].conversion is None
     assert granted({"type": "percent", "value": 10}, None) == 0.0
+    day0 = datetime(2026, 10, 4, tzinfo=UTC)
+    days = daily(clean_db, "storefront", day0, day0 + timedelta(days=3))
+    assert [(d.day.isoformat(), d.fires, d.redemptions) for d in days] == [
+        ("2026-10-04", 0, 0), ("2026-10-05", 3, 2), ("2026-10-06", 0, 0)]
+    trend = trend_chart(days)
+    assert [label for _, label in trend.labels] == ["Oct 4", "Oct 5", "Oct 6"]
 
 
 def test_chart_scales_bars_to_the_largest_value() -> None:
     chart = bar_chart([RulePerformance("a", fires=50, impressions=25, redemptions=5),
                        RulePerformance("b", fires=10)])
-    heights = {b.title: b.height for b in chart.bars}
-    assert heights["a: 50 fires"] == pytest.approx(2 * heights["a: 25 impressions"])
-    assert heights["a: 50 fires"] == pytest.approx(chart.height - 12 - 56)  # full height
+    lengths = {b.title: b.width for b in chart.bars}
+    assert lengths["a: 50 fires"] == pytest.approx(2 * lengths["a: 25 impressions"])
+    assert lengths["a: 50 fires"] == pytest.approx(chart.width - 210 - 16)  # full width
     assert [label for _, label in chart.labels] == ["a", "b"]
     assert bar_chart([]).bars == []
+
+
+def test_chart_with_many_rules_keeps_every_label_apart() -> None:
+    rows = [RulePerformance(f"rule-with-a-rather-long-name-{i}", fires=i) for i in range(11)]
+    chart = bar_chart(rows)
+    ys = [t.y for t in chart.texts if t.css == "label end"]
+    assert len(ys) == 11 and all(b - a >= 12 for a, b in zip(ys, ys[1:], strict=False))
+    assert all(len(t.text) <= 30 for t in chart.texts if t.css == "label end")
+    assert [name for _, name in chart.labels] == [r.rule for r in rows]  # full names kept
+    bars = {(round(b.y), round(b.y + b.height)) for b in chart.bars}
+    assert len(bars) == 33  # no two bars on top of each other
 
 
 def test_side_by_side_diff_and_summary() -> None:

@@ -39,6 +39,7 @@ LEAST_ROLE: dict[tuple[str, str], str | None] = {
     ("POST", "publish"): "publisher", ("POST", "rollback"): "publisher",
     ("GET", "audit"): "viewer", ("GET", "audit_entry"): "viewer", ("GET", "performance"): "viewer",
     ("GET", "users"): "admin", ("POST", "add_user"): "admin", ("POST", "change_role"): "admin",
+    ("POST", "change_password"): "admin", ("POST", "remove_user"): "admin",
 }
 PARAMS = {"name": "storefront", "index": "0", "run_id": "0123456789ab", "entry_id": "1"}
 
@@ -87,7 +88,7 @@ def test_below_the_role_is_refused_even_with_a_hand_crafted_post(
             assert "Not allowed" in response.text and f"needs the {least} role" in response.text
             assert "Sign out" in response.text  # the error page has the layout
             checked += 1
-    assert checked == 24  # 16 refusals for viewer, 5 for editor, 3 for publisher
+    assert checked == 30  # 18 refusals for viewer, 7 for editor, 5 for publisher
     assert footprint(clean_db) == before
     assert starter.get_version("storefront").version == 1
 
@@ -140,8 +141,9 @@ def test_publisher_publishes_viewer_cannot(signed_in: SignIn, starter: RulesetSt
     assert done.status_code == 303 and done.headers["location"] == "/rulesets/storefront/history"
     assert "Published storefront version 2" in publisher.get(done.headers["location"]).text
     version = starter.versions("storefront")[0]
-    assert (version.version, version.author, version.comment) == (2, "publisher",
-                                                                  "raise the priority")
+    # the writer is the author; the publisher, someone else, approved it
+    assert (version.version, version.author, version.approved_by, version.comment) == (
+        2, "editor", "publisher", "raise the priority")
     rolled = post(publisher, "/rulesets/storefront/rollback", ptoken, to_version="1")
     assert rolled.status_code == 303
     assert starter.get_version("storefront").version == 3
@@ -154,16 +156,21 @@ def test_four_eyes_needs_a_second_person(signed_in: SignIn, starter: RulesetStor
     page = publisher.get("/rulesets/storefront")
     data = {"description": "guarded", "four_eyes": "on", "revision": "", "base_version": "1"}
     assert post(publisher, "/rulesets/storefront/settings", token, **data).status_code == 303
-    assert "Approve and publish" in publisher.get("/rulesets/storefront").text
+    own_page = publisher.get("/rulesets/storefront").text
+    assert "Approve and publish" not in own_page  # not offered to the draft's own editor
+    assert "you edited this draft last" in own_page
     own = post(publisher, "/rulesets/storefront/publish", token, revision="1", comment="mine")
     assert "Not published" in publisher.get(own.headers["location"]).text
     assert starter.get_version("storefront").version == 1
     second, token2 = signed_in("publisher2")
+    assert "Approve and publish" in second.get("/rulesets/storefront").text
     done = post(second, "/rulesets/storefront/publish", token2, revision="1", comment="ok")
     assert done.status_code == 303
     version = starter.versions("storefront")[0]
-    assert (version.version, version.author, version.approved_by) == (2, "publisher2",
+    assert (version.version, version.author, version.approved_by) == (2, "publisher",
                                                                       "publisher2")
+    history = second.get("/rulesets/storefront/history").text
+    assert "Written by" in history and "approved by publisher2" in history
     assert page.status_code == 200
 
 

@@ -98,3 +98,90 @@ def test_backtest_over_http_with_progress(signed_in: SignIn, starter: RulesetSto
     bad = post(client, "/rulesets/storefront/backtest/start", token, **{"from": day,
                                                                         "to": "2000-01-01"})
     assert "Choose a period" in client.get(bad.headers["location"]).text
+
+
+def test_try_it_with_the_event_form_puts_fired_rules_first(signed_in: SignIn,
+                                                           starter: RulesetStore) -> None:
+    client, token = signed_in("viewer")
+    page = client.get("/rulesets/storefront/try").text
+    assert 'name="prop.add_to_cart.price"' in page and "Add to cart</option>" in page
+    response = post(client, "/rulesets/storefront/try", token, which="published",
+                    source="form", etype="add_to_cart", user_id="u-form",
+                    **{"prop.add_to_cart.product_id": "p-1", "prop.add_to_cart.price": "250",
+                       "prop.add_to_cart.quantity": "1"},
+                    profile=json.dumps({"state": {"cart_value": 250,
+                                                  "since_page_checkout": 60}}),
+                    now=now().strftime("%Y-%m-%dT%H:%M:%S"))
+    assert response.status_code == 200, response.text[-2000:]
+    html = response.text
+    fired = html.index("high-value-cart <span class=\"badge ok\">fires")
+    quiet = html.index('<details class="card quiet-rules">')
+    assert fired < quiet  # the rules that fire come first; the others folded below
+    assert re.search(r"4 rules would not fire: cart-abandonment, viewed-then-added, "
+                     r"win-back, first-visit-welcome", html.replace("\n", " "))
+    # a required property missing is named next to its input
+    missing = post(client, "/rulesets/storefront/try", token, which="published",
+                   source="form", etype="add_to_cart", profile="", now="",
+                   **{"prop.add_to_cart.product_id": "p-1", "prop.add_to_cart.price": "x"})
+    assert missing.status_code == 422
+    assert 'id="t-prop.add_to_cart.price-error">a number' in missing.text
+    assert 'id="t-prop.add_to_cart.quantity-error">required' in missing.text
+
+
+def test_try_it_on_a_shoppers_last_event(signed_in: SignIn, starter: RulesetStore,
+                                         clean_db) -> None:
+    t0 = now() - minutes(2)
+    EventArchive(clean_db).write_batch([parse_event(e) for e in (
+        event("page_view", "u-real", t0, page="home"),
+        event("search", "u-real", t0 + minutes(1), query="red shoes"))])
+    client, token = signed_in("viewer")
+    assert '<option value="u-real">' in client.get("/rulesets/storefront/try").text
+    response = post(client, "/rulesets/storefront/try", token, which="published",
+                    source="last", user_id="u-real", profile="", now="")
+    assert response.status_code == 200, response.text[-2000:]
+    assert "Event search of u-real" in response.text
+    unknown = post(client, "/rulesets/storefront/try", token, which="published",
+                   source="last", user_id="nobody", profile="", now="")
+    assert unknown.status_code == 422 and "no archived event of nobody" in unknown.text
+
+
+def test_marks_inside_not_show_each_conditions_own_truth(signed_in: SignIn,
+                                                         starter: RulesetStore) -> None:
+    doc = starter.get_version("storefront").document
+    doc["rules"].append({"name": "not-recent", "priority": 1, "when": {"all": [
+        {"field": "event.type", "op": "eq", "value": "add_to_cart"},
+        {"not": {"field": "state.since_page_checkout", "op": "within", "value": 600}}]},
+        "then": [{"discount": {"percent": 1}}]})
+    starter.save_draft(doc, "seed")
+    client, token = signed_in("viewer")
+    response = post(client, "/rulesets/storefront/try", token, which="draft",
+                    event=json.dumps({"type": "add_to_cart", "properties": {
+                        "product_id": "p-1", "price": 10.0, "quantity": 1}}),
+                    profile=json.dumps({"state": {"since_page_checkout": 120.123456}}),
+                    now="")
+    html = " ".join(response.text.split())
+    start = html.index("not-recent <span")
+    card = html[start:html.index("</div>", start)]
+    # the not does not hold (the checkout was 120 s ago) ...
+    assert '<li class="no"><span class="mark" aria-hidden="true">✗</span>' \
+           '<span class="sr-only"> (does not hold)</span> none of this (not)' in card
+    # ... because its condition holds: ✓, with the value rounded
+    assert re.search(r'<li class="ok"><span class="mark" aria-hidden="true">✓</span>.*'
+                     r"within \(seconds\) 600.*is <strong>120.12</strong>", card)
+
+
+def test_event_form_parsing() -> None:
+    from admin import tryform
+
+    event_, errors = tryform.event_from_form({
+        "etype": "purchase", "prop.purchase.order_id": "o-1", "prop.purchase.total": "200",
+        "prop.purchase.items": "p-1, 120, 1\np-2, 80, 1"}, "u-1")
+    assert errors == {}
+    assert event_ == {"type": "purchase", "user_id": "u-1", "properties": {
+        "order_id": "o-1", "total": 200.0, "items": [
+            {"product_id": "p-1", "price": 120.0, "quantity": 1},
+            {"product_id": "p-2", "price": 80.0, "quantity": 1}]}}
+    assert tryform.form_values(event_)["prop.purchase.items"] == "p-1, 120.0, 1\np-2, 80.0, 1"
+    _, errors = tryform.event_from_form({"etype": "purchase", "prop.purchase.items": "p-1"}, "")
+    assert errors["prop.purchase.items"] == "each line: product id, price, quantity"
+    assert errors["prop.purchase.order_id"] == "required"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,9 +21,14 @@ pytest_plugins = ["tests.api_fixtures"]
 
 
 
-def event(n: int, user: str = "u-1", **props: Any) -> dict[str, Any]:
+# a minute ago, to the second (event times are accepted within a window around now)
+TS = (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0)
+TS_TEXT = TS.isoformat().replace("+00:00", "Z")
+
+
+def event(n: int, user: str = "u-1", ts_: str = "", **props: Any) -> dict[str, Any]:
     return {"event_id": f"e-{n}", "type": "add_to_cart", "user_id": user,
-            "ts": "2026-11-26T12:00:00Z",
+            "ts": ts_ or TS_TEXT,
             "properties": {"product_id": "p-9", "price": 120.0, "quantity": 2, **props}}
 
 
@@ -65,7 +71,7 @@ def test_one_event_is_acknowledged_then_202(
     assert [r.key for r in records] == [b"u-42"]
     value = orjson.loads(records[0].value)
     assert value["event_id"] == "e-1" and value["properties"]["price"] == 120.0
-    assert value["ts"] == "2026-11-26T12:00:00.000Z"
+    assert value["ts"] == TS_TEXT.replace("Z", ".000Z")
 
 
 def test_a_batch_is_produced_whole(
@@ -137,3 +143,42 @@ def test_broker_down_is_503_with_retry_after_never_202(
         assert 'decisions_api_breaker_state{dependency="kafka"} 2.0' in test_client.get(
             "/metrics").text
 
+
+
+# The cases of issue #17, points 1 and 2: each answered 4xx naming its field, not 500.
+def _deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+ISSUE_CASES: dict[str, tuple[bytes, str]] = {
+    "ts in year 9999": (orjson.dumps(event(1, ts_="9999-12-31T23:59:59Z")), "ts"),
+    "ts of year 1 with +01:00": (orjson.dumps(event(1, ts_="0001-01-01T00:00:00+01:00")), "ts"),
+    "ts of 9999 with -01:00": (orjson.dumps(event(1, ts_="9999-12-31T23:30:00-01:00")), "ts"),
+    "NUL in user_id": (orjson.dumps(event(1, user="u\x00")), "user_id"),
+    "NUL in a property": (orjson.dumps(event(1, category="a\x00")), "properties.category"),
+    "price 1e308": (orjson.dumps(event(1, price=1e308, quantity=10)), "properties.price"),
+    "quantity 2**64": (orjson.dumps(event(1)).replace(b'"quantity":2',
+                                                      b'"quantity":18446744073709551616'),
+                       "properties.quantity"),
+    "type {}": (orjson.dumps({**event(1), "type": {}}), "type"),
+    "type []": (orjson.dumps({**event(1), "type": []}), "type"),
+    "nested 300 deep": (orjson.dumps(event(1, deep="D")).replace(b'"D"', _deep(300)),
+                        "properties.deep"),
+    "user_id of U+0085": (orjson.dumps(event(1, user="\x85")), "user_id"),
+    "spread timestamps": (orjson.dumps([
+        event(i, ts_=f"{1990 + i // 12}-{i % 12 + 1:02d}-01T00:00:00Z") for i in range(400)]),
+        "[0].ts"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ISSUE_CASES))
+def test_bad_input_gets_4xx_naming_the_field(
+    name: str, topics: Settings, client: TestClient, writer: dict[str, str]
+) -> None:
+    body, field = ISSUE_CASES[name]
+    resp = client.post("/v1/events", content=body,
+                       headers={**writer, "Content-Type": "application/json"})
+    assert 400 <= resp.status_code < 500, resp.text
+    error = resp.json()["error"]
+    assert error["code"] in {"validation_error", "bad_request"}
+    assert any(d["field"].startswith(field) for d in error["details"]), error

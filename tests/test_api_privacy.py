@@ -49,8 +49,10 @@ def seed(redis_client: redis.Redis, engine: Engine, user: str) -> None:
 
 
 def held(redis_client: redis.Redis, engine: Engine, user: str) -> list[str]:
-    """Every trace of the user: Redis keys and members, PostgreSQL rows."""
-    found = [k.decode() for k in redis_client.scan_iter(count=1000) if user.encode() in k]
+    """Every trace of the user: Redis keys and members, PostgreSQL rows (but the
+    tombstone, kept on purpose: see tests/test_erasure.py)."""
+    found = [k.decode() for k in redis_client.scan_iter(count=1000) if user.encode() in k
+             and k != keys.erased(user).encode()]
     members: Any = redis_client.zrange(keys.DEADLINES, 0, -1)
     found += [m.decode() for m in members if m.decode().startswith(user + "|")]
     with engine.connect() as conn:

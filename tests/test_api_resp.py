@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from api.resp import FastRedis, RespError
+from decisions.core.resp.multiplexed import FastRedis, RespError
 
 
 def test_pipelines_errors_and_a_late_reply(services: dict[str, str]) -> None:

@@ -84,6 +84,20 @@ def test_no_import_runs_up_a_floor() -> None:
     assert violations(imports()) == []
 
 
+def test_only_the_kafka_wrapper_imports_kafka_python() -> None:
+    """kafka-python's types stay inside decisions/runtime/kafka.py (our wrapper)."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
+                         else [a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [])
+                if any(n == "kafka" or n.startswith("kafka.") for n in names):
+                    found.append(str(path.relative_to(ROOT)))
+    assert sorted(set(found)) == ["decisions/runtime/kafka.py"]
+
+
 def test_every_module_is_on_a_floor() -> None:
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):

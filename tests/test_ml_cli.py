@@ -109,3 +109,25 @@ def test_bad_arguments_name_the_problem(env: Settings, capsys: pytest.CaptureFix
     code, _, err = run(capsys, "models", "train", "churn_risk", "--from", "2026-01-02",
                        "--to", "2026-01-01")
     assert code == 2 and "is not before" in err
+
+
+def test_sample_history_gives_a_fresh_demo_something_to_train_on(
+    env: Settings, clean_db: Engine, capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run(capsys, "models", "sample-history", "--users", "30", "--days", "3")
+    assert code == 2 and "pass --yes if that database is a scratch or demo one" in err
+    code, out, err = run(capsys, "models", "sample-history", "--users", "30", "--days", "3",
+                         "--seed", "5", "--yes")
+    assert code == 0, err
+    with clean_db.connect() as conn:
+        count, users, newest = conn.execute(text(
+            "SELECT count(*), count(DISTINCT user_id), max(ts) FROM events")).one()
+    assert f"archived {count} generated events" in out and users <= 30 and count > 30
+    assert all(u.startswith("u-5-") for u in conn_users(clean_db))
+    assert newest <= datetime.now(UTC)
+    assert "models train purchase_intent --days 3 --warmup-days 0" in out
+
+
+def conn_users(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT DISTINCT user_id FROM events"))]

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from decisions.core import keys
 from decisions.core.events import parse_event
-from decisions.core.rawredis import RawPipeline, RawScript
+from decisions.core.resp.pipeline import RawPipeline, RawScript
 from decisions.core.settings import Settings
 from decisions.runtime import next_click
 from decisions.runtime.kafka import ensure_topics

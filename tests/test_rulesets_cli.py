@@ -101,7 +101,7 @@ def test_import_export_publish_rollback_diff_history(
 
     code, out, _ = run(capsys, "export", "storefront", "--format", "json")
     exported = json.loads(out)
-    assert exported == cli_env.get_version("storefront").document
+    assert validate(exported) == cli_env.get_version("storefront").document
     exported["rules"][0]["when"]["all"][1]["value"] = 300
     edited = tmp_path / "storefront.yaml"
     edited.write_text(yaml.safe_dump(exported))

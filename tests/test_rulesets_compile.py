@@ -9,9 +9,10 @@ from typing import Any
 
 from decisions.core.errors import ValidationError
 from decisions.core.events import Event
-from decisions.runtime.engine import RuleEngine, build_fact
-from rulesets.compile import CHUNK_PATHS, compile_ruleset
+from decisions.runtime.engine import RuleEngine
+from rulesets.compile import CHUNK_PATHS, CompiledRuleset, compile_ruleset
 from rulesets.explain import holds
+from rulesets.facts import build_fact
 from rulesets.validate import validate
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -37,7 +38,7 @@ def test_hundreds_of_rules_matching_one_event_all_fire() -> None:
               "then": SEGMENT} for i in range(300)]
     doc = {"name": "many", "rules": rules}
     compiled = compile_ruleset(validate(doc), 1)
-    assert len(compiled.by_type["page_view"]) == 300 // CHUNK_PATHS + 1
+    assert len(_definitions(compiled, "page_view")) == 300 // CHUNK_PATHS + 1
     assert fired(doc, cart_value=1000) == [f"r{i:03}" for i in reversed(range(300))]
     assert fired(doc, cart_value=10) == [f"r{i:03}" for i in reversed(range(10))]
 
@@ -49,7 +50,7 @@ def test_not_exists_fires_without_hanging() -> None:
          "then": SEGMENT}]}
     assert fired(doc) == ["no-model"]
     compiled = compile_ruleset(validate(doc), 1)
-    assert "$nex" not in str(compiled.by_type)
+    assert "$nex" not in str([c.definition for c in compiled.chunks.values()])
 
 
 def test_a_rule_with_many_alternatives_is_checked_in_python() -> None:
@@ -59,7 +60,7 @@ def test_a_rule_with_many_alternatives_is_checked_in_python() -> None:
                     {"field": "customer.consent", "op": "eq", "value": True}]}
     doc = {"name": "t", "rules": [{"name": "wide", "when": when, "then": SEGMENT}]}
     compiled = compile_ruleset(validate(doc), 1)
-    assert list(compiled.by_type["page_view"][0]["r_wide"]["all"][0]["m"]) == [
+    assert list(_definitions(compiled, "page_view")[0]["r_wide"]["all"][0]["m"]) == [
         next(iter(compiled.derived))]
     event = view()
     for customer, expected in (({"tier": "t3", "consent": True}, ["wide"]),
@@ -81,7 +82,7 @@ def test_rules_out_of_their_window_are_not_evaluated() -> None:
                    "then": SEGMENT} for i in range(20)]
     doc = {"name": "seasons", "rules": rules}
     compiled = compile_ruleset(validate(doc), 1)
-    spans = compiled.spans_by_type["page_view"]
+    spans = [c.span for c in compiled.chunks_of("page_view")]
     assert sum(1 for lo, hi in spans if lo <= view().ts_ms < hi) < len(spans)
     assert sorted(fired(doc, cart_value=1)) == sorted(f"d1-r{i}" for i in range(20))
     later = view(NOW + timedelta(days=2, hours=1))
@@ -96,7 +97,7 @@ def test_only_the_keys_rules_read_are_posted_and_reasons_name_them() -> None:
             {"field": "user.segments", "op": "contains", "value": "vip"}]},
         "then": SEGMENT}]}
     compiled = compile_ruleset(validate(doc), 4)
-    assert compiled.chunk_reads["page_view"] == [("s_cart_value",)]
+    assert [c.reads for c in compiled.chunks_of("page_view")] == [("s_cart_value",)]
     event = view()
     [match] = RuleEngine().evaluate(compiled, event, build_fact(
         event, {"cart_value": 150, "segments": ["vip"], "order_count": 3}))
@@ -145,8 +146,8 @@ def test_rules_indexed_by_an_event_property_meet_only_events_with_its_value() ->
         rule("prefix", {"field": "event.category", "op": "prefix", "value": "sh"}),
     ]}
     compiled = compile_ruleset(validate(doc), 1)
-    unkeyed, keyed = compiled.index_by_type["product_view"]
-    chunks = compiled.by_type["product_view"]
+    unkeyed, keyed = compiled.types["product_view"].index
+    chunks = _definitions(compiled, "product_view")
     assert {name for i in unkeyed for name in chunks[i]} == {
         "r_untargeted", "r_not-shoes", "r_shoes-or-cheap", "r_prefix"}
     tables = dict(keyed)
@@ -194,8 +195,8 @@ def test_a_value_with_many_rules_has_rulesets_of_its_own() -> None:
         {"field": "event.category", "op": "eq", "value": "toys"}]}, "then": SEGMENT})
     doc = {"name": "toys", "rules": rules}
     compiled = compile_ruleset(validate(doc), 1)
-    unkeyed, keyed = compiled.index_by_type["product_view"]
-    chunks = compiled.by_type["product_view"]
+    unkeyed, keyed = compiled.types["product_view"].index
+    chunks = _definitions(compiled, "product_view")
     assert unkeyed == ()
     own = dict(keyed)["e_category"]["toys"]
     assert len(own) == 2 and sum(len(chunks[i]) for i in own) == 41
@@ -259,7 +260,7 @@ def test_compiled_rules_fire_exactly_when_their_conditions_hold() -> None:
         rules.append(rule)
     doc = _valid_subset(rules)
     compiled = compile_ruleset(doc, 1)
-    assert any(keyed for _, keyed in compiled.index_by_type.values())
+    assert any(keyed for _, keyed in (plan.index for plan in compiled.types.values()))
     engine = RuleEngine()
     total = 0
     for n in range(400):
@@ -334,8 +335,8 @@ def test_a_long_list_of_values_is_not_indexed() -> None:
             {"field": "event.product_id", "op": "in", "value": products[:3]}]},
          "then": SEGMENT}]}
     compiled = compile_ruleset(validate(doc), 1)
-    unkeyed, keyed = compiled.index_by_type["product_view"]
-    assert {n for i in unkeyed for n in compiled.by_type["product_view"][i]} == {"r_listed"}
+    unkeyed, keyed = compiled.types["product_view"].index
+    assert {n for i in unkeyed for n in _definitions(compiled, "product_view")[i]} == {"r_listed"}
     assert sorted(dict(keyed)["e_product_id"]) == products[:3]
     assert fired(doc, product_event(product="p-599")) == ["listed"]
     assert fired(doc, product_event(product="p-2")) == ["few", "listed"]
@@ -360,7 +361,7 @@ def test_each_fact_is_retracted_after_its_event() -> None:
                                   build_fact(event, {"cart_value": 25}, {"tier": "gold"}))
         assert [m.rule for m in matches] == ["r0", "r1", "r2"]
     handles = [engine._handles[compiled.durable_name("page_view", i)]
-               for i in range(len(compiled.by_type["page_view"]))]
+               for i in range(len(_definitions(compiled, "page_view")))]
     assert handles
     for handle in handles:
         assert core.get_facts(handle, "0") == "[]"
@@ -383,9 +384,9 @@ def test_a_value_bucket_carries_the_unkeyed_rules_of_its_type() -> None:
         rule("untargeted", {"field": "state.cart_value", "op": "gte", "value": 5}),
         rule("anyone", {"field": "customer.tier", "op": "eq", "value": "gold"})]}
     compiled = compile_ruleset(validate(doc), 1)
-    unkeyed, keyed = compiled.index_by_type["page_view"]
-    chunks = compiled.by_type["page_view"]
-    assert compiled.carried_by_type["page_view"] == ("e_page", frozenset({"home"}))
+    unkeyed, keyed = compiled.types["page_view"].index
+    chunks = _definitions(compiled, "page_view")
+    assert compiled.types["page_view"].carried == ("e_page", frozenset({"home"}))
     [own] = dict(keyed)["e_page"]["home"]
     assert {"r_untargeted", "r_anyone"} <= set(chunks[own])
     home_fact = build_fact(view(), {"cart_value": 7})
@@ -402,3 +403,8 @@ def test_a_value_bucket_carries_the_unkeyed_rules_of_its_type() -> None:
                                   build_fact(event, {"cart_value": 7}, {"tier": "gold"}))
         names = [m.rule for m in matches]
         assert len(names) == len(set(names)) and "anyone" in names
+
+
+def _definitions(compiled: CompiledRuleset, event_type: str) -> list[dict[str, Any]]:
+    """The durable_rules definitions of an event type's chunks, in order."""
+    return [chunk.definition for chunk in compiled.chunks_of(event_type)]

@@ -241,6 +241,9 @@ def test_explanations_agree_with_durable_rules() -> None:
                                       ("segments", rng.choice([[], ["vip"]]))) if v is not None}
         scores = rng.choice([{}, {"churn_risk": 0.2}, {"churn_risk": 0.9}])
         result = dry_run(doc, view, state=state, customer=customer, scores=scores, now=NOW)
+        if customer.get("consent") is False:  # as the worker decides: nothing at all
+            assert result.withheld == "consent withdrawn" and result.fired == []
+            continue
         for trace in result.rules:
             assert trace.conditions is not None
             assert trace.fired == trace.conditions["result"], (trace.rule, trace.conditions)

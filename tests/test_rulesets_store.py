@@ -233,3 +233,16 @@ def test_listener_survives_an_unreachable_database() -> None:
     assert listener.changed() is False  # cannot connect: polling stays the fallback
     assert listener.changed() is False  # and it does not retry before retry_seconds
     listener.close()
+
+
+def test_versions_credit_the_writer_and_audit_rows_name_the_rules(store: RulesetStore) -> None:
+    store.save_draft(document(200), "alice")
+    store.publish("shop", "alice", "first")
+    store.save_draft(document(250, extra_rule=True), "alice")
+    store.publish("shop", "bob", "reviewed")
+    first, second = sorted(store.versions("shop"), key=lambda v: v.version)
+    assert (first.author, first.approved_by) == ("alice", None)
+    assert (second.author, second.approved_by) == ("alice", "bob")
+    saves = [e.comment for e in reversed(store.audit("shop")) if e.action == "save_draft"]
+    assert saves == ["new ruleset: rules big-cart",
+                     "added rule welcome; changed rule big-cart"]

@@ -28,7 +28,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def test_up_demo_serves_offers_and_stops_cleanly(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    log = open(tmp_path / "up.out", "w")  # noqa: SIM115
+    log = open(tmp_path / "up.out", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "decisions.cli.main", "up", "--demo"],
         cwd=tmp_path,

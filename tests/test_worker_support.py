@@ -117,7 +117,7 @@ def start_worker(settings: Settings, log: Path, *args: str,
                  **extra: str) -> subprocess.Popen[bytes]:
     """``python -m decisions.cli.main worker ARGS`` with the test's settings in its environment."""
     ensure_topics(settings)
-    out = open(log, "ab")  # noqa: SIM115 - the child holds it; closed with the test's tmp dir
+    out = open(log, "ab")  # the child holds it; closed with the test's tmp dir
     return subprocess.Popen(
         [sys.executable, "-m", "decisions.cli.main", "worker", *args], cwd=ROOT,
         env=worker_env(settings, **extra), stdout=out, stderr=subprocess.STDOUT,
@@ -142,7 +142,7 @@ def scrape(port: int) -> dict[str, float]:
     """A /metrics page as {series: value} (series with labels as written)."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
         body = resp.read().decode()
     out: dict[str, float] = {}
     for line in body.splitlines():

@@ -78,6 +78,37 @@
     }
   }
 
+  // A search box above each field picker: typing narrows its ~90 fields (by label or
+  // path) to the matches; without the script the grouped picker works as it is.
+  function addFieldSearch(select) {
+    if (select.dataset.search) return;
+    select.dataset.search = "1";
+    const box = el("input", { type: "search", class: "field-search", placeholder: "Find a field…",
+                              "aria-label": "Find a field" });
+    select.parentNode.insertBefore(box, select);
+    box.addEventListener("input", () => {
+      const words = box.value.toLowerCase().split(/\s+/).filter(Boolean);
+      let first = null;
+      for (const group of select.querySelectorAll("optgroup")) {
+        let shown = 0;
+        for (const option of group.querySelectorAll("option")) {
+          const text = (option.textContent + " " + option.value + " " + group.label).toLowerCase();
+          const hit = words.every((w) => text.includes(w));
+          option.hidden = !hit;
+          if (hit) { shown += 1; if (!first) first = option; }
+        }
+        group.hidden = shown === 0;
+      }
+      const current = select.selectedOptions[0];
+      if (first && (!current || current.hidden)) {
+        select.value = first.value;
+        select.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+    });
+    box.addEventListener("keydown", (event) => { if (event.key === "Enter") event.preventDefault(); });
+  }
+  for (const select of form.querySelectorAll(".cond-field")) addFieldSearch(select);
+
   form.addEventListener("change", (event) => {
     const target = event.target;
     const row = target.closest(".cond-row");
@@ -101,6 +132,7 @@
       status.textContent = "Source edited: apply it to the form";
       return;
     }
+    if (event.target.classList.contains("field-search")) return;
     scheduleSync();
   });
 
@@ -124,6 +156,7 @@
     const fresh = page.querySelector(".editor-form");
     if (!fresh) { form.requestSubmit(button); return; }
     form.querySelector(".editor-form").replaceWith(document.importNode(fresh, true));
+    for (const select of form.querySelectorAll(".cond-field")) addFieldSearch(select);
     if (!sourceEdited) source.value = page.getElementById("source").value;
     const [verb, target] = button.value.split(":");
     let focus = null;

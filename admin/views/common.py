@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 
 from admin import csrf
 from admin.services import services
+from admin.sessions import USER
 from admin.templating import templates_of, url
 from admin.users import User, get_user
 from decisions.core.errors import DecisionsError, Forbidden
@@ -30,7 +31,7 @@ from decisions.core.errors import DecisionsError, Forbidden
 Form = FormData
 View = Callable[[Request, Form], Response]
 Endpoint = Callable[[Request], Awaitable[Response]]
-SESSION_USER = "uid"
+SESSION_USER = USER  # the server-side session (admin.sessions) keys its user by it
 SESSION_STARTED = "since"
 MAX_FORM_FIELDS = 5000
 

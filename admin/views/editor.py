@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from admin import forms
+from admin import forms, wording
 from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
@@ -56,6 +56,7 @@ def _context(name: str | None, index: int, rule: dict[str, Any], settings: dict[
         "operator_labels": OPERATOR_LABELS, "actions": ACTIONS,
         "action_labels": forms.ACTION_LABELS, "action_params": forms.ACTION_PARAMS,
         "strategies": STRATEGIES, "catalog": forms.catalog_json(), "forms": forms,
+        "known_slots": wording.known_slots([{"rules": [rule]}]),
     }
 
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin.diffview import rule_changes
+from admin.forms import parse_economics
 from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
@@ -150,6 +151,7 @@ def ruleset_settings(request: Request, form: Form) -> Response:
     doc["description"] = field(form, "description")
     doc["stacking"] = "stacking" in form
     doc["four_eyes"] = "four_eyes" in form
+    parse_economics(form, doc)  # holdout and frequency caps (#19)
     return _save(request, name, doc, form, "Settings saved")
 
 

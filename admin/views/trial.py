@@ -11,11 +11,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from admin import tryform
 from admin.services import services
 from admin.views.common import Form, field, page
 from admin.views.render import render
 from admin.views.rulesets import working
 from decisions.core.errors import NotFound, ValidationError
+from decisions.core.events import parse_time
+from decisions.runtime.archive import EventArchive
 from decisions.simulate.trial import SAMPLE_EVENT, SAMPLE_PROFILE, parse_profile, try_event
 from rulesets.language import FIELDS, OPERATOR_LABELS
 
@@ -28,10 +31,9 @@ def _parse_now(raw: str) -> datetime | None:
     if not raw:
         return datetime.now(UTC).replace(microsecond=0)
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return parse_time(raw)
     except ValueError:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @page("viewer")
@@ -43,12 +45,20 @@ def trial(request: Request, form: Form) -> Response:
         "which": field(form, "which", "draft" if work.draft else "published"),
         "user_id": field(form, "user_id"),
         "now": field(form, "now") or _now_text(datetime.now(UTC)),
+        # how the event is given: a form per event type, JSON, or the shopper's last event
+        "source": field(form, "source") or (
+            "json" if request.method == "POST" and field(form, "event") else "form"),
         "event": field(form, "event") or json.dumps(SAMPLE_EVENT, indent=2),
         "profile": field(form, "profile") if request.method == "POST"
         else json.dumps(SAMPLE_PROFILE, indent=2),
     }
+    fields = (tryform.form_values(SAMPLE_EVENT) if request.method == "GET"
+              else {k: str(v) for k, v in form.items() if k == "etype" or k.startswith("prop.")})
+    archive = EventArchive(svc.db)
     context: dict[str, Any] = {"name": name, "work": work, "values": values, "errors": {},
                                "result": None, "label": "", "effects": {},
+                               "fields": fields, "tryform": tryform,
+                               "shoppers": archive.recent_users(),
                                "field_labels": {p: f.label for p, f in FIELDS.items()},
                                "operator_labels": OPERATOR_LABELS}
     if request.method == "GET":
@@ -59,12 +69,31 @@ def trial(request: Request, form: Form) -> Response:
         errors["now"] = "expected a date and time such as 2026-11-26T12:00:00 (UTC)"
     event_data: Any = None
     profile: Any = None
-    try:
-        event_data = json.loads(values["event"])
-    except json.JSONDecodeError as exc:
-        errors["event"] = f"not valid JSON: {exc.msg} (line {exc.lineno})"
+    if values["source"] == "last":
+        last = archive.latest(values["user_id"]) if values["user_id"] else None
+        if last is None:
+            errors["user_id"] = ("choose a shopper with archived events to use their last "
+                                 "event" if not values["user_id"] else
+                                 f"no archived event of {values['user_id']}")
+        else:
+            event_data = {"event_id": last.event_id, "type": last.type,
+                          "user_id": last.user_id, "properties": last.properties}
+            values["event"] = json.dumps(event_data, indent=2)
+            context["fields"] = tryform.form_values(event_data)
+    elif values["source"] == "form":
+        event_data, form_errors = tryform.event_from_form(form, values["user_id"])
+        errors.update(form_errors)
+        if not form_errors:
+            values["event"] = json.dumps(event_data, indent=2)
+    else:
+        try:
+            event_data = json.loads(values["event"])
+        except json.JSONDecodeError as exc:
+            errors["event"] = f"not valid JSON: {exc.msg} (line {exc.lineno})"
     try:
         profile = json.loads(values["profile"]) if values["profile"] else {}
+        if values["user_id"] and profile == SAMPLE_PROFILE:
+            profile = {}  # the untouched sample must not mask a picked shopper's live profile
     except json.JSONDecodeError as exc:
         errors["profile"] = f"not valid JSON: {exc.msg} (line {exc.lineno})"
     if values["which"] == "published":

@@ -8,6 +8,7 @@ record (``acks=all``); otherwise 503 with Retry-After, and the client resends th
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from api.responses import json_response
 from api.state import ApiState, get_api
 from api.store import REDIS_ERRORS
 from decisions.core.errors import FieldError, RateLimited, ValidationError
-from decisions.core.events import Event, parse_event
+from decisions.core.events import Event, TimeWindow, parse_event
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -97,15 +98,17 @@ def validate(api: ApiState, data: Any) -> list[Event]:
             f"{len(items)} events in one request; at most {settings.max_batch_events}")
     events: list[Event] = []
     errors: list[FieldError] = []
+    window = TimeWindow.of(settings.event_max_age_seconds, settings.event_max_future_seconds)
+    now = datetime.now(UTC)  # one clock reading: a batch is judged as one
     for i, item in enumerate(items):
         prefix = f"[{i}]." if batch else ""
         item = normalize(item)
         try:
-            event = parse_event(item, prefix=prefix)
+            event = parse_event(item, prefix=prefix, window=window, now=now)
         except ValidationError as exc:
             errors.extend(exc.details)
             continue
-        if len(orjson.dumps(item)) > settings.max_event_bytes:
+        if len(orjson.dumps(event.to_dict())) > settings.max_event_bytes:
             errors.append(FieldError(prefix.rstrip(".") or "body",
                                      f"event larger than {settings.max_event_bytes} bytes"))
             continue

@@ -18,12 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import authenticate
-from api.errors import Unavailable
 from api.responses import json_response
 from api.routes.events import check_rate, parse_json, read_body
 from api.state import ApiState, get_api
-from decisions.core.errors import FieldError, NotFound, ValidationError
-from decisions.core.events import NUMBER
+from decisions.core.errors import FieldError, NotFound, ServiceUnavailable, ValidationError
+from decisions.core.events import MAX_NUMBER, NUMBER, check_id
 from decisions.core.models import Decision, OfferFeedback
 
 KINDS = ("impression", "redeem")
@@ -39,12 +38,12 @@ def parse_feedback(kind: str, data: Any) -> tuple[str, float | None]:
         if name not in allowed:
             errors.append(FieldError(name, "unknown field"))
     user_id = data.get("user_id")
-    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 200:
-        errors.append(FieldError("user_id", "expected a non-empty string (at most 200 characters)"))
+    if (problem := check_id(user_id)) is not None:
+        errors.append(FieldError("user_id", problem))
     amount = data.get("amount")
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, NUMBER)
-                               or amount < 0):
-        errors.append(FieldError("amount", "expected a non-negative number"))
+                               or not 0 <= amount <= MAX_NUMBER):
+        errors.append(FieldError("amount", f"expected a number from 0 to {MAX_NUMBER}"))
     if errors:
         raise ValidationError("invalid feedback", errors)
     return str(user_id), (float(amount) if amount is not None else None)
@@ -75,7 +74,7 @@ def record(engine: Engine, offer_id: str, kind: str, user_id: str, amount: float
 async def _offer_from_redis(api: ApiState, user_id: str, offer_id: str) -> dict[str, Any] | None:
     try:
         raw = await api.call_redis(api.redis.offer(user_id, offer_id))
-    except Unavailable:
+    except ServiceUnavailable:
         return None  # PostgreSQL's decisions table is asked instead
     if raw is None:
         return None

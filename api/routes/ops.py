@@ -29,14 +29,26 @@ async def healthz(request: Request) -> Response:
 async def _check(name: str, call: Any) -> tuple[str, dict[str, Any]]:
     start = time.perf_counter()
     try:
-        await asyncio.wait_for(call, CHECK_TIMEOUT)
+        note = await asyncio.wait_for(call, CHECK_TIMEOUT)
         result: dict[str, Any] = {"ok": True}
+        if note:
+            result["note"] = note
     except DecisionsError as exc:
         result = {"ok": False, "error": exc.message}
     except (TimeoutError, *REDIS_ERRORS) as exc:
         result = {"ok": False, "error": type(exc).__name__ + (f": {exc}" if str(exc) else "")}
     result["ms"] = round((time.perf_counter() - start) * 1000, 1)
     return name, result
+
+
+def _kafka_ready(api: ApiState) -> str | None:
+    """The broker accepts connections, and the API's producer can send: one found broken
+    (e.g. fatal after a broker restart) is rebuilt here, so the API is ready again without
+    waiting for a request; a rebuild that fails makes the check fail."""
+    check_reachable(api.settings, timeout=1.0)
+    producer = api.producer
+    repaired = producer.recover() if producer is not None else None
+    return f"producer was broken ({repaired}); rebuilt" if repaired else None
 
 
 async def readyz(request: Request) -> Response:
@@ -47,7 +59,7 @@ async def readyz(request: Request) -> Response:
         _check("postgres", anyio.to_thread.run_sync(
             check_database, api.engine, str(settings.database_url), abandon_on_cancel=True)),
         _check("kafka", anyio.to_thread.run_sync(
-            lambda: check_reachable(settings, timeout=1.0), abandon_on_cancel=True)),
+            lambda: _kafka_ready(api), abandon_on_cancel=True)),
     ))
     checks["catalog"] = {"ok": api.snapshot.database_loaded,
                          "products": len(api.snapshot.products)}

@@ -28,14 +28,13 @@ from api.responses import RawHeaders, encode_cacheable
 from api.state import ApiState
 from api.store import REDIS_ERRORS
 from decisions.core.errors import RateLimited
-from decisions.core.events import parse_ts
+from decisions.core.events import check_id, parse_ts
 from decisions.runtime.apikeys import KeyInfo
 from decisions.runtime.offers import select_offers
 
 MAX_LIMIT = 50
 DEFAULT_LIMIT = 10
 DEFAULT_SLOT = "default"
-MAX_USER_ID = 200
 NOTHING: frozenset[str] = frozenset()
 
 
@@ -97,9 +96,10 @@ def user_id_of(request: Request) -> str:
 
 
 def valid_user_id(user_id: str) -> str:
-    if not user_id.strip() or len(user_id) > MAX_USER_ID:
-        raise BadRequest("invalid user id", [FieldError(
-            "user_id", f"expected 1 to {MAX_USER_ID} characters")])
+    """The contract's id rule (decisions.core.events.check_id), as for events."""
+    problem = check_id(user_id)
+    if problem is not None:
+        raise BadRequest("invalid user id", [FieldError("user_id", problem)])
     return user_id
 
 

@@ -8,6 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from psycopg.errors import UndefinedTable
+from sqlalchemy.exc import DBAPIError
+
+from decisions.cli import invocation
 from decisions.cli.commands import MODULES
 from decisions.core.errors import DecisionsError
 from decisions.core.settings import Settings
@@ -21,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that command group is not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -46,6 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DecisionsError as exc:
         print(f"decisions: {exc}", file=sys.stderr)
         return 2 if exc.code in ("validation_error", "config_error") else 1
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, UndefinedTable):
+            raise
+        print(f"decisions: the database has no decisions schema yet "
+              f"({str(exc.orig).splitlines()[0]}); run `{invocation.command()} migrate` "
+              "first", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return int(code or 0)

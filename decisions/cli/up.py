@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from typing import Any, TextIO
 
 import redis
 
-from decisions.cli import migrate
+from decisions.cli import invocation, migrate
 from decisions.cli.stack.embedded import EmbeddedStack
 from decisions.cli.stack.process import Child, free_port, port_open
 from decisions.core import stackfile
@@ -134,7 +133,14 @@ def worker_env(settings: Settings) -> dict[str, str]:
 def demo(settings: Settings, api_url: str, key: str) -> None:
     """Load the demo catalog, replay the sample stream, and show the first offers and
     recommendations."""
-    from decisions.cli.demo_replay import load_catalog, replay
+    from decisions.cli.demo_replay import (
+        demo_users,
+        load_catalog,
+        replay,
+        report_feedback,
+        reset_shoppers,
+        sample_events,
+    )
     from decisions.runtime.offers import active_offers
 
     engine = make_engine(str(settings.database_url), pool_size=1)
@@ -142,19 +148,23 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         say(f"  demo: {load_catalog(engine)} products in the catalog")
     finally:
         engine.dispose()
+    client = redis.Redis.from_url(str(settings.redis_url))
+    if reset_shoppers(client, demo_users()):
+        say("  demo: cleared the demo shoppers' state and offers of an earlier run")
+    events = sample_events()
     # paced as a storefront's traffic would be (about 5 s), so what the first shoppers
     # click is learned before the later ones are recommended to
-    sent = replay(settings, pace_seconds=DEMO_PACE_SECONDS)
+    sent = replay(settings, pace_seconds=DEMO_PACE_SECONDS, events=events)
+    this_run = {e["event_id"] for e in events}
     say(f"  demo: replayed {sent} sample events through Kafka topic {settings.events_topic}")
-    client = redis.Redis.from_url(str(settings.redis_url))
     deadline = time.monotonic() + 60
     shown: set[str] = set()
     while time.monotonic() < deadline and len(shown) < 3:  # show the first few
-        for i in range(1, DEMO_SHOPPERS + 1):
-            user = f"demo-{i}"
+        for user in demo_users():
             if user in shown:
                 continue
-            offers = active_offers(client, user, datetime.now(UTC))
+            offers = [o for o in active_offers(client, user, datetime.now(UTC))
+                      if o.get("event_id") in this_run]  # made by this replay
             if offers and len(shown) < 3:
                 shown.add(user)
                 o = offers[0]
@@ -167,13 +177,20 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         time.sleep(0.5)
     recommended: list[tuple[str, dict[str, Any]]] = []
     while time.monotonic() < deadline and not recommended:
-        recommended = _demo_recommendations(client)[:3]  # the fullest few
+        recommended = _demo_recommendations(client, demo_users())[:3]  # the fullest few
         if not recommended:
             time.sleep(0.5)
     for user, rec in recommended:
         say(f"  recommended for {user}: {', '.join(rec['products'])} "
             f"(strategy {rec.get('strategy')}, rule {rec.get('rule')}, slot {DEMO_SLOT})")
+    now = datetime.now(UTC)
+    made = [(user, o) for user in demo_users() for o in active_offers(client, user, now)
+            if o.get("event_id") in this_run]
     client.close()
+    impressions, redemptions = report_feedback(api_url, key, made)
+    if impressions:
+        say(f"  demo: the storefront showed {impressions} offers and {redemptions} were redeemed "
+            "(see Performance in the admin UI)")
     if shown:
         first = sorted(shown)[0]
         say(
@@ -191,18 +208,17 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         say("  demo: no recommendation visible yet; see var/worker.log")
 
 
-DEMO_SHOPPERS = 30
 DEMO_PACE_SECONDS = 0.03
 DEMO_SLOT = "product_page"  # the starter recommendations ruleset's browse-based slot
 
 
-def _demo_recommendations(client: redis.Redis) -> list[tuple[str, dict[str, Any]]]:
+def _demo_recommendations(client: redis.Redis, users: list[str],
+                          ) -> list[tuple[str, dict[str, Any]]]:
     """The demo shoppers' stored product-page recommendations, the longest lists first."""
     import orjson
 
     from decisions.core import keys
 
-    users = [f"demo-{i}" for i in range(1, DEMO_SHOPPERS + 1)]
     pipe = client.pipeline(transaction=False)
     for user in users:
         pipe.hget(keys.recs(user), DEMO_SLOT)
@@ -226,7 +242,7 @@ class Up:
 
     def acquire(self) -> bool:
         self.settings.var_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.settings.var_dir / "up.lock", "w")  # noqa: SIM115
+        self._lock_file = open(self.settings.var_dir / "up.lock", "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -270,7 +286,10 @@ class Up:
             say(f"  imported starter rulesets as version 1: {', '.join(imported)}")
         key = development_key(settings)
         port = self.port or free_port(self.host)
-        api_url = f"http://{self.host}:{port}"
+        from api.servers import check, scheme
+
+        check(settings)
+        api_url = f"{scheme(settings)}://{self.host}:{port}"
         say("  starting the worker ...")
         self.worker = Child(
             "worker",
@@ -290,17 +309,21 @@ class Up:
             "started_at": datetime.now(UTC).isoformat(),
         }
         path = stackfile.write(self.settings, data)
+        cmd = invocation.command()
+        hint = invocation.path_hint()
         say(f"""
 decisions is up.
   storefront API  {api_url}/v1/...   (OpenAPI: {api_url}/openapi.json)
-  admin UI        {api_url}/admin    (create a user: decisions users create NAME --role admin)
+  admin UI        {api_url}/admin    (create a user: {cmd} users create NAME --role admin)
   PostgreSQL      {redact(str(settings.database_url))}
-  Redis           {settings.redis_url}
+  Redis           {redact(str(settings.redis_url))}
   Kafka           {settings.kafka_bootstrap}  (topic {settings.events_topic})
   API key (dev)   {key}
   stack file      {path}
-Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
-""")
+Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.""")
+        if hint:
+            say(f"  {hint}")
+        say("")
         if self.with_demo:
             demo(settings, api_url, key)
         while thread.is_alive():
@@ -309,46 +332,28 @@ Logs are in {self.settings.var_dir}/. Press Ctrl-C to stop.
                     f"decisions: the worker exited (code {self.worker.proc.returncode}); "
                     f"see {self.worker.log_path}"
                 )
-                server.should_exit = True
-                thread.join(10)
+                server.stop(10)
                 return 1
             thread.join(0.5)
         return 0
 
-    def serve(self, settings: Settings, port: int) -> tuple[Any, threading.Thread]:
-        import uvicorn
+    def serve(self, settings: Settings, port: int) -> tuple[Any, Any]:
         from starlette.routing import Mount
 
+        from admin.app import create_app as create_admin
         from api.app import create_app
+        from api.servers import ServerThread
 
-        routes: list[Any] = []
-        try:
-            from admin.app import create_app as create_admin
-        except ImportError:
-            create_admin = None  # type: ignore[assignment]
-        if create_admin is not None:
-            routes.append(Mount("/admin", app=create_admin(settings), name="admin"))
+        routes: list[Any] = [Mount("/admin", app=create_admin(settings), name="admin")]
         app = create_app(settings, extra_routes=routes)
-        config = uvicorn.Config(
-            app, host=self.host, port=port, log_level="warning", access_log=False
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="api", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not port_open(self.host, port):
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise DecisionsError(f"the API did not start on {self.host}:{port}")
-            time.sleep(0.05)
+        server = ServerThread(app, settings, self.host, port).start()
         self._server = server
-        self._thread = thread
-        return server, thread
+        return server, server
 
     def shutdown(self) -> None:
         server = getattr(self, "_server", None)
         if server is not None:
-            server.should_exit = True
-            self._thread.join(10)
+            server.stop(10)
         if self.worker is not None:
             self.worker.stop(timeout=15)
         self.stack.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, MetaData, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from decisions.core.errors import ServiceUnavailable
@@ -54,7 +54,7 @@ def check_database(engine: Engine, url: str) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
+    except DBAPIError as exc:  # OperationalError, or a connection option libpq refuses
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
         raise ServiceUnavailable(
             "PostgreSQL", redact(url), "DECISIONS_DATABASE_URL", reason

@@ -86,16 +86,22 @@ class RateLimited(DecisionsError):
 
 
 class ServiceUnavailable(DecisionsError):
-    """A dependency cannot be reached: names the service, the URL tried and the setting."""
+    """A dependency cannot be reached. From the command line it names the service, the URL
+    tried and the setting to change; from the API, the service and when to retry."""
 
     code = "service_unavailable"
     status = 503
 
-    def __init__(self, service: str, url: str, setting: str, reason: str = "") -> None:
+    def __init__(self, service: str, url: str = "", setting: str = "", reason: str = "",
+                 *, retry_after: int | None = None) -> None:
         why = f" ({reason})" if reason else ""
-        super().__init__(
-            f"cannot reach {service} at {url}{why}; start it or set {setting} to a reachable one"
-        )
+        if url:
+            message = (f"cannot reach {service} at {url}{why}; "
+                       f"start it or set {setting} to a reachable one")
+        else:
+            message = f"{service} is unavailable{why}; retry later"
+        super().__init__(message)
         self.service = service
         self.url = url
         self.setting = setting
+        self.retry_after = retry_after

@@ -10,6 +10,8 @@ Cluster. Each use has its own prefix.
 | ``d:cart:{uid}`` | hash | product_id -> JSON {price, quantity, category} |
 | ``d:ts:{uid}:<type>`` | zset | event ids scored by event time (ms), per event type, for windowed counts |
 | ``d:pg:{uid}:<page>`` | zset | page views scored by event time (ms), per page, for "since last <page>" |
+| ``d:pages:{uid}`` | set | the pages the user has visited (which ``d:pg`` keys exist) |
+| ``d:pv:{uid}`` | hash | product views: product_id -> time of the last view (ms) |
 | ``d:rp:{uid}`` / ``d:rc:{uid}`` | zset | recently viewed products / categories scored by event time |
 | ``d:ss:{uid}`` | list | this session's product clicks, newest first, repeats kept (10) |
 | ``d:bought:{uid}`` | set | products the user bought |
@@ -18,6 +20,7 @@ Cluster. Each use has its own prefix.
 | ``d:offrule:{uid}`` | hash | rule key -> offer_id of the active offer of that rule; ``<ruleset>/<rule>|times`` -> grant times of the last 30 days (per-user cap) |
 | ``d:recs:{uid}`` | hash | slot -> JSON {products, rule, ruleset_version, expires_at, ...} |
 | ``d:cust:{uid}`` | string | cached customer attributes JSON |
+| ``d:erased:{uid}`` | string | tombstone: erased-at (ms); the state script drops the user's events from before it. Expires after ``DECISIONS_ERASURE_TOMBSTONE_DAYS`` |
 | ``d:deadlines`` | zset | ``<uid>|<timer>`` scored by due event time (ms) |
 | ``d:covis:<product_id>`` | zset | co-visited products with counts |
 | ``d:sr:<product_id>`` | zset | products clicked up to 5 clicks after it in a session, weighted 1/distance (sequential rules) |
@@ -25,9 +28,16 @@ Cluster. Each use has its own prefix.
 | ``d:top`` / ``d:topcat:<category>`` | zset | top sellers, overall and per category |
 | ``d:viewed`` | zset | most viewed products (product views and clicks) |
 | ``d:rl:<key prefix>`` | hash | API rate-limit token bucket of one API key |
+| ``d:admin:fail:u:<name>`` / ``d:admin:fail:ip:<address>`` | string | failed admin sign-ins per user name / client address |
+
+A user's key is ``d:<name>:{<user_id>}``, or ``d:<name>:{<user_id>}:<suffix>`` for the names
+in ``SUFFIXED`` (a new per-user key with a suffix must be added there, or erasure and export
+miss it). ``claimants`` tells whose a key is.
 """
 
 from __future__ import annotations
+
+import re
 
 
 def tag(user_id: str) -> str:
@@ -70,10 +80,72 @@ def bought(user_id: str) -> str:
     return f"d:bought:{tag(user_id)}"
 
 
+def pages(user_id: str) -> str:
+    return f"d:pages:{tag(user_id)}"
+
+
+def product_views(user_id: str) -> str:
+    return f"d:pv:{tag(user_id)}"
+
+
+def recent_products(user_id: str) -> str:
+    return f"d:rp:{tag(user_id)}"
+
+
+def recent_categories(user_id: str) -> str:
+    return f"d:rc:{tag(user_id)}"
+
+
+def timeline(user_id: str, event_type: str) -> str:
+    return f"d:ts:{tag(user_id)}:{event_type}"
+
+
+def page_views(user_id: str, page: str) -> str:
+    return f"d:pg:{tag(user_id)}:{page}"
+
+
+# the keys of a user's profile that the state script reads, besides the per-type timelines
+# and per-page views (written by decisions/runtime/state.lua, which builds the same names)
+PROFILE = (state, cart, product_views, recent_products, recent_categories, pages, bought,
+           segments)
+
+
+def erased(user_id: str) -> str:
+    return f"d:erased:{tag(user_id)}"
+
+
+# per-user key names followed by ``:<suffix>``: event id, event type, page
+SUFFIXED = frozenset({"seen", "ts", "pg"})
+_NAME = re.compile(r"d:([a-z_]+):")
+
+
 def user_pattern(user_id: str) -> str:
-    """A SCAN pattern matching every key of one user (for erasure and export)."""
+    """A SCAN pattern for the keys of one user; it also matches other users' keys (ids
+    that start with ``user_id}``): keep only those ``claimants`` accepts."""
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in tag(user_id))
     return f"d:*:{escaped}*"
+
+
+def claimants(key: str, user_id: str) -> list[str] | None:
+    """None when ``key`` is not one of ``user_id``'s keys; else the other user ids the very
+    same key would also belong to (``[]``: only this user's).
+
+    Ids and suffixes may hold ``}``: ``d:seen:{A}:x}:e`` is user ``A``'s marker of event
+    ``x}:e`` and user ``A}:x``'s of event ``e`` alike. The caller decides such a key (the
+    store gives it to the other user when that one has state).
+    """
+    m = _NAME.match(key)
+    own = tag(user_id)
+    if m is None or not key.startswith(own, m.end()):
+        return None
+    tail = key[m.end() + len(own):]
+    if not tail:
+        return []
+    if m.group(1) not in SUFFIXED or not tail.startswith(":"):
+        return None
+    suffix = tail[1:]
+    return [f"{user_id}}}:{suffix[:i]}" for i, c in enumerate(suffix)
+            if c == "}" and suffix[i + 1:i + 2] == ":"]
 
 
 DEADLINES = "d:deadlines"
@@ -89,6 +161,22 @@ def top_category(category: str) -> str:
 def covisit(product_id: str) -> str:
     return f"d:covis:{product_id}"
 
+
+def rate_limit(key_prefix: str) -> str:
+    return f"d:rl:{key_prefix}"
+
+
+def admin_failures(username: str | None = None, address: str | None = None) -> str:
+    """Failed sign-ins of one user name, or from one client address."""
+    if username is not None:
+        return f"d:admin:fail:u:{username.lower()[:100]}"
+    return f"d:admin:fail:ip:{address}"
+
+
+def scratch_pattern(prefix: str) -> str:
+    """A SCAN pattern for the keys of the scratch users ``<prefix>*`` (backtests)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return f"d:*{{{escaped}*"
 
 def successors(product_id: str) -> str:
     return f"d:sr:{product_id}"

@@ -100,6 +100,15 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Erasure(Base):
+    """Tombstone of an erased user: events from before ``erased_at`` are not theirs any
+    more (``decisions.runtime.erasure``). Kept ``DECISIONS_ERASURE_TOMBSTONE_DAYS``."""
+
+    __tablename__ = "erasures"
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class ArchivedEvent(Base):
     """Every accepted event, partitioned by month of event time (see the migration)."""
 

@@ -18,6 +18,12 @@ def stack_path(settings: Settings) -> Path:
 
 
 def write(settings: Settings, data: dict[str, Any]) -> Path:
+    """Service URLs are stored without their passwords: a command that needs one reads it
+    from the same ``DECISIONS_*_URL`` variables the stack was started with."""
+    from decisions.core.db import redact
+
+    data = {k: redact(v) if k.endswith("_url") and isinstance(v, str) else v
+            for k, v in data.items()}
     path = stack_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

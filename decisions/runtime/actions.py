@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from decisions.core import metrics
 from decisions.core.events import Event, format_ts
 from decisions.runtime.engine import Match
 from decisions.runtime.offers import action_id
@@ -33,6 +34,13 @@ class Effect:
     # a recommendation replaced within its batch by this action id: logged as a decision,
     # never computed, stored in Redis or published
     superseded_by: str | None = None
+    caps: tuple[int, int] = (0, 0)  # the ruleset's offers per shopper per day, per week
+    held_out: str = ""  # the shopper is in a holdout's control group: recorded, not stored
+
+    @property
+    def stored(self) -> bool:
+        """Stored in Redis and published (else a decision to record only)."""
+        return self.superseded_by is None and not self.held_out
 
 
 @dataclass
@@ -42,12 +50,13 @@ class Context:
     match: Match
     stacking: bool
     recommender: Recommender | None
+    caps: tuple[int, int] = (0, 0)
     effects: list[Effect] = field(default_factory=list)
 
     def add(self, kind: str, payload: dict[str, Any], superseded_by: str | None = None) -> None:
         aid = action_id(self.event.event_id, self.match.ruleset, self.match.rule, kind)
         self.effects.append(Effect(kind, self.event.user_id, aid, self.match, self.event,
-                                   payload, superseded_by))
+                                   payload, superseded_by, self.caps))
 
 
 Handler = Callable[[Context, dict[str, Any]], None]
@@ -150,4 +159,7 @@ def run_actions(ctx: Context, superseded: dict[int, str] | None = None) -> list[
             superseded_recommendation(ctx, params, superseded[i])
         else:
             HANDLERS[name](ctx, params)
+    for effect in ctx.effects:  # what the dashboard shows as grants per rule
+        if effect.superseded_by is None:
+            metrics.GRANTED.labels(ctx.match.ruleset, ctx.match.rule, effect.kind).inc()
     return ctx.effects

@@ -228,6 +228,24 @@ class EventArchive:
             for event_id, etype, user_id, ts, props in result:
                 yield Event(event_id, etype, user_id, ts.astimezone(UTC), props or {})
 
+    def latest(self, user_id: str) -> Event | None:
+        """The user's most recent archived event (admin try-it: "their last event")."""
+        with self.engine.connect() as conn:
+            row = conn.execute(text(
+                "SELECT event_id, type, user_id, ts, properties FROM events WHERE user_id = :u "
+                "ORDER BY ts DESC, event_id DESC LIMIT 1"), {"u": user_id}).first()
+        if row is None:
+            return None
+        return Event(row[0], row[1], row[2], row[3].astimezone(UTC), row[4] or {})
+
+    def recent_users(self, limit: int = 30) -> list[str]:
+        """Users with the most recent events, newest first (a picker of real shoppers)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT user_id FROM events WHERE ts > now() - interval '30 days' "
+                "GROUP BY user_id ORDER BY max(ts) DESC LIMIT :n"), {"n": limit})
+            return [r[0] for r in rows]
+
     def count(self, start: datetime, end: datetime) -> int:
         with self.engine.connect() as conn:
             return int(

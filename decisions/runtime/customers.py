@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Engine, text
 
 from decisions.core import keys
-from decisions.core.rawredis import RawPipeline
+from decisions.core.resp.pipeline import RawPipeline
 
 
 def queue_fills(pipe: RawPipeline, fills: list[tuple[str, bytes]]) -> None:
@@ -42,6 +42,22 @@ def row_to_attrs(row: Any, today: date) -> dict[str, Any]:
     return attrs
 
 
+def load_customers(engine: Engine, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Customers' attributes from PostgreSQL, as decisions read them (unknown ones as
+    ``{}``): the one reader of the customers table, for the worker's cache and backtests."""
+    if not user_ids:
+        return {}
+    today = datetime.now(UTC).date()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT user_id, tier, country, consent, signup_date, segments, "
+                 "attributes FROM customers WHERE user_id = ANY(:ids)"),
+            {"ids": user_ids},
+        ).all()
+    found = {r.user_id: row_to_attrs(r, today) for r in rows}
+    return {uid: found.get(uid, {}) for uid in user_ids}
+
+
 class CustomerCache:
     def __init__(self, client: Any, engine: Engine) -> None:
         self.client = client
@@ -65,7 +81,8 @@ class CustomerCache:
             return {}, []
         pipe = RawPipeline(self.client)
         pipe.command("MGET", *[keys.customer(u) for u in unique])
-        (cached,) = pipe.execute()
+        pipe.command("MGET", *[keys.erased(u) for u in unique])
+        cached, tombstones = pipe.execute()
         out: dict[str, dict[str, Any]] = {}
         missing = []
         for uid, raw in zip(unique, cached, strict=True):
@@ -77,19 +94,14 @@ class CustomerCache:
             return out, []
         loaded = self._load(missing)
         out.update(loaded)
-        return out, [(keys.customer(uid), orjson.dumps(attrs)) for uid, attrs in loaded.items()]
+        # an erased user's entry is not cached: their events from before the erasure are
+        # dropped and must not bring a key back (later ones read PostgreSQL meanwhile)
+        erased = {uid for uid, t in zip(unique, tombstones, strict=True) if t is not None}
+        return out, [(keys.customer(uid), orjson.dumps(attrs)) for uid, attrs in loaded.items()
+                     if uid not in erased]
 
     def _load(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Read customers from PostgreSQL (unknown ones as ``{}``)."""
-        today = datetime.now(UTC).date()
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT user_id, tier, country, consent, signup_date, segments, "
-                     "attributes FROM customers WHERE user_id = ANY(:ids)"),
-                {"ids": user_ids},
-            ).all()
-        found = {r.user_id: row_to_attrs(r, today) for r in rows}
-        return {uid: found.get(uid, {}) for uid in user_ids}
+        return load_customers(self.engine, user_ids)
 
     def invalidate(self, user_id: str) -> None:
         self.client.delete(keys.customer(user_id))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 import durable_rules_engine as core
@@ -31,6 +30,7 @@ import orjson
 
 from decisions.core.events import Event
 from rulesets.compile import CompiledRule, CompiledRuleset, Predicate
+from rulesets.facts import NESTED
 
 SID = "0"
 _assert_fact, _retract_fact = core.assert_fact, core.retract_fact
@@ -47,60 +47,6 @@ class Match:
     priority: int
     actions: list[dict[str, Any]]
     reason: dict[str, Any]
-
-
-class _Keys(dict[str, str]):
-    """Fact keys by name, made once: ``"s_" + name`` allocates and hashes a new string
-    for each of ~50 state features per event; a lookup reuses the hashed one. Bounded
-    (page names, hence ``since_page_<page>``, are open-ended)."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def __missing__(self, name: str) -> str:
-        key = self.prefix + name
-        if len(self) < 10_000:
-            self[name] = key
-        return key
-
-
-_EVENT_KEYS, _STATE_KEYS = _Keys("e_"), _Keys("s_")
-# tuples, not ``str | int``: a union written in a loop is built anew on every pass
-_SCALAR, _NESTED = (str, int, float, bool), (list, dict)
-_CUSTOMER_KEYS, _SCORE_KEYS = _Keys("c_"), _Keys("sc_")
-
-
-def build_fact(
-    event: Event,
-    snapshot: dict[str, Any],
-    customer: dict[str, Any] | None = None,
-    scores: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """Flatten event, state, customer attributes and scores into one fact."""
-    event_key = _EVENT_KEYS.__getitem__
-    fact: dict[str, Any] = {event_key(name): value for name, value in event.properties.items()
-                            if isinstance(value, _SCALAR)}
-    fact["e_type"] = event.type
-    fact["ts_ms"] = event.ts_ms
-    fact.update(zip(map(_STATE_KEYS.__getitem__, snapshot), snapshot.values(), strict=True))
-    segments = set(snapshot.get("segments") or ())
-    for name, value in (customer or {}).items():
-        if name == "segments":
-            segments.update(value or ())
-        elif name == "attributes" and isinstance(value, dict):
-            for k, v in value.items():
-                if v is not None:
-                    fact.setdefault(_CUSTOMER_KEYS[k], v)
-        elif value is not None:
-            fact[_CUSTOMER_KEYS[name]] = value
-    fact["u_segments"] = sorted(segments)
-    if scores:
-        fact.update(zip(map(_SCORE_KEYS.__getitem__, scores), scores.values(), strict=True))
-    ts = event.ts
-    fact["t_hour"] = ts.hour
-    fact["t_weekday"] = ts.weekday()
-    return fact
 
 
 # one durable_rules ruleset (a chunk of an event type's rules), ready to post to:
@@ -156,22 +102,22 @@ class RuleEngine:
                 short = aliases[key] = _short_key(len(aliases))
             return short
 
-        for etype, chunks in compiled.by_type.items():
+        for etype, plan in compiled.types.items():
             ready: list[_Chunk] = []
-            for i, definition in enumerate(chunks):
-                name = compiled.durable_name(etype, i)
+            for name in plan.chunks:
+                chunk = compiled.chunks[name]
                 if name not in self._handles:
                     rules = {ranks[key]: {"all": [{"m": _renamed(rule["all"][0]["m"], alias)}]}
-                             for key, rule in definition.items()}
+                             for key, rule in chunk.definition.items()}
                     self._handles[name] = core.create_ruleset(name,
                                                               orjson.dumps(rules).decode())
-                lo, hi = compiled.spans_by_type[etype][i]
+                lo, hi = chunk.span
                 ready.append((self._handles[name], lo, hi,
-                              tuple((key, alias(key)) for key in compiled.chunk_reads[etype][i]),
+                              tuple((key, alias(key)) for key in chunk.reads),
                               tuple((alias(key), check) for key, check
-                                    in compiled.chunk_derived[etype][i].items())))
-            unkeyed, keyed = compiled.index_by_type.get(etype, (tuple(range(len(ready))), ()))
-            carrier, carried = compiled.carried_by_type.get(etype, ("", frozenset()))
+                                    in chunk.derived.items())))
+            unkeyed, keyed = plan.index
+            carrier, carried = plan.carried
             plans[etype] = (tuple(ready[i] for i in unkeyed),
                             _timeless(ready[i] for i in unkeyed),
                             tuple((key, {value: (tuple(ready[i] for i in met),
@@ -183,7 +129,7 @@ class RuleEngine:
             ranks["r_" + rule.name]: _maker(compiled, rule) for rule in order}, width)
 
     def durable_fact(self, compiled: CompiledRuleset, posted: dict[str, Any]) -> dict[str, Any]:
-        """``posted`` (fact keys, as ``chunk_reads`` and ``chunk_derived`` name them) with
+        """``posted`` (fact keys, as chunks' ``reads`` and ``derived`` name them) with
         the names its loaded rulesets know them by: what ``evaluate`` posts (benchmarks)."""
         aliases = self._aliases[compiled.key]
         return {aliases.get(key, key): value for key, value in posted.items()}
@@ -192,11 +138,10 @@ class RuleEngine:
         """Free a version no longer in use (after a reload switched away from it)."""
         self._plans.pop(compiled.key, None)
         self._aliases.pop(compiled.key, None)
-        for etype, chunks in compiled.by_type.items():
-            for i in range(len(chunks)):
-                handle = self._handles.pop(compiled.durable_name(etype, i), None)
-                if handle is not None:
-                    core.delete_ruleset(handle)
+        for name in compiled.chunks:
+            handle = self._handles.pop(name, None)
+            if handle is not None:
+                core.delete_ruleset(handle)
 
     def evaluate(self, compiled: CompiledRuleset, event: Event,
                  fact: dict[str, Any]) -> list[Match]:
@@ -204,7 +149,7 @@ class RuleEngine:
         priority first (then by name)."""
         loaded = self._plans.get(compiled.key)
         if loaded is None:
-            if event.type not in compiled.by_type:
+            if event.type not in compiled.types:
                 return []
             self.load(compiled)
             loaded = self._plans[compiled.key]
@@ -239,7 +184,7 @@ class RuleEngine:
         end = 2 + width  # a match message starts {"<rule name>"
         for handle, _, _, reads, derived in met:
             posted = {short: value for key, short in reads
-                      if (value := get(key)) is not None and not isinstance(value, _NESTED)}
+                      if (value := get(key)) is not None and not isinstance(value, NESTED)}
             for key, check in derived:
                 result = known.get(key)
                 if result is None:
@@ -301,29 +246,3 @@ def _maker(compiled: CompiledRuleset, rule: CompiledRule) -> Callable[[dict[str,
     scope = {"Match": Match, "ruleset": compiled.name, "version": compiled.version,
              "name": rule.name, "priority": rule.priority, "actions": rule.actions}
     return cast(Callable[[dict[str, Any]], Match], eval(code, scope))  # noqa: S307
-
-
-def _run(handle: int, body: str, retract: str, fired: list[str]) -> None:
-    """Assert the fact, collect the rules it matched, retract it.
-
-    The retraction names the fact by ``sid`` and ``id`` only (``retract``): that frees
-    it from the ruleset's memory, and durable_rules does not parse and walk the whole
-    fact a second time. It is enough because every rule is one pattern on one fact, so
-    a fact leaves nothing half-matched behind (checked in tests/test_engine.py: rules
-    fire again, no fact stays, memory stays flat).
-    """
-    try:
-        code, state_handle = core.assert_fact(handle, body)
-        if code in (0, 3):  # 1: matched nothing
-            started = core.start_action_for_state(handle, state_handle if code == 0 else 0)
-            if started:
-                message = started[1]
-                while message:
-                    fired.append(message[2:message.index('"', 2)])  # {"<rule>": ...}
-                    message = core.complete_and_start_action(handle, state_handle)
-    finally:
-        core.retract_fact(handle, retract)
-
-
-def event_time(event: Event) -> datetime:
-    return event.ts

@@ -10,6 +10,11 @@ creates a second offer. Per user and rule (``d:offrule``): while an offer of a r
 active (unexpired) the rule makes no other; and an offer carrying ``per_user_cap`` N is
 refused when the rule already made N offers to that user in the last 30 days (their
 creation times are kept in the same hash, field ``<ruleset>/<rule>|times``).
+
+Frequency caps across rules, in the same script (so concurrent workers cannot both pass):
+an offer is refused when the shopper already got ``per_day`` offers in the last 24 hours
+or ``per_week`` in the last 7 days, from the ruleset (its ``caps``) or from all rulesets
+(the settings ``offer_cap_per_day`` / ``offer_cap_per_week``); wall clock of the worker.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import redis
 
 from decisions.core import keys
 from decisions.core.events import format_ts, parse_ts
-from decisions.core.rawredis import RawPipeline, RawScript
+from decisions.core.resp.pipeline import RawPipeline, RawScript
 
 # KEYS: offers hash, offer-rule hash. ARGV: offer_id, rule key, offer JSON, now_ms, ttl_s,
-# cap (offers of this rule per user in 30 days; 0: no cap)
+# cap (offers of this rule per user in 30 days; 0: no cap), ruleset, the ruleset's offers
+# per user per day and per week, the global ones (0: no cap). Frequency caps count grants
+# per ruleset (field ``cap|<ruleset>``) and across rulesets (``cap|*``) in the offer-rule
+# hash: grant times (ms) of the last 7 days.
 STORE_OFFER = """
 local now = tonumber(ARGV[4])
 local existing = redis.call('HGET', KEYS[2], ARGV[2])
@@ -48,11 +56,33 @@ if cap > 0 then
   if #kept >= cap then return 0 end
   table.insert(kept, tostring(now))
 end
+local function capped(fname, day, week)
+  if day <= 0 and week <= 0 then return nil, false end
+  local times, today = {}, 0
+  for t in string.gmatch(redis.call('HGET', KEYS[2], fname) or '', '[^,]+') do
+    local v = tonumber(t)
+    if v > now - 604800000 then
+      table.insert(times, t)
+      if v > now - 86400000 then today = today + 1 end
+    end
+  end
+  if (day > 0 and today >= day) or (week > 0 and #times >= week) then return nil, true end
+  table.insert(times, tostring(now))
+  return times, false
+end
+local rs_times, rs_full = capped('cap|' .. (ARGV[7] or ''), tonumber(ARGV[8]) or 0,
+                                 tonumber(ARGV[9]) or 0)
+if rs_full then return 0 end
+local all_times, all_full = capped('cap|*', tonumber(ARGV[10]) or 0, tonumber(ARGV[11]) or 0)
+if all_full then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 if cap > 0 then redis.call('HSET', KEYS[2], field, table.concat(kept, ',')) end
+if rs_times then redis.call('HSET', KEYS[2], 'cap|' .. ARGV[7], table.concat(rs_times, ',')) end
+if all_times then redis.call('HSET', KEYS[2], 'cap|*', table.concat(all_times, ',')) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-local keep = math.max(tonumber(ARGV[5]), cap > 0 and 2678400 or 0)
+local keep = math.max(tonumber(ARGV[5]), cap > 0 and 2678400 or 0,
+                      (rs_times or all_times) and 691200 or 0)
 if redis.call('TTL', KEYS[2]) < keep then redis.call('EXPIRE', KEYS[2], keep) end
 return 1
 """
@@ -64,20 +94,25 @@ def action_id(event_id: str, ruleset: str, rule: str, kind: str) -> str:
 
 
 class OfferStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, per_day: int = 0, per_week: int = 0) -> None:
+        """``per_day`` / ``per_week``: offers per shopper across every ruleset (0: none)."""
         self.client = client
+        self.global_caps = (int(per_day), int(per_week))
         self._store = client.register_script(STORE_OFFER)
         self._raw_store = RawScript(STORE_OFFER)
 
     def store_offer(
-        self, pipe: Any, user_id: str, offer: dict[str, Any], now_ms: int, ttl_s: int
+        self, pipe: Any, user_id: str, offer: dict[str, Any], now_ms: int, ttl_s: int,
+        caps: tuple[int, int] = (0, 0),
     ) -> None:
         """Queue an idempotent offer write on a pipeline (redis-py's or the worker's
-        ``RawPipeline``), or run it on the client."""
+        ``RawPipeline``), or run it on the client. ``caps``: the ruleset's offers per
+        shopper per day and per week (0: none); the global ones are the store's."""
         rule_key = f"{offer['ruleset']}/{offer['rule']}"
         script_keys = [keys.offers(user_id), keys.offer_rules(user_id)]
         args = [offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, ttl_s,
-                int(offer.get("per_user_cap") or 0)]
+                int(offer.get("per_user_cap") or 0), offer["ruleset"], caps[0], caps[1],
+                *self.global_caps]
         if isinstance(pipe, RawPipeline):
             pipe.script(self._raw_store, script_keys, args)
         else:

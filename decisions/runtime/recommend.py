@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 
 from decisions.core import keys
 from decisions.core.events import Event
-from decisions.core.rawredis import RawPipeline, RawScript
+from decisions.core.resp.pipeline import RawPipeline, RawScript
 from decisions.runtime import next_click
 
 COVISIT_WITH = 5  # the newest products a view is paired with

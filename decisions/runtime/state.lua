@@ -4,6 +4,10 @@
 --       wanted windowed features (see below; '' = all)
 local tag = KEYS[1]
 local eid, etype, ts = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- erased user (#17): an event from before the erasure (in flight or replayed) is not
+-- theirs any more: dropped before it touches anything (d:erased, see decisions/core/keys.py)
+local erased_at = redis.call('GET', 'd:erased:' .. tag)
+if erased_at and ts <= tonumber(erased_at) then return {2, 'erased'} end
 local seen = 'd:seen:' .. tag .. ':' .. eid
 local prev = redis.call('GET', seen)
 if prev then return {1, prev} end

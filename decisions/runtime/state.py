@@ -5,6 +5,10 @@ user's events apply in partition order) and returns, per event, whether it was a
 duplicate and the *snapshot*: the user's features as of that event's own time (event
 time), the input of rules and models. ``decisions/core/keys.py`` lists the keys.
 
+Erased users: an event from before the user's erasure (``d:erased:{uid}``, see
+``decisions.runtime.erasure``) touches nothing; it comes back ``done`` (and ``erased``), so
+the worker drops it like a duplicate, and counts it in ``decisions_events_erased_total``.
+
 Duplicates: the dedup marker holds the snapshot until the event's effects are stored
 (``mark_done``), so an event redelivered after a crash is re-decided from the very same
 snapshot (its effects are idempotent); once done, a redelivery is dropped.
@@ -21,14 +25,15 @@ from typing import Any
 import orjson
 import redis
 
-from decisions.core import keys
+from decisions.core import keys, metrics
 from decisions.core.events import Event
-from decisions.core.rawredis import RawPipeline, RawScript
+from decisions.core.resp.pipeline import RawPipeline, RawScript
 
 LUA = resources.files("decisions.runtime").joinpath("state.lua").read_text()
 LIST_FEATURES = ("cart_products", "recent_products", "session_products", "recent_categories",
                  "segments")
 DONE = b"done"
+ERASED = 2  # the script's first reply for an event of an erased user
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,8 @@ class Applied:
     event: Event
     snapshot: dict[str, Any]
     duplicate: bool  # seen before (its snapshot is reused)
-    done: bool  # seen before and its effects already stored: skip it
+    done: bool  # seen before and its effects already stored (or erased): skip it
+    erased: bool = False  # from before its user's erasure: dropped, nothing touched
 
 
 def _normalise(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -79,10 +85,17 @@ class StateStore:
             self._queue(pipe, event)
         results = pipe.execute()
         out: list[Applied] = []
+        erased = 0
         for event, (dup, raw) in zip(events, results, strict=True):
+            if dup == ERASED:
+                erased += 1
+                out.append(Applied(event, {}, True, True, erased=True))
+                continue
             done = bool(dup) and raw == DONE
             snapshot = {} if done else _normalise(orjson.loads(raw))
             out.append(Applied(event, snapshot, bool(dup), done))
+        if erased:
+            metrics.ERASED_DROPPED.inc(erased)
         return out
 
     def mark_done(self, events: Iterable[Event]) -> None:
@@ -151,6 +164,6 @@ def replay(
 
 def clear_scratch(client: redis.Redis, prefix: str) -> int:
     removed = 0
-    for key in client.scan_iter(match=f"d:*{{{prefix}*", count=1000):
+    for key in client.scan_iter(match=keys.scratch_pattern(prefix), count=1000):
         removed += int(client.delete(key))
     return removed

@@ -23,12 +23,14 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from decisions.core.db import utcnow
 from decisions.core.events import Event
 from decisions.runtime.archive import EventArchive
-from decisions.runtime.engine import RuleEngine, build_fact
+from decisions.runtime.customers import load_customers
+from decisions.runtime.decide import NO_SCORES, Decider
+from decisions.runtime.engine import RuleEngine
 from decisions.runtime.state import clear_scratch, replay
 from rulesets.compile import compile_ruleset
 
@@ -44,6 +46,8 @@ class RuleTally:
     offers: int = 0
     discount: float = 0.0
     users: set[str] = field(default_factory=set)
+    held_out: int = 0  # fires for shoppers in a holdout's control group (shown nothing)
+    capped: int = 0  # offers a frequency cap of the ruleset refused
 
 
 @dataclass
@@ -112,20 +116,6 @@ def discount_value(params: dict[str, Any], snapshot: dict[str, Any]) -> float:
     return float(params.get("percent", 0)) * float(cart) / 100.0
 
 
-def load_customers(db: Engine, user_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Customer attributes as the worker sees them (read-only: no cache is written)."""
-    from decisions.runtime.customers import row_to_attrs
-
-    if not user_ids:
-        return {}
-    with db.connect() as conn:
-        rows = conn.execute(
-            text("SELECT user_id, tier, country, consent, signup_date, segments, attributes "
-                 "FROM customers WHERE user_id = ANY(:ids)"), {"ids": user_ids}).all()
-    today = utcnow().date()
-    return {r.user_id: row_to_attrs(r, today) for r in rows}
-
-
 class Runner:
     """Runs one backtest; ``engine_lock`` serialises use of the shared rule engine."""
 
@@ -149,7 +139,7 @@ class Runner:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         try:
             clear_scratch(self.client, prefix)
-        except Exception:  # best effort: the keys are scratch only
+        except Exception:  # noqa: BLE001 - best effort: the keys are scratch only
             log.warning("backtest %s: scratch keys %s* not cleared", run.id, prefix)
         # the run is over only once its scratch keys are gone
         run.finished_at = utcnow()
@@ -163,6 +153,7 @@ class Runner:
         for rule in compiled.rules:
             run.tallies[rule] = RuleTally(rule)
         holding: dict[tuple[str, str], int] = {}  # (user, rule) -> offer expiry (ms)
+        self._granted: dict[str, list[int]] = {}  # user -> offer times (ms), for the caps
         customers: dict[str, dict[str, Any]] = {}
         pending: list[tuple[Event, dict[str, Any]]] = []
         for item in replay(archive.read(run.start, run.end), self.client, prefix, batch=BATCH):
@@ -181,21 +172,29 @@ class Runner:
         found = load_customers(self.db, unknown)
         for uid in unknown:
             customers[uid] = found.get(uid, {})
+        decider = Decider(self.engine)
+        granted = self._granted
         with self.engine_lock:
             for event, snapshot in items:
-                customer = customers[event.user_id]
-                if customer.get("consent") is False:
-                    continue
-                fact = build_fact(event, snapshot, customer, {})
-                for match in self.engine.evaluate(compiled, event, fact):
+                evaluation = decider.evaluate(event, snapshot, customers[event.user_id],
+                                              [compiled], scores=NO_SCORES)
+                for fired in evaluation.fired:
+                    match = fired.match
                     tally = run.tallies[match.rule]
                     tally.fires += 1
+                    if fired.held_out:
+                        tally.held_out += 1
+                        continue
                     for action in match.actions:
                         params = action.get("discount")
                         if params is None:
                             continue
                         key = (event.user_id, match.rule)
                         if holding.get(key, 0) > event.ts_ms:
+                            continue
+                        if capped(granted.setdefault(event.user_id, []), compiled.caps,
+                                  event.ts_ms):
+                            tally.capped += 1
                             continue
                         holding[key] = event.ts_ms + int(
                             float(params.get("expires_minutes", 60)) * 60_000)
@@ -204,3 +203,16 @@ class Runner:
                         tally.discount += discount_value(params, snapshot)
         run.processed += len(items)
         items.clear()
+
+
+def capped(times: list[int], caps: tuple[int, int], now_ms: int) -> bool:
+    """The ruleset's frequency caps in event time, as the offer store applies them in
+    wall-clock time: refused, or granted and counted in ``times``."""
+    per_day, per_week = caps
+    if per_day or per_week:
+        times[:] = [t for t in times if t > now_ms - 7 * 86_400_000]
+        today = sum(1 for t in times if t > now_ms - 86_400_000)
+        if (per_day and today >= per_day) or (per_week and len(times) >= per_week):
+            return True
+        times.append(now_ms)
+    return False

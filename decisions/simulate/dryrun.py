@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -29,12 +29,14 @@ import redis
 
 from decisions.core import keys
 from decisions.core.errors import FieldError, ValidationError
-from decisions.core.events import Event, format_ts, parse_event, parse_ts
-from decisions.runtime.actions import Context, Effect, run_actions
-from decisions.runtime.engine import Match, RuleEngine, build_fact
+from decisions.core.events import Event, format_ts, parse_event, parse_time, parse_ts
+from decisions.runtime.actions import Effect
+from decisions.runtime.decide import Decider, Evaluation
+from decisions.runtime.engine import Match, RuleEngine
 from decisions.runtime.offers import select_offers
 from rulesets.compile import CompiledRuleset, compile_ruleset, digest
 from rulesets.explain import explain
+from rulesets.facts import build_fact, readable
 from rulesets.language import FIELDS, LIST, NUMBER, STATE_TYPES, WINDOWS, field_type
 from rulesets.validate import validate
 
@@ -72,6 +74,10 @@ class DryRunResult:
     effects: list[Effect]  # what their actions would store
     offers: list[dict[str, Any]]  # the offers the user would be shown (priority, stacking)
     rules: list[RuleTrace] = field(default_factory=list)
+    withheld: str = ""  # why no rule was evaluated (e.g. "consent withdrawn")
+    # rule -> {"experiments": {experiment: group}, "held_out": why or ""} for the rules
+    # that fired under a holdout (a held-out rule's effects are not in ``effects``)
+    holdouts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fired(self) -> list[str]:
@@ -95,7 +101,8 @@ class DryRunResult:
             "effects": [{"kind": e.kind, "rule": e.match.rule, "payload": e.payload}
                         for e in self.effects],
             "offers": self.offers, "recommendations": self.recommendations,
-            "segments": self.segments,
+            "segments": self.segments, "withheld": self.withheld,
+            "holdouts": self.holdouts,
             "rules": [{"rule": t.rule, "priority": t.priority, "enabled": t.enabled,
                        "fired": t.fired, "event_type_ok": t.event_type_ok,
                        "in_window": t.in_window, "conditions": t.conditions,
@@ -128,22 +135,21 @@ def _compiled(document: Mapping[str, Any], version: int) -> tuple[CompiledRulese
     return compiled, doc
 
 
-def _evaluate(compiled: CompiledRuleset, event: Event, fact: dict[str, Any]) -> list[Match]:
+def _evaluate(compiled: CompiledRuleset, event: Event, snapshot: dict[str, Any],
+              customer: dict[str, Any], scores: dict[str, float]) -> Evaluation:
+    """The worker's decision step (``decisions.runtime.decide``) on the given inputs."""
     global _ENGINE
     with _LOCK:  # the durable_rules C core has no locks of its own
         if _ENGINE is None:
             _ENGINE = RuleEngine()
-        return _ENGINE.evaluate(compiled, event, fact)
+        return Decider(_ENGINE).evaluate(event, snapshot, customer, [compiled],
+                                         scores=(scores, {}))
 
 
 # -- inputs --------------------------------------------------------------------------------
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _time(value: Any, path: str, errors: list[FieldError]) -> datetime | None:
     if isinstance(value, datetime):
-        return _utc(value)
+        return parse_time(value)
     if isinstance(value, str):
         try:
             return parse_ts(value)
@@ -291,7 +297,7 @@ def _event(event: Mapping[str, Any], now: datetime | None) -> tuple[Event, datet
         raise ValidationError("invalid dry-run event", [FieldError("event", "expected an object")])
     data = {"event_id": "dry-run", "user_id": "dry-run", **event}
     if now is not None:
-        data["ts"] = format_ts(_utc(now))
+        data["ts"] = format_ts(parse_time(now))
     elif "ts" not in event:
         data["ts"] = format_ts(datetime.now(UTC))
     parsed = parse_event(data, prefix="event.", internal=True)
@@ -319,38 +325,30 @@ def dry_run(
         compiled, document = _compiled(document_or_compiled, DRAFT)
     ev, at = _event(event, now)
     snapshot = state_at(state, at)
-    fact = build_fact(ev, snapshot, customer_at(customer, at), _scores(scores))
-    matches = _evaluate(compiled, ev, fact)
-    effects: list[Effect] = []
-    for match in matches:
-        effects.extend(run_actions(Context(ev, snapshot, match, compiled.stacking, None)))
+    attrs, values = customer_at(customer, at), _scores(scores)
+    evaluation = _evaluate(compiled, ev, snapshot, attrs, values)
+    # a withheld decision (consent withdrawn) still shows what each rule would have read
+    fact = evaluation.fact or build_fact(ev, snapshot, attrs, values)
+    matches = [f.match for f in evaluation.fired]
+    effects = [e for e in Decider.act(evaluation.fired, None) if e.stored]
+    holdouts = {f.match.rule: {"experiments": f.experiments, "held_out": f.held_out}
+                for f in evaluation.fired if f.experiments is not None}
     offers = select_offers([dict(e.payload) for e in effects if e.kind == "offer"], at)
     fired = {m.rule for m in matches}
     return DryRunResult(
         ruleset=compiled.name,
         version=None if document is not None or compiled.version == DRAFT else compiled.version,
-        now=at, event=ev.to_dict(), fact=_readable(fact), matches=matches, effects=effects,
+        now=at, event=ev.to_dict(), fact=readable(fact), matches=matches, effects=effects,
         offers=offers, rules=_traces(compiled, document, ev, fact, fired),
+        withheld=evaluation.withheld, holdouts=holdouts,
     )
-
-
-def _readable(fact: dict[str, Any]) -> dict[str, Any]:
-    prefixes = {"e_": "event.", "s_": "state.", "c_": "customer.", "u_": "user.",
-                "sc_": "score.", "t_": "time."}
-    out: dict[str, Any] = {}
-    for key, value in fact.items():
-        for short, long in prefixes.items():
-            if key.startswith(short):
-                out[long + key[len(short):]] = value
-                break
-    return dict(sorted(out.items()))
 
 
 def _in_window(active: Mapping[str, Any], at: datetime) -> bool:
     start, until = active.get("from"), active.get("until")
-    if start and at < _utc(datetime.fromisoformat(str(start).replace("Z", "+00:00"))):
+    if start and at < parse_time(str(start)):
         return False
-    return not (until and at >= _utc(datetime.fromisoformat(str(until).replace("Z", "+00:00"))))
+    return not (until and at >= parse_time(str(until)))
 
 
 def _traces(compiled: CompiledRuleset, document: dict[str, Any] | None, event: Event,
@@ -370,7 +368,6 @@ def _traces(compiled: CompiledRuleset, document: dict[str, Any] | None, event: E
 
 
 # -- the same on a user's live profile -----------------------------------------------------
-_FIXED = ("d:st:", "d:cart:", "d:pv:", "d:rp:", "d:rc:", "d:pages:", "d:bought:", "d:seg:")
 SCRATCH_TTL_MS = 60_000
 
 
@@ -383,18 +380,14 @@ def live_state(client: redis.Redis, user_id: str, event: Event) -> dict[str, Any
     """
     from decisions.runtime.state import StateStore
 
-    src, scratch_id = keys.tag(user_id), f"dry-run-{uuid.uuid4().hex}"
-    dst = keys.tag(scratch_id)
-    pages = [p.decode() for p in client.smembers(f"d:pages:{src}")]  # type: ignore[union-attr]
-    names = [f"{p}{src}" for p in _FIXED]
-    names += [f"d:ts:{src}:{t}" for t in STATE_TYPES]
-    names += [f"d:pg:{src}:{p}" for p in pages]
+    scratch_id = f"dry-run-{uuid.uuid4().hex}"
+    pages = [p.decode() for p in client.smembers(keys.pages(user_id))]  # type: ignore[union-attr]
+    names = _profile_keys(user_id, pages)
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.dump(name)
     dumps = pipe.execute()
-    copies = [name.replace(src, dst, 1) for name in names]
-    written = [dst_name for dst_name, raw in zip(copies, dumps, strict=True) if raw is not None]
+    copies = _profile_keys(scratch_id, pages)
     try:
         pipe = client.pipeline(transaction=False)
         for dst_name, raw in zip(copies, dumps, strict=True):
@@ -405,10 +398,18 @@ def live_state(client: redis.Redis, user_id: str, event: Event) -> dict[str, Any
         applied = StateStore(client, dedup_ttl_seconds=60).apply_batch([scratch])[0]
         return dict(applied.snapshot)
     finally:
-        leftovers = [*written, keys.seen(scratch_id, event.event_id)]
-        leftovers += [f"d:ts:{dst}:{t}" for t in (*STATE_TYPES, event.type)]
-        leftovers += [f"d:pg:{dst}:{p}" for p in {*pages, str(event.properties.get("page"))}]
-        client.delete(*{*leftovers, *(f"{p}{dst}" for p in _FIXED)})
+        touched = {str(event.properties.get("page")), *pages}
+        client.delete(*{*copies, *_profile_keys(scratch_id, touched, [event.type]),
+                        keys.seen(scratch_id, event.event_id)})
+
+
+def _profile_keys(user_id: str, pages: Iterable[str],
+                  types: Iterable[str] = ()) -> list[str]:
+    """The keys of a user's profile the state script reads (timelines of every state type,
+    and of ``types``), in a fixed order."""
+    return ([key(user_id) for key in keys.PROFILE]
+            + [keys.timeline(user_id, t) for t in dict.fromkeys((*STATE_TYPES, *types))]
+            + [keys.page_views(user_id, p) for p in pages])
 
 
 def dry_run_live(

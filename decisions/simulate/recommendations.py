@@ -28,7 +28,7 @@ from typing import Any
 import redis
 
 from decisions.core.events import Event
-from decisions.core.rawredis import RawPipeline, RawScript
+from decisions.core.resp.pipeline import RawPipeline, RawScript
 from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender, models_for
 from decisions.runtime.state import StateStore
 from decisions.simulate.clicklog import Session

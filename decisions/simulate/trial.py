@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from decisions.core.errors import FieldError, ValidationError
 from decisions.core.events import format_ts, parse_event
-from decisions.simulate.backtest import load_customers
+from decisions.runtime.customers import load_customers
 from decisions.simulate.dryrun import DryRunResult, dry_run, live_state
 
 SAMPLE_EVENT = {"type": "add_to_cart", "user_id": "u-try",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from decisions.core.errors import FieldError, ValidationError
-from decisions.core.events import parse_event
+from decisions.core.events import TimeWindow, parse_event
 from decisions.core.settings import Settings
 
 
@@ -28,7 +29,10 @@ def register(sub: Any) -> None:
     send.set_defaults(handler=cmd_send)
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
+def read_events(path: Path, window: TimeWindow | None = None) -> list[dict[str, Any]]:
+    """The events of a JSON-lines file, each checked against the contract (and the
+    intake time window, the one the worker applies: an event it would dead-letter is
+    refused here, with its line)."""
     name = "<stdin>" if str(path) == "-" else str(path)
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
@@ -36,6 +40,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
         raise ValidationError(f"{name}: cannot read ({exc.strerror})") from None
     events: list[dict[str, Any]] = []
     errors: list[FieldError] = []
+    now = datetime.now(UTC)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -45,7 +50,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
             errors.append(FieldError("", f"not valid JSON ({exc})", number))
             continue
         try:
-            parse_event(data)
+            parse_event(data, window=window, now=now)
         except ValidationError as exc:
             errors.extend(FieldError(d.field, d.message, number) for d in exc.details)
             continue
@@ -59,7 +64,8 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     from decisions.core.stackfile import require, resolve
     from decisions.runtime.kafka import Producer, ensure_topics
 
-    events = read_events(args.file)
+    window = TimeWindow.of(settings.event_max_age_seconds, settings.event_max_future_seconds)
+    events = read_events(args.file, window)
     require(settings, "kafka_bootstrap")
     settings = resolve(settings)
     ensure_topics(settings, [settings.events_topic])

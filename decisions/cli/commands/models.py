@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 from sqlalchemy import Engine, text
 
+from decisions.cli import invocation
 from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine, redact
 from decisions.core.errors import ConfigError, DecisionsError, ServiceUnavailable
+from decisions.core.events import parse_time
 from decisions.core.settings import Settings
 from decisions.runtime.ml.dataset import CHURN_RISK
 from decisions.runtime.ml.features import MODEL_NAMES
@@ -55,6 +57,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help=f"models to retrain (default: all: {', '.join(MODEL_NAMES)})")
     _training_options(retrain)
     retrain.set_defaults(handler=retrain_handler)
+
+    sample = sub.add_parser(
+        "sample-history",
+        help="write a generated shopping history into the event archive, to train on "
+             "(demo and scratch databases)")
+    sample.add_argument("--users", type=int, default=400, help="shoppers (default 400)")
+    sample.add_argument("--days", type=float, default=30.0,
+                        help="days of history ending now (default 30)")
+    sample.add_argument("--seed", type=int, default=22, help="random seed (ids u-SEED-N)")
+    sample.add_argument("--yes", action="store_true",
+                        help="needed with DECISIONS_DATABASE_URL set: confirms that database "
+                             "is a scratch or demo one")
+    sample.set_defaults(handler=sample_history_handler)
 
     listing = sub.add_parser("list", help="list model versions and their holdout figures")
     listing.add_argument("model", nargs="?", choices=MODEL_NAMES)
@@ -113,12 +128,11 @@ def _model(value: str) -> str:
 
 def _when(value: str) -> datetime:
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an ISO date or date-time, got {value!r}"
         ) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 @contextmanager
@@ -234,7 +248,7 @@ def list_handler(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([_version_dict(v) for v in rows], default=str))
         return 0
     if not rows:
-        print("no model versions yet: run `decisions models train MODEL`")
+        print(f"no model versions yet: run `{invocation.command()} models train MODEL`")
         return 0
     print(f"{'model':<16} {'ver':>3}  {'act':<3} {'algorithm':<8} {'ROC AUC':>7} {'PR AUC':>7}  "
           f"{'trained on':<23} created")
@@ -311,3 +325,33 @@ def drift_handler(args: argparse.Namespace, settings: Settings) -> int:
                       + ", ".join(f"{k} {r['features'][k]:.3f}" for k in sorted(lifetime)))
     shifted = any(r.get("status") == "shifted" for r in results)
     return 3 if shifted and args.fail_on_shift else 0
+
+
+def sample_history_handler(args: argparse.Namespace, settings: Settings) -> int:
+    """Generated shoppers whose buying behaviour is known (``ml.synthetic``), archived as
+    if the worker had seen them, so ``models train`` has history on a fresh demo."""
+    from decisions.runtime.archive import EventArchive
+    from decisions.runtime.ml.synthetic import generate
+
+    if settings.database_url and not args.yes:
+        raise ConfigError(
+            "sample-history writes generated events into the event archive of "
+            f"DECISIONS_DATABASE_URL ({redact(settings.database_url)}), where backtests and "
+            "training read them; pass --yes if that database is a scratch or demo one")
+    if args.users < 1 or args.days <= 0:
+        raise ConfigError("--users must be at least 1 and --days more than 0")
+    now = datetime.now(UTC)
+    events, _ = generate(users=args.users, days=args.days, seed=args.seed,
+                         start=now - timedelta(days=args.days))
+    events = [e for e in events if e.ts < now]
+    with _services(settings, need_redis=False) as (engine, _):
+        archive = EventArchive(engine)
+        written = sum(archive.write_batch(events[i:i + 5000])
+                      for i in range(0, len(events), 5000))
+    purchases = sum(1 for e in events if e.type == "purchase")
+    cmd = invocation.command()
+    print(f"archived {written} generated events ({purchases} purchases) of {args.users} "
+          f"shoppers (ids u-{args.seed}-N) from {events[0].ts:%Y-%m-%d} to now"
+          if events else "nothing generated")
+    print(f"next: {cmd} models train purchase_intent --days {args.days:g} --warmup-days 0")
+    return 0

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from decisions.cli import invocation
 from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine
 from decisions.core.errors import DecisionsError, FieldError, ValidationError
 from decisions.core.settings import Settings
+from rulesets import export
 from rulesets.diff import diff_documents, render
-from rulesets.document import dump_yaml, read_file
+from rulesets.document import read_file
 from rulesets.store import RulesetStore
 from rulesets.validate import validate
 
@@ -185,7 +187,7 @@ def _import_one(store: RulesetStore, file: Path, doc: dict[str, Any], actor: str
         return
     if doc["four_eyes"]:
         print(f"{file}: {name} saved as a draft; it needs a second person's approval: "
-              f"decisions rulesets publish {name} --comment ... --approved-by WHO")
+              f"{invocation.command()} rulesets publish {name} --comment ... --approved-by WHO")
         return
     version = store.publish(name, actor, args.comment or f"imported from {file.name}")
     print(f"{file}: {name} published as version {version}")
@@ -197,8 +199,7 @@ def export_handler(args: argparse.Namespace, settings: Settings) -> int:
         doc = store.document(args.name, args.version)
     finally:
         store.engine.dispose()
-    text = (json.dumps(doc, indent=2, ensure_ascii=False) + "\n" if args.format == "json"
-            else dump_yaml(doc))
+    text = export.to_json(doc) if args.format == "json" else export.to_yaml(doc)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}")
@@ -253,7 +254,7 @@ def list_handler(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.engine.dispose()
     if not rows:
-        print("no rulesets (import some: decisions rulesets import rulesets/starter)")
+        print(f"no rulesets (import some: {invocation.command()} rulesets import rulesets/starter)")
         return 0
     _table(("NAME", "ACTIVE", "RULES", "DRAFT"), rows)
     return 0

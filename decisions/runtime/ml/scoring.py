@@ -20,38 +20,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
+# declared with the worker's other metrics (a worker without models exports them too)
+from decisions.core.metrics import (
+    FEATURE_PSI,
+    LOAD_FAILURES,
+    MODEL_VERSION,
+    SCORE_MISSING,
+    SCORE_PSI,
+)
 from decisions.runtime.ml import registry
 from decisions.runtime.ml.artifact import CompiledModel
 from decisions.runtime.ml.features import ALL_FEATURES, MODEL_NAMES, Extractor
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 300.0  # a version that failed to load is tried again after this long
-
-SCORE_MISSING = Counter(
-    "decisions_model_score_missing_total",
-    "Events a model could not score (no active version, failed load or failed prediction)",
-    ["model"],
-)
-MODEL_VERSION = Gauge(
-    "decisions_model_active_version", "Model version a worker scores with (0: none)", ["model"]
-)
-LOAD_FAILURES = Counter(
-    "decisions_model_load_failures_total", "Model versions that failed to load", ["model"]
-)
-FEATURE_PSI = Gauge(
-    "decisions_model_feature_psi",
-    "Population stability index of a feature, training rows vs the last day of live traffic",
-    ["model", "feature"],
-)
-SCORE_PSI = Gauge(
-    "decisions_model_score_psi",
-    "Population stability index of the score, training rows vs the last day of live traffic",
-    ["model"],
-)
-
 
 @dataclass
 class _Loaded:
@@ -85,7 +69,7 @@ class Scorer:
         """Follow the registry; returns True when the set of loaded versions changed."""
         try:
             heads = registry.active_heads(self.engine)
-        except Exception:  # noqa: BLE001 - the database may be briefly away; keep serving
+        except Exception:  # the database may be briefly away; keep serving
             log.warning("model registry unreachable; keeping the loaded models", exc_info=True)
             return False
         changed = False
@@ -180,7 +164,7 @@ class Scorer:
                 value = loaded.model.predict(x[loaded.columns])
                 if not 0.0 <= value <= 1.0:
                     raise ValueError(f"score {value!r} outside [0, 1]")
-            except Exception:  # noqa: BLE001 - never block a decision on a model
+            except Exception:  # never block a decision on a model
                 SCORE_MISSING.labels(name).inc()
                 log.debug("model %s failed on a snapshot", name, exc_info=True)
                 continue

@@ -97,7 +97,7 @@ def roundtrip(client: redis.Redis, parts: list[bytes]) -> list[Any]:
     conn = pool.get_connection()
     try:
         conn.send_packed_command([b"".join(parts)], check_health=False)
-        sock = conn._sock  # noqa: SLF001 - read with our own hiredis reader
+        sock = conn._sock  # read with our own hiredis reader
         if sock is None:
             raise redis.ConnectionError("Redis connection closed")
         reader = hiredis.Reader()

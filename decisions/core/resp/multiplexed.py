@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 
+from decisions.core.transport import redis_tls
+
 
 class RespError(Exception):
     """Redis answered with an error reply (e.g. NOSCRIPT, WRONGTYPE)."""
@@ -188,6 +190,7 @@ class FastRedis:
         self.password = unquote(parts.password) if parts.password else None
         db = parts.path.strip("/") if parts.scheme != "unix" else ""
         self.db = int(db) if db.isdigit() else 0
+        self.tls = redis_tls(url)
         self.timeout = timeout
         self.dead_after = max(1.0, 10 * timeout)
         self._slots: list[_Protocol | None] = [None] * max(1, connections)
@@ -251,7 +254,12 @@ class FastRedis:
         if self.scheme == "unix":
             await loop.create_unix_connection(lambda: proto, self.path)
         else:
-            context = ssl.create_default_context() if self.scheme == "rediss" else None
+            context = None
+            if self.scheme == "rediss":  # CA and client certificate: DECISIONS_REDIS_TLS_*
+                tls = self.tls
+                context = ssl.create_default_context(cafile=tls.get("ssl_ca_certs") or None)
+                if tls.get("ssl_certfile"):
+                    context.load_cert_chain(tls["ssl_certfile"], tls.get("ssl_keyfile") or None)
             await loop.create_connection(lambda: proto, self.host, self.port, ssl=context)
         setup: list[tuple[Any, ...]] = []
         if self.password is not None:

@@ -68,6 +68,7 @@ for _name, _label in (
     _add(f"state.{_name}", NUMBER, _label)
 for _name, _label in (
     ("cart_products", "Products in cart"), ("recent_products", "Recently viewed products"),
+    ("session_products", "Products clicked this session"),
     ("recent_categories", "Recently viewed categories"),
 ):
     _add(f"state.{_name}", LIST, _label)

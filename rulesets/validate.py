@@ -33,7 +33,10 @@ from rulesets.language import (
 )
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,99}$")
-STRATEGIES = ("covisit", "category_top", "top_sellers", "recently_viewed")
+# decisions.runtime.recommend.STRATEGIES (the runtime sits above the language; a test
+# keeps the two the same)
+STRATEGIES = ("next_click", "covisit", "category_top", "top_sellers", "top_viewed",
+              "recently_viewed")
 _TYPE_WORD = {NUMBER: "a number", STRING: "a string", BOOL: "true or false", LIST: "a list"}
 
 

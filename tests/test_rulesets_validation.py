@@ -132,7 +132,8 @@ CASES = [
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}",
                           "[{recommend: {strategy: magic, count: 3}}]"),
                  [(5, "rules[0].then[0].recommend.strategy", 'unknown strategy "magic" (expected '
-                   "one of covisit, category_top, top_sellers, recently_viewed)"),
+                   "one of next_click, covisit, category_top, top_sellers, top_viewed, "
+                   "recently_viewed)"),
                   (5, "rules[0].then[0].recommend.slot", "required")],
                  id="recommend-params"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}",

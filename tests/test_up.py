@@ -68,6 +68,21 @@ def test_up_demo_serves_offers_and_stops_cleanly(tmp_path: Path) -> None:
         assert offer["discount"]["value"] == 10
         assert offer["ruleset_version"] == 1
         assert {"offer_id", "rule", "ruleset_version", "kind", "expires_at", "reason"} <= set(offer)
+        # every demo shopper's product-page recommendations are personalized (once the
+        # paced demo stream is all in)
+        def unpersonalized() -> list[str]:
+            left = []
+            for i in range(1, 31):
+                r = httpx.get(f"{stack['api_url']}/v1/users/demo-{i}/recommendations",
+                              params={"slot": "product_page"}, headers=auth, timeout=5)
+                assert r.status_code == 200, r.text
+                body = r.json()
+                if not (body["personalized"] and body["strategy"] == "next_click"
+                        and body["products"]):
+                    left.append(f"demo-{i}")
+            return left
+
+        wait_for(lambda: not unpersonalized(), timeout=30, interval=0.5)
 
         # a second `up` in the same folder reports the running one
         second = subprocess.run(
@@ -92,6 +107,7 @@ def test_up_demo_serves_offers_and_stops_cleanly(tmp_path: Path) -> None:
     assert code == 0, output
     assert "decisions is up." in output
     assert "offer for demo-" in output
+    assert "recommended for demo-" in output and "strategy next_click" in output
     time.sleep(0.5)
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"orphans left behind: {alive}"

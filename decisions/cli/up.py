@@ -131,7 +131,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 def demo(settings: Settings, api_url: str, key: str) -> None:
-    """Load the demo catalog, replay the sample stream, and show the first offers."""
+    """Load the demo catalog, replay the sample stream, and show the first offers and
+    recommendations."""
     from decisions.cli.demo_replay import (
         demo_users,
         load_catalog,
@@ -151,7 +152,9 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
     if reset_shoppers(client, demo_users()):
         say("  demo: cleared the demo shoppers' state and offers of an earlier run")
     events = sample_events()
-    sent = replay(settings, events=events)
+    # paced as a storefront's traffic would be (about 5 s), so what the first shoppers
+    # click is learned before the later ones are recommended to
+    sent = replay(settings, pace_seconds=DEMO_PACE_SECONDS, events=events)
     this_run = {e["event_id"] for e in events}
     say(f"  demo: replayed {sent} sample events through Kafka topic {settings.events_topic}")
     deadline = time.monotonic() + 60
@@ -172,6 +175,14 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
                     f"(rule {o['rule']}, ruleset {o['ruleset']} v{o['ruleset_version']})"
                 )
         time.sleep(0.5)
+    recommended: list[tuple[str, dict[str, Any]]] = []
+    while time.monotonic() < deadline and not recommended:
+        recommended = _demo_recommendations(client, demo_users())[:3]  # the fullest few
+        if not recommended:
+            time.sleep(0.5)
+    for user, rec in recommended:
+        say(f"  recommended for {user}: {', '.join(rec['products'])} "
+            f"(strategy {rec.get('strategy')}, rule {rec.get('rule')}, slot {DEMO_SLOT})")
     now = datetime.now(UTC)
     made = [(user, o) for user in demo_users() for o in active_offers(client, user, now)
             if o.get("event_id") in this_run]
@@ -188,6 +199,35 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         )
     else:
         say("  demo: no offer visible yet; see var/worker.log")
+    if recommended:
+        say(
+            f"  try it: curl -s -H 'Authorization: Bearer {key}' "
+            f"'{api_url}/v1/users/{recommended[0][0]}/recommendations?slot={DEMO_SLOT}'"
+        )
+    else:
+        say("  demo: no recommendation visible yet; see var/worker.log")
+
+
+DEMO_PACE_SECONDS = 0.03
+DEMO_SLOT = "product_page"  # the starter recommendations ruleset's browse-based slot
+
+
+def _demo_recommendations(client: redis.Redis, users: list[str],
+                          ) -> list[tuple[str, dict[str, Any]]]:
+    """The demo shoppers' stored product-page recommendations, the longest lists first."""
+    import orjson
+
+    from decisions.core import keys
+
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.hget(keys.recs(user), DEMO_SLOT)
+    found = []
+    for n, (user, raw) in enumerate(zip(users, pipe.execute(), strict=True)):
+        rec = orjson.loads(raw) if raw else {}
+        if rec.get("products"):
+            found.append((-len(rec["products"]), n, user, rec))
+    return [(user, rec) for _, _, user, rec in sorted(found)]
 
 
 class Up:

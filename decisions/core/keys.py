@@ -13,6 +13,7 @@ Cluster. Each use has its own prefix.
 | ``d:pages:{uid}`` | set | the pages the user has visited (which ``d:pg`` keys exist) |
 | ``d:pv:{uid}`` | hash | product views: product_id -> time of the last view (ms) |
 | ``d:rp:{uid}`` / ``d:rc:{uid}`` | zset | recently viewed products / categories scored by event time |
+| ``d:ss:{uid}`` | list | this session's product clicks, newest first, repeats kept (10) |
 | ``d:bought:{uid}`` | set | products the user bought |
 | ``d:seg:{uid}`` | set | segments added by rules |
 | ``d:offers:{uid}`` | hash | offer_id -> offer JSON (see ``decisions.runtime.offers``) |
@@ -22,7 +23,10 @@ Cluster. Each use has its own prefix.
 | ``d:erased:{uid}`` | string | tombstone: erased-at (ms); the state script drops the user's events from before it. Expires after ``DECISIONS_ERASURE_TOMBSTONE_DAYS`` |
 | ``d:deadlines`` | zset | ``<uid>|<timer>`` scored by due event time (ms) |
 | ``d:covis:<product_id>`` | zset | co-visited products with counts |
+| ``d:sr:<product_id>`` | zset | products clicked up to 5 clicks after it in a session, weighted 1/distance (sequential rules) |
+| ``d:returns`` | hash | ``next``: product clicks after a session's first; ``return``: those back to a product of the session |
 | ``d:top`` / ``d:topcat:<category>`` | zset | top sellers, overall and per category |
+| ``d:viewed`` | zset | most viewed products (product views and clicks) |
 | ``d:rl:<key prefix>`` | hash | API rate-limit token bucket of one API key |
 | ``d:admin:fail:u:<name>`` / ``d:admin:fail:ip:<address>`` | string | failed admin sign-ins per user name / client address |
 
@@ -146,6 +150,8 @@ def claimants(key: str, user_id: str) -> list[str] | None:
 
 DEADLINES = "d:deadlines"
 TOP = "d:top"
+RETURNS = "d:returns"
+VIEWED = "d:viewed"
 
 
 def top_category(category: str) -> str:
@@ -172,3 +178,5 @@ def scratch_pattern(prefix: str) -> str:
     escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
     return f"d:*{{{escaped}*"
 
+def successors(product_id: str) -> str:
+    return f"d:sr:{product_id}"

@@ -3,7 +3,8 @@
 ``Runtime.refresh`` asks the store for a cheap marker of the active versions every
 ``interval`` seconds; when it changed, new versions are compiled and loaded into the
 engine, replaced ones are freed, and what the worker derives from the rules (whether any
-reads a model score, which idle timers they wait for) is recomputed.
+reads a model score, which idle timers they wait for, which recommendation models their
+strategies read) is recomputed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from decisions.core import metrics
 from decisions.runtime.engine import RuleEngine
+from decisions.runtime.recommend import MODELS, models_for
 from decisions.runtime.state import wanted_features
 from rulesets.compile import CompiledRuleset, compile_ruleset
 from rulesets.store import RulesetStore
@@ -36,6 +38,7 @@ class Runtime:
     uses_scores: bool = False  # some active rule reads score.<model>
     timers: list[tuple[str, int]] = field(default_factory=list)  # idle timers, on reload
     wanted: str = ""  # windowed state features the rules read (decisions.runtime.state spec)
+    models: frozenset[str] = MODELS  # recommendation models the rules' strategies read
 
     def refresh(self, force: bool = False) -> bool:
         now = time.monotonic()
@@ -67,6 +70,10 @@ class Runtime:
         self.wanted = wanted_features(
             path for compiled in active for rule in compiled.rules.values()
             for path in rule.fields)
+        self.models = models_for(
+            str(params.get("strategy")) for compiled in active
+            for rule in compiled.rules.values() for action in rule.actions
+            for name, params in action.items() if name == "recommend")
         log.info("rulesets active: %s", marker or "(none)")
         return True
 

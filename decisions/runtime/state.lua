@@ -43,6 +43,7 @@ if not sess_last or ts - sess_last > SESSION_GAP then
   put('session_start', ts); put('session_last', ts); put('session_events', 0)
   put('session_product_views', 0); put('session_page_views', 0)
   put('product_view_seconds', 0); put('last_pv_ts', '')
+  redis.call('DEL', 'd:ss:' .. tag)
   sess_last = ts
 end
 if ts > sess_last then
@@ -84,6 +85,12 @@ if product ~= '' then
     if not seen_at or ts > seen_at then redis.call('HSET', pv, product, ts) end
     redis.call('ZADD', 'd:rp:' .. tag, ts, product)
     redis.call('ZREMRANGEBYRANK', 'd:rp:' .. tag, 0, -21)
+    -- this session's product clicks in arrival order, repeats kept: the newest 10 (the
+    -- next_click strategy ranks from them and learns from the 5 before this one); a new
+    -- session deletes the list, the expiry only collects lists of users gone quiet
+    local ss = 'd:ss:' .. tag
+    if redis.call('LPUSH', ss, product) == 1 then redis.call('PEXPIRE', ss, DAY) end
+    redis.call('LTRIM', ss, 0, 9)
   end
   redis.call('PEXPIRE', pv, MONTH)
 end
@@ -195,6 +202,7 @@ snap['days_since_first_seen'] = math.max(0, (ts - first_ts) / DAY)
 local lp = tonumber(sv['last_purchase_ts'] or '')
 if lp then snap['days_since_last_purchase'] = math.max(0, (ts - lp) / DAY) else snap['days_since_last_purchase'] = -1 end
 snap['recent_products'] = redis.call('ZREVRANGE', 'd:rp:' .. tag, 0, 19)
+snap['session_products'] = redis.call('LRANGE', 'd:ss:' .. tag, 0, 9)
 snap['recent_categories'] = redis.call('ZREVRANGE', 'd:rc:' .. tag, 0, 9)
 snap['distinct_categories_30d'] = redis.call('ZCOUNT', 'd:rc:' .. tag, ts - MONTH, '+inf')
 snap['segments'] = redis.call('SMEMBERS', 'd:seg:' .. tag)

@@ -30,7 +30,8 @@ from decisions.core.events import Event
 from decisions.core.resp.pipeline import RawPipeline, RawScript
 
 LUA = resources.files("decisions.runtime").joinpath("state.lua").read_text()
-LIST_FEATURES = ("cart_products", "recent_products", "recent_categories", "segments")
+LIST_FEATURES = ("cart_products", "recent_products", "session_products", "recent_categories",
+                 "segments")
 DONE = b"done"
 ERASED = 2  # the script's first reply for an event of an erased user
 

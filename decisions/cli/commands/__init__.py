@@ -15,4 +15,5 @@ MODULES = (
     "decisions.cli.commands.models",    # models train/retrain/list/promote/rollback/drift
     "decisions.cli.commands.events",    # events produce (send a file of events to Kafka)
     "decisions.cli.commands.report",    # report uplift (holdout experiments)
+    "decisions.cli.commands.recommend",  # recommend evaluate (offline figures on a click log)
 )

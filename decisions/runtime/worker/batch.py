@@ -150,7 +150,7 @@ class BatchSteps:
         in_batch: set[tuple[str, str]] = set()
         fresh: list[Applied] = []
         fired: list[Fired] = []
-        popularity = PopularityBatch()
+        popularity = PopularityBatch(self.runtime.models)
         latest: dict[str, int] = {}  # per user, the newest event time (for the timers)
         by_type: Counter[str] = Counter()
         # events of the batches in flight are not marked done yet: drop their repeats here

@@ -1,9 +1,9 @@
 """``decisions recommend evaluate`` on real session clicks, against a real Redis.
 
 The slice: the first 5,000 clicks of ``../shared/data/sessions/clicks_train.tsv`` and the
-first 1,500 of ``clicks_valid.tsv`` (1,129 lists). The baselines' figures on it were
-checked by hand with a separate script (successors: 275 hits, reciprocal ranks summing to
-182.411; popularity: 66 hits, 22.415).
+first 1,500 of ``clicks_valid.tsv`` (1,129 lists), copied into ``tests/data/sessions/``.
+The baselines' figures on it were checked by hand with a separate script (successors:
+275 hits, reciprocal ranks summing to 182.411; popularity: 66 hits, 22.415).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from decisions.cli.main import main
 from decisions.simulate.clicklog import read_sessions
 from decisions.simulate.recommendations import Baselines, Scores, learn, replay
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sessions"
+DATA = Path(__file__).resolve().parent / "data" / "sessions"
 LISTS = 1129
 
 
@@ -29,10 +29,8 @@ def _head(source: Path, lines: int, target: Path) -> Path:
 
 @pytest.fixture
 def slice_files(tmp_path: Path) -> tuple[Path, Path]:
-    if not (DATA / "clicks_train.tsv").exists():
-        pytest.skip("../shared/data/sessions is not there")
-    return (_head(DATA / "clicks_train.tsv", 5001, tmp_path / "train.tsv"),
-            _head(DATA / "clicks_valid.tsv", 1501, tmp_path / "valid.tsv"))
+    return (_head(DATA / "clicks_train_head.tsv", 5001, tmp_path / "train.tsv"),
+            _head(DATA / "clicks_valid_head.tsv", 1501, tmp_path / "valid.tsv"))
 
 
 def test_next_click_beats_the_baselines_on_a_real_slice(

@@ -87,7 +87,8 @@ def test_a_served_offer_has_exactly_the_documented_fields(
     ctx = Context(event, {}, match, stacking=False, recommender=None)
     HANDLERS["discount"](ctx, {"percent": 10, "code": "CART10", "min_basket": 50,
                                "per_user_cap": 2, "products": ["p-1"]})
-    stored = ctx.effects[0].payload
+    # as the worker stores it for an event it traced (tracing on: the one optional field)
+    stored = {**ctx.effects[0].payload, "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
     OfferStore(redis_client).store_offer(redis_client, "u-doc", stored,
                                          int(now.timestamp() * 1000), 3600)
     answer = client.get("/v1/users/u-doc/offers", headers=auth(make_key("offers:read")))
@@ -101,6 +102,7 @@ def test_a_served_offer_has_exactly_the_documented_fields(
         "rule high-value-cart: cart_value=250.0")
 
 
-@pytest.mark.parametrize("field", ["reason", "created_at", "event_id", "per_user_cap"])
+@pytest.mark.parametrize("field", ["reason", "created_at", "event_id", "per_user_cap",
+                                   "trace_id"])
 def test_the_docs_describe_each_offer_field(field: str) -> None:
     assert f"`{field}`" in (ROOT / "docs" / "api.md").read_text()

@@ -21,7 +21,7 @@ from api.errors import BadRequest, PayloadTooLarge
 from api.responses import json_response
 from api.state import ApiState, get_api
 from api.store import REDIS_ERRORS
-from decisions.core.errors import FieldError, RateLimited, ValidationError
+from decisions.core.errors import DecisionsError, FieldError, RateLimited, ValidationError
 from decisions.core.events import Event, TimeWindow, parse_event
 
 
@@ -121,13 +121,57 @@ def validate(api: ApiState, data: Any) -> list[Event]:
 
 async def post_events(request: Request) -> Response:
     api = get_api(request)
+    if api.tracing is not None:
+        return await traced_post_events(api, request)
+    events = await accept(api, request)
+    await api.produce([(e.user_id, e.to_dict()) for e in events])
+    return accepted(request, events)
+
+
+async def accept(api: ApiState, request: Request) -> list[Event]:
     key = await authenticate(api, request, "events:write")
     await check_rate(api, key.prefix)
     body = await read_body(request, api.settings.api_max_body_bytes)
-    events = validate(api, parse_json(body))
-    await api.produce([(e.user_id, e.to_dict()) for e in events])
+    return validate(api, parse_json(body))
+
+
+def accepted(request: Request, events: list[Event]) -> Response:
     return json_response(request, {"accepted": len(events),
                                    "event_ids": [e.event_id for e in events]}, status=202)
+
+
+async def traced_post_events(api: ApiState, request: Request) -> Response:
+    """The same with tracing on: a server span (continuing the storefront's trace when its
+    request carries a ``traceparent``) and a producer span whose context every record
+    carries in its ``traceparent`` header, for the worker's span of each event."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    tracing = api.tracing
+    assert tracing is not None
+    tracer = tracing.tracer
+    with tracer.start_as_current_span(
+        "POST /v1/events", context=tracing.extract(request.headers), kind=SpanKind.SERVER,
+        attributes={"http.request.method": "POST", "http.route": "/v1/events"},
+        set_status_on_exception=False,  # a 4xx is the client's, not an error of ours
+    ) as span:
+        try:
+            events = await accept(api, request)
+            span.set_attribute("decisions.events", len(events))
+            with tracer.start_as_current_span(
+                f"{api.settings.events_topic} publish", kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka", "messaging.operation.type": "send",
+                            "messaging.destination.name": api.settings.events_topic,
+                            "messaging.batch.message_count": len(events)},
+            ) as publish:
+                await api.produce([(e.user_id, e.to_dict()) for e in events],
+                                  tracing.traceparent(publish))
+        except DecisionsError as exc:
+            span.set_attribute("http.response.status_code", exc.status)
+            if exc.status >= 500:
+                span.set_status(Status(StatusCode.ERROR, exc.message))
+            raise
+        span.set_attribute("http.response.status_code", 202)
+        return accepted(request, events)
 
 
 routes = [Route("/v1/events", post_events, methods=["POST"])]

@@ -1,0 +1,252 @@
+"""Distributed tracing: POST /v1/events -> Kafka ``traceparent`` -> the worker's decision,
+exported by OTLP/HTTP to a real receiver in the test (it decodes the protobuf
+``ExportTraceServiceRequest``), against the real broker, Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from sqlalchemy import Engine, text
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from decisions.core.errors import ConfigError
+from decisions.core.settings import Settings
+from decisions.core.tracing import TRACEPARENT, record_parent, setup
+from decisions.runtime.kafka import ensure_topics
+from tests.api_helpers import KeyMaker, auth
+from tests.helpers import event, import_starter, minutes, now, running_worker, wait_for
+from tests.test_api_events import consume
+
+pytest_plugins = ["tests.api_fixtures"]
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any]
+
+
+class Receiver:
+    """An OTLP/HTTP traces endpoint: ``POST /v1/traces`` with a protobuf body."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self.paths: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.paths.append(self.path)
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver.add(request)
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def add(self, request: ExportTraceServiceRequest) -> None:
+        for resource_spans in request.resource_spans:
+            service = next((a.value.string_value for a in resource_spans.resource.attributes
+                            if a.key == "service.name"), "")
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: _value(a.value) for a in span.attributes}
+                    self.spans.append(ReceivedSpan(
+                        service, span.name, span.trace_id.hex(), span.span_id.hex(),
+                        span.parent_span_id.hex(), attributes))
+
+    def trace(self, trace_id: str) -> list[ReceivedSpan]:
+        return [s for s in self.spans if s.trace_id == trace_id]
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    found.thread.start()
+    yield found
+    found.server.shutdown()
+    found.server.server_close()
+
+
+def _post_cart_story(client: TestClient, writer: dict[str, str], user: str) -> None:
+    """A checkout view, then a cart over $200 a minute later: high-value-cart fires."""
+    t0 = now() - minutes(10)
+    first = client.post("/v1/events", json=event("page_view", user, t0, page="checkout"),
+                        headers=writer)
+    assert first.status_code == 202, first.text
+    second = client.post("/v1/events", json=event(
+        "add_to_cart", user, t0 + minutes(1), product_id="p-1", price=250.0, quantity=1),
+        headers=writer)
+    assert second.status_code == 202, second.text
+
+
+def _served_offer(client: TestClient, reader: dict[str, str], user: str) -> dict[str, Any]:
+    def offer() -> dict[str, Any] | None:
+        body = client.get(f"/v1/users/{user}/offers", headers=reader).json()
+        return body["offers"][0] if body.get("personalized") and body["offers"] else None
+    found: dict[str, Any] = wait_for(offer)
+    return found
+
+
+def _decision_trace_ids(engine: Engine, user: str) -> list[str | None]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT trace_id FROM decisions WHERE user_id = :u AND kind = 'offer'"),
+            {"u": user}).scalars())
+
+
+def test_one_events_trace_goes_from_the_api_through_the_worker_to_the_offer(
+    api_settings: Settings, demo_catalog: object, make_key: KeyMaker, clean_db: Engine,
+    receiver: Receiver,
+) -> None:
+    settings = replace(api_settings, tracing="on", tracing_sample_ratio=1.0,
+                       otlp_endpoint=receiver.url)
+    import_starter(settings)
+    ensure_topics(settings)
+    writer, reader = auth(make_key("events:write")), auth(make_key("offers:read"))
+    with running_worker(settings), TestClient(create_app(settings)) as client:
+        _post_cart_story(client, writer, "u-traced")
+        offer = _served_offer(client, reader, "u-traced")
+        rows = wait_for(lambda: _decision_trace_ids(clean_db, "u-traced"))
+    # both processes flushed their spans as they stopped (the API's lifespan, Worker.close)
+    trace_id = offer["trace_id"]
+    assert len(trace_id) == 32 and int(trace_id, 16)
+    assert rows == [trace_id]
+
+    spans = receiver.trace(trace_id)
+    by_name = {(s.service, s.name): s for s in spans}
+    api_span = by_name[("decisions-api", "POST /v1/events")]
+    publish = by_name[("decisions-api", f"{settings.events_topic} publish")]
+    process = by_name[("decisions-worker", f"{settings.events_topic} process")]
+    assert api_span.parent_id == ""  # the storefront sent no traceparent: a new trace
+    assert publish.parent_id == api_span.span_id
+    assert process.parent_id == publish.span_id  # through the record's header
+    assert process.attributes["decisions.event_type"] == "add_to_cart"
+    assert process.attributes["decisions.rules_fired"] >= 1
+    steps = {s.name for s in spans if s.parent_id == process.span_id}
+    assert {"state", "scores", "rules", "actions", "effects", "publish", "archive"} <= steps
+    assert api_span.attributes["http.response.status_code"] == 202
+    # the page view before it is its own trace (one trace per request), with a worker span
+    other = {s.trace_id for s in receiver.spans
+             if s.name == f"{settings.events_topic} process"} - {trace_id}
+    assert len(other) == 1
+    assert all(path == "/v1/traces" for path in receiver.paths)
+
+
+def test_a_storefronts_traceparent_is_continued(
+    api_settings: Settings, demo_catalog: object, make_key: KeyMaker, receiver: Receiver,
+) -> None:
+    settings = replace(api_settings, tracing="on", tracing_sample_ratio=0.0,
+                       otlp_endpoint=receiver.url)
+    ensure_topics(settings, [settings.events_topic])
+    writer = auth(make_key("events:write"))
+    storefront = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with TestClient(create_app(settings)) as client:
+        sampled = {**writer, "traceparent": f"00-{storefront}-00f067aa0ba902b7-01"}
+        ok = client.post("/v1/events", json=event("page_view", "u-1", now(), page="home"),
+                         headers=sampled)
+        assert ok.status_code == 202
+        # ratio 0: a request of its own is not sampled, and its record says so
+        plain = client.post("/v1/events", json=event("page_view", "u-2", now(), page="home"),
+                            headers=writer)
+        assert plain.status_code == 202
+        records = {r.key: dict(r.headers) for r in consume(settings, 2)}
+    assert records[b"u-1"][TRACEPARENT].startswith(f"00-{storefront}-".encode())
+    assert int(records[b"u-1"][TRACEPARENT][-2:], 16) & 1  # sampled
+    assert not int(records[b"u-2"][TRACEPARENT][-2:], 16) & 1
+    traced = receiver.trace(storefront)
+    assert {s.name for s in traced} == {"POST /v1/events", f"{settings.events_topic} publish"}
+    assert next(s for s in traced if s.name == "POST /v1/events").parent_id == "00f067aa0ba902b7"
+    assert len({s.trace_id for s in receiver.spans}) == 1
+
+
+def test_tracing_off_writes_no_header_and_no_trace_id(
+    api_settings: Settings, demo_catalog: object, make_key: KeyMaker, clean_db: Engine,
+) -> None:
+    assert api_settings.tracing == "off"
+    import_starter(api_settings)
+    ensure_topics(api_settings)
+    writer, reader = auth(make_key("events:write")), auth(make_key("offers:read"))
+    with running_worker(api_settings) as worker, \
+            TestClient(create_app(api_settings)) as client:
+        assert worker.tracing is None
+        assert client.app.state.api.tracing is None  # type: ignore[attr-defined]
+        _post_cart_story(client, writer, "u-plain")
+        offer = _served_offer(client, reader, "u-plain")
+        rows = wait_for(lambda: _decision_trace_ids(clean_db, "u-plain"))
+    assert "trace_id" not in offer
+    assert rows == [None]
+    records = consume(api_settings, 2)
+    assert len(records) == 2
+    assert all(TRACEPARENT not in dict(r.headers) for r in records)
+
+
+def test_tracing_settings_are_checked() -> None:
+    assert setup(Settings.from_env({}), "decisions-api") is None
+    with pytest.raises(ConfigError, match="DECISIONS_TRACING="):
+        setup(Settings.from_env({"DECISIONS_TRACING": "maybe"}), "decisions-api")
+    with pytest.raises(ConfigError, match="DECISIONS_TRACING_SAMPLE_RATIO"):
+        setup(Settings.from_env({"DECISIONS_TRACING": "on",
+                                 "DECISIONS_TRACING_SAMPLE_RATIO": "1.5"}), "decisions-api")
+
+
+@pytest.fixture(scope="module")
+def tracing() -> Iterator[Any]:
+    found = setup(Settings.from_env({}, tracing="on", otlp_endpoint="http://127.0.0.1:9/"),
+                  "decisions-worker")
+    assert found is not None
+    yield found
+    found.provider.shutdown()
+
+
+@given(st.binary(max_size=80))
+def test_any_header_bytes_are_a_parent_or_nothing(tracing: Any, value: bytes) -> None:
+    """A record's headers come from any producer: never an exception, never a parent
+    from a header that is not a sampled W3C traceparent."""
+    parent = record_parent(tracing, [(TRACEPARENT, value)])
+    if parent is not None:
+        assert value.startswith(b"00-") and int(value[-2:], 16) & 1
+
+
+@given(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans())
+def test_a_traceparent_names_its_trace(tracing: Any, trace_id: int, span_id: int,
+                                       sampled: bool) -> None:
+    value = b"00-%032x-%016x-%02x" % (trace_id, span_id, int(sampled))
+    parent = record_parent(tracing, [("other", b"x"), (TRACEPARENT, value)])
+    if not sampled:
+        assert parent is None
+    else:
+        assert parent is not None
+        assert tracing.trace_id(parent) == f"{trace_id:032x}"

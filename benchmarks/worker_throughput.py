@@ -313,7 +313,7 @@ def tree_cpu(pids: dict[str, int]) -> dict[str, float]:
 def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
                 max_seconds: float, log_dir: Path, services: dict[str, int],
                 extra_env: dict[str, str] | None = None, tag: str = "",
-                ) -> tuple[float, int, float, dict[str, float]]:
+                cwd: Path = ROOT) -> tuple[float, int, float, dict[str, float]]:
     """Sustained events/s of N worker processes draining ``total`` records already in
     ``topic``: from the first commit to the last (joins and start-up excluded); and the
     CPU time each process (worker, embedded services) spent per event meanwhile — a
@@ -322,7 +322,7 @@ def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
     group = f"bench-{processes}p-{uuid.uuid4().hex[:6]}"
     log = open(log_dir / f"worker-{processes}p{tag}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "decisions.cli.main", "worker", "--processes",
-                             str(processes)], cwd=ROOT,
+                             str(processes)], cwd=cwd,
                             env=worker_env(urls, topic, group, **(extra_env or {})),
                             stdout=log, stderr=subprocess.STDOUT)
     watcher = KafkaConsumer(bootstrap_servers=urls["kafka_bootstrap"], group_id=group,
@@ -547,9 +547,12 @@ class OtlpSink:
 
 def tracing_overhead(urls: dict[str, str], settings: Settings, records: list[tuple[str, bytes]],
                      modes: list[str], rounds: int, max_seconds: float, log_dir: Path,
-                     service_pids: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
-    """One worker process per mode (``off``, or a share of sampled records), the modes
-    alternating round after round: CPU per event of the worker beside each other."""
+                     service_pids: dict[str, int], baseline: Path | None = None,
+                     ) -> dict[str, list[dict[str, Any]]]:
+    """One worker process per mode (``off``, or a share of sampled records; ``base``: the
+    worker of the checkout ``baseline``, e.g. ``git archive <commit> | tar -x -C DIR``,
+    run from there with this interpreter), the modes alternating round after round: CPU
+    per event of the worker beside each other."""
     from dataclasses import replace
 
     sink = OtlpSink()
@@ -559,17 +562,18 @@ def tracing_overhead(urls: dict[str, str], settings: Settings, records: list[tup
         ensure_topics(replace(settings, events_topic=topic, actions_topic=topic + ".actions",
                               dead_letter_topic=topic + ".dlq", topic_partitions=6))
         produce(urls["kafka_bootstrap"], topic, records,
-                None if mode == "off" else float(mode))
+                None if mode in ("off", "base") else float(mode))
         topics[mode] = topic
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for n in range(rounds):
         for mode in modes:
-            extra = {"DECISIONS_TRACING": "off"} if mode == "off" else {
-                "DECISIONS_TRACING": "on", "DECISIONS_OTLP_ENDPOINT": sink.url}
+            extra = {} if mode == "base" else {"DECISIONS_TRACING": "off"} if mode == "off" \
+                else {"DECISIONS_TRACING": "on", "DECISIONS_OTLP_ENDPOINT": sink.url}
             before = sink.spans
+            cwd = baseline if mode == "base" and baseline is not None else ROOT
             rate, done, elapsed, cpu = worker_rate(
                 urls, topics[mode], len(records), 1, max_seconds, log_dir, service_pids,
-                extra, f"-trace-{mode}-{n}")
+                extra, f"-trace-{mode}-{n}", cwd)
             spans = sink.spans - before
             results[mode].append({"rate": rate, "done": done, "cpu_us": cpu, "spans": spans})
             print(f"  tracing {mode:>4}, round {n + 1}: {rate:,.0f} events/s, worker CPU "
@@ -595,6 +599,8 @@ def main() -> int:
                         help="comma list of tracing modes to compare with one process: off, "
                              "or a share of records sampled (e.g. off,0.1,1)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of --tracing")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="with --tracing base,...: a checkout of the commit to compare")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     var = ROOT / "var" / "bench-worker"
@@ -648,7 +654,7 @@ def main() -> int:
         if args.tracing:
             out["tracing"] = tracing_overhead(urls, settings, records, args.tracing.split(","),
                                               args.rounds, args.max_seconds, log_dir,
-                                              service_pids)
+                                              service_pids, args.baseline)
         if "latency" not in skip:
             probes: list[tuple[Any, ...]] = []
             lat, lost = latency(urls, records, args.rate, args.latency_seconds, log_dir, probes)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TRACEPARENT = "traceparent"
 MODES = ("off", "on")
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+QUEUE_SPANS = 32_768  # spans waiting for export, then dropped (the SDK's default: 2,048)
 _HEADER = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
@@ -129,7 +130,10 @@ def setup(settings: Settings, service: str) -> Tracing | None:
         resource = resource.merge(Resource({SERVICE_NAME: service}))
     provider = TracerProvider(
         resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.tracing_sample_ratio)))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint(settings))))
+    # a worker batch of 500 sampled events makes ~4,000 spans at once: the SDK's default
+    # queue (2,048) would drop most of them
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=endpoint(settings)), max_queue_size=QUEUE_SPANS))
     log.info("tracing on: %s, sample ratio %g, OTLP to %s", service,
              settings.tracing_sample_ratio, endpoint(settings) or "the OTEL_* endpoint")
     return Tracing(provider, service)

@@ -231,12 +231,15 @@ class BatchSteps:
         """``Decider.evaluate`` with the scores and the rules timed apart (their spans)."""
         decider = self.decider
         start = time.time_ns()
-        scores = decider.scores(snapshot, customer) if customer.get("consent") is not False \
-            else NO_SCORES
+        scoring = decider.scorer is not None and decider.uses_scores \
+            and customer.get("consent") is not False
+        scores = decider.scores(snapshot, customer) if scoring else NO_SCORES
         scored = time.time_ns()
         fired = decider.evaluate(event, snapshot, customer, self.runtime.active,
                                  scores=scores).fired
-        traced.scores, traced.rules = (start, scored), (scored, time.time_ns())
+        if scoring:  # (no span for scores that no rule reads)
+            traced.scores = (start, scored)
+        traced.rules = (scored, time.time_ns())
         traced.fired = len(fired)
         return fired
 

@@ -4,9 +4,10 @@ An event is traced when its record carries a sampled W3C ``traceparent`` header 
 API's producer span): the worker follows the producer's sampling decision and starts no
 trace of its own. Its span, ``<topic> process``, is a child of that producer span, and
 has children for the steps that decided it: ``state`` (its chunk's state script in
-Redis), ``scores`` (the models), ``rules`` (every active ruleset), ``actions``,
-``effects`` (the batch's Redis write: what the API serves), ``publish`` (actions topic,
-until the broker acked) and ``archive`` (the batch's PostgreSQL write).
+Redis), ``scores`` (the models, when an active rule reads a score), ``rules`` (every
+active ruleset), ``actions``, ``effects`` (the batch's Redis write: what the API serves),
+``publish`` (actions topic, until the broker acked) and ``archive`` (the batch's
+PostgreSQL write).
 
 The steps of a batch interleave its events (state in chunks on a helper thread, rules
 event by event, then actions, Redis, Kafka and PostgreSQL for the whole batch), so no

@@ -179,14 +179,20 @@ def test_a_storefronts_traceparent_is_continued(
         ok = client.post("/v1/events", json=event("page_view", "u-1", now(), page="home"),
                          headers=sampled)
         assert ok.status_code == 202
-        # ratio 0: a request of its own is not sampled, and its record says so
+        # ratio 0: a request of its own is not traced: no span, no header
         plain = client.post("/v1/events", json=event("page_view", "u-2", now(), page="home"),
                             headers=writer)
         assert plain.status_code == 202
-        records = {r.key: dict(r.headers) for r in consume(settings, 2)}
+        # a storefront's unsampled trace is followed too: no span, an unsampled header
+        unsampled = {**writer, "traceparent": f"00-{'1' * 32}-00f067aa0ba902b7-00"}
+        assert client.post("/v1/events", json=event("page_view", "u-3", now(), page="home"),
+                           headers=unsampled).status_code == 202
+        records = {r.key: dict(r.headers) for r in consume(settings, 3)}
     assert records[b"u-1"][TRACEPARENT].startswith(f"00-{storefront}-".encode())
     assert int(records[b"u-1"][TRACEPARENT][-2:], 16) & 1  # sampled
-    assert not int(records[b"u-2"][TRACEPARENT][-2:], 16) & 1
+    assert TRACEPARENT not in records[b"u-2"]
+    assert records[b"u-3"][TRACEPARENT].startswith(f"00-{'1' * 32}-".encode())
+    assert not int(records[b"u-3"][TRACEPARENT][-2:], 16) & 1
     traced = receiver.trace(storefront)
     assert {s.name for s in traced} == {"POST /v1/events", f"{settings.events_topic} publish"}
     assert next(s for s in traced if s.name == "POST /v1/events").parent_id == "00f067aa0ba902b7"

@@ -9,7 +9,7 @@ record (``acks=all``); otherwise 503 with Retry-After, and the client resends th
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -23,6 +23,9 @@ from api.state import ApiState, get_api
 from api.store import REDIS_ERRORS
 from decisions.core.errors import DecisionsError, FieldError, RateLimited, ValidationError
 from decisions.core.events import Event, TimeWindow, parse_event
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -122,7 +125,9 @@ def validate(api: ApiState, data: Any) -> list[Event]:
 async def post_events(request: Request) -> Response:
     api = get_api(request)
     if api.tracing is not None:
-        return await traced_post_events(api, request)
+        parent = api.tracing.request_context(request.headers)
+        if parent is not None:
+            return await traced_post_events(api, request, parent)
     events = await accept(api, request)
     await api.produce([(e.user_id, e.to_dict()) for e in events])
     return accepted(request, events)
@@ -140,7 +145,7 @@ def accepted(request: Request, events: list[Event]) -> Response:
                                    "event_ids": [e.event_id for e in events]}, status=202)
 
 
-async def traced_post_events(api: ApiState, request: Request) -> Response:
+async def traced_post_events(api: ApiState, request: Request, parent: Context) -> Response:
     """The same with tracing on: a server span (continuing the storefront's trace when its
     request carries a ``traceparent``) and a producer span whose context every record
     carries in its ``traceparent`` header, for the worker's span of each event."""
@@ -150,7 +155,7 @@ async def traced_post_events(api: ApiState, request: Request) -> Response:
     assert tracing is not None
     tracer = tracing.tracer
     with tracer.start_as_current_span(
-        "POST /v1/events", context=tracing.extract(request.headers), kind=SpanKind.SERVER,
+        "POST /v1/events", context=parent, kind=SpanKind.SERVER,
         attributes={"http.request.method": "POST", "http.route": "/v1/events"},
         set_status_on_exception=False,  # a 4xx is the client's, not an error of ours
     ) as span:

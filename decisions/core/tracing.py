@@ -5,10 +5,12 @@ Off by default (``DECISIONS_TRACING=off``): :func:`setup` then returns ``None`` 
 importing the SDK, and every caller checks for ``None`` once per request, record or
 batch, so tracing costs nothing on the hot paths. On, each process builds its own
 ``TracerProvider`` (not the global one: the API and a worker may share a process in
-tests and in ``decisions up``) with a ``ParentBased(TraceIdRatioBased(ratio))`` sampler
-and a batch processor exporting by OTLP/HTTP (protobuf) to ``DECISIONS_OTLP_ENDPOINT``,
-else to the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``,
-else to ``http://localhost:4318/v1/traces`` (Jaeger, the OpenTelemetry Collector, ...).
+tests and in ``decisions up``) whose sampler follows a parent's sampled flag; the API
+starts a trace for a share ``DECISIONS_TRACING_SAMPLE_RATIO`` of the requests that come
+without one, deciding before any span is made; a batch processor exports by OTLP/HTTP
+(protobuf) to ``DECISIONS_OTLP_ENDPOINT``, else to the standard
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``, else to
+``http://localhost:4318/v1/traces`` (Jaeger, the OpenTelemetry Collector, ...).
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` are honoured by the SDK.
 
 Kafka headers are written and read here (``traceparent`` values), without the
@@ -19,6 +21,7 @@ parents of the worker's spans.
 from __future__ import annotations
 
 import logging
+import random
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -61,7 +64,8 @@ def endpoint(settings: Settings) -> str | None:
 class Tracing:
     """A process's tracer and exporter; ``None`` in its place means tracing is off."""
 
-    def __init__(self, provider: TracerProvider, service: str) -> None:
+    def __init__(self, provider: TracerProvider, service: str, sample_ratio: float = 1.0,
+                 ) -> None:
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -70,11 +74,21 @@ class Tracing:
         self._trace = trace
         self._propagator = TraceContextTextMapPropagator()
         self.service = service
+        self.sample_ratio = sample_ratio
 
     # -- W3C trace context ------------------------------------------------------------
-    def extract(self, carrier: Any) -> Context:
-        """The context of an incoming request's ``traceparent`` (a storefront's trace)."""
-        return self._propagator.extract(carrier)
+    def request_context(self, headers: Any) -> Context | None:
+        """Whether a request is traced, and under which parent: a storefront's
+        ``traceparent`` is followed (its sampled flag decides); without one, a new trace
+        is started for ``sample_ratio`` of the requests, and the others (None) take the
+        untraced path: no span, no header (workers never sample on their own)."""
+        if TRACEPARENT in headers:
+            return self._propagator.extract(headers)
+        if self.sample_ratio >= 1.0 or random.random() < self.sample_ratio:
+            from opentelemetry.context import Context
+
+            return Context()  # a root: recorded (the sampler's root is always on)
+        return None
 
     def traceparent(self, span: Span) -> bytes:
         """The header value naming ``span`` as the parent (sampled flag included)."""
@@ -123,17 +137,18 @@ def setup(settings: Settings, service: str) -> Tracing | None:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
     resource = Resource.create()  # reads OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service}))
-    provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.tracing_sample_ratio)))
+    # the ratio is applied before a root span is made (Tracing.request_context), so an
+    # unsampled request costs no span at all; a parent's sampled flag is followed
+    provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
     # a worker batch of 500 sampled events makes ~4,000 spans at once: the SDK's default
     # queue (2,048) would drop most of them
     provider.add_span_processor(BatchSpanProcessor(
         OTLPSpanExporter(endpoint=endpoint(settings)), max_queue_size=QUEUE_SPANS))
     log.info("tracing on: %s, sample ratio %g, OTLP to %s", service,
              settings.tracing_sample_ratio, endpoint(settings) or "the OTEL_* endpoint")
-    return Tracing(provider, service)
+    return Tracing(provider, service, settings.tracing_sample_ratio)

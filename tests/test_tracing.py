@@ -40,6 +40,7 @@ class ReceivedSpan:
     span_id: str
     parent_id: str
     attributes: dict[str, Any]
+    error: bool
 
 
 class Receiver:
@@ -80,7 +81,8 @@ class Receiver:
                     attributes = {a.key: _value(a.value) for a in span.attributes}
                     self.spans.append(ReceivedSpan(
                         service, span.name, span.trace_id.hex(), span.span_id.hex(),
-                        span.parent_span_id.hex(), attributes))
+                        span.parent_span_id.hex(), attributes,
+                        span.status.code == span.status.STATUS_CODE_ERROR))
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         return [s for s in self.spans if s.trace_id == trace_id]
@@ -183,19 +185,25 @@ def test_a_storefronts_traceparent_is_continued(
         plain = client.post("/v1/events", json=event("page_view", "u-2", now(), page="home"),
                             headers=writer)
         assert plain.status_code == 202
-        # a storefront's unsampled trace is followed too: no span, an unsampled header
+        # a storefront's unsampled trace is followed too: no span, nothing passed on
         unsampled = {**writer, "traceparent": f"00-{'1' * 32}-00f067aa0ba902b7-00"}
         assert client.post("/v1/events", json=event("page_view", "u-3", now(), page="home"),
                            headers=unsampled).status_code == 202
+        # a request the API refuses is traced as such (a 4xx is not an error of ours)
+        refused = client.post("/v1/events", json={"type": "nope"}, headers=sampled)
+        assert refused.status_code == 422
         records = {r.key: dict(r.headers) for r in consume(settings, 3)}
     assert records[b"u-1"][TRACEPARENT].startswith(f"00-{storefront}-".encode())
     assert int(records[b"u-1"][TRACEPARENT][-2:], 16) & 1  # sampled
     assert TRACEPARENT not in records[b"u-2"]
-    assert records[b"u-3"][TRACEPARENT].startswith(f"00-{'1' * 32}-".encode())
-    assert not int(records[b"u-3"][TRACEPARENT][-2:], 16) & 1
+    assert TRACEPARENT not in records[b"u-3"]
     traced = receiver.trace(storefront)
-    assert {s.name for s in traced} == {"POST /v1/events", f"{settings.events_topic} publish"}
-    assert next(s for s in traced if s.name == "POST /v1/events").parent_id == "00f067aa0ba902b7"
+    assert sorted(s.name for s in traced) == [
+        "POST /v1/events", "POST /v1/events", f"{settings.events_topic} publish"]
+    assert {s.parent_id for s in traced if s.name == "POST /v1/events"} == {"00f067aa0ba902b7"}
+    assert sorted(s.attributes["http.response.status_code"] for s in traced
+                  if s.name == "POST /v1/events") == [202, 422]
+    assert not any(s.error for s in traced)
     assert len({s.trace_id for s in receiver.spans}) == 1
 
 
@@ -230,7 +238,7 @@ def test_tracing_settings_are_checked() -> None:
 
 
 @pytest.fixture(scope="module")
-def tracing() -> Iterator[Any]:
+def tracing() -> Iterator[Any]:  # exports nothing: no span is made
     found = setup(Settings.from_env({}, tracing="on", otlp_endpoint="http://127.0.0.1:9/"),
                   "decisions-worker")
     assert found is not None

@@ -9,6 +9,7 @@ record (``acks=all``); otherwise 503 with Retry-After, and the client resends th
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,7 +26,7 @@ from decisions.core.errors import DecisionsError, FieldError, RateLimited, Valid
 from decisions.core.events import Event, TimeWindow, parse_event
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
+    from opentelemetry.trace import SpanContext
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -125,7 +126,7 @@ def validate(api: ApiState, data: Any) -> list[Event]:
 async def post_events(request: Request) -> Response:
     api = get_api(request)
     if api.tracing is not None:
-        parent = api.tracing.request_context(request.headers)
+        parent = api.tracing.request_parent(request.headers)
         if parent is not None:
             return await traced_post_events(api, request, parent)
     events = await accept(api, request)
@@ -145,38 +146,42 @@ def accepted(request: Request, events: list[Event]) -> Response:
                                    "event_ids": [e.event_id for e in events]}, status=202)
 
 
-async def traced_post_events(api: ApiState, request: Request, parent: Context) -> Response:
-    """The same with tracing on: a server span (continuing the storefront's trace when its
-    request carries a ``traceparent``) and a producer span whose context every record
-    carries in its ``traceparent`` header, for the worker's span of each event."""
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
+async def traced_post_events(api: ApiState, request: Request, parent: SpanContext,
+                             ) -> Response:
+    """The same, traced: a server span (continuing the storefront's trace when its request
+    carries a sampled ``traceparent``) and a producer span whose context every record
+    carries in its ``traceparent`` header, for the worker's span of each event. Both are
+    written when the request is answered (``Tracing.record``)."""
     tracing = api.tracing
     assert tracing is not None
-    tracer = tracing.tracer
-    with tracer.start_as_current_span(
-        "POST /v1/events", context=parent, kind=SpanKind.SERVER,
-        attributes={"http.request.method": "POST", "http.route": "/v1/events"},
-        set_status_on_exception=False,  # a 4xx is the client's, not an error of ours
-    ) as span:
-        try:
-            events = await accept(api, request)
-            span.set_attribute("decisions.events", len(events))
-            with tracer.start_as_current_span(
-                f"{api.settings.events_topic} publish", kind=SpanKind.PRODUCER,
-                attributes={"messaging.system": "kafka", "messaging.operation.type": "send",
-                            "messaging.destination.name": api.settings.events_topic,
-                            "messaging.batch.message_count": len(events)},
-            ) as publish:
-                await api.produce([(e.user_id, e.to_dict()) for e in events],
-                                  tracing.traceparent(publish))
-        except DecisionsError as exc:
-            span.set_attribute("http.response.status_code", exc.status)
-            if exc.status >= 500:
-                span.set_status(Status(StatusCode.ERROR, exc.message))
-            raise
-        span.set_attribute("http.response.status_code", 202)
+    topic = api.settings.events_topic
+    server = tracing.child(parent)
+    publish = tracing.child(server)
+    start, published, status, error, count = time_ns(), 0, 500, "unexpected error", 0
+    try:
+        events = await accept(api, request)
+        count = len(events)
+        published = time_ns()
+        await api.produce([(e.user_id, e.to_dict()) for e in events],
+                          tracing.traceparent(publish))
+        status, error = 202, ""
         return accepted(request, events)
+    except DecisionsError as exc:
+        status = exc.status
+        error = exc.message if exc.status >= 500 else ""  # a 4xx is the client's
+        raise
+    finally:
+        end = time_ns()
+        if published:
+            tracing.record(f"{topic} publish", publish, server, published, end, {
+                "messaging.system": "kafka", "messaging.operation.type": "send",
+                "messaging.destination.name": topic,
+                "messaging.batch.message_count": count}, tracing.kinds.PRODUCER,
+                error=error)
+        tracing.record("POST /v1/events", server, parent, start, end, {
+            "http.request.method": "POST", "http.route": "/v1/events",
+            "http.response.status_code": status, "decisions.events": count},
+            tracing.kinds.SERVER, error=error)
 
 
 routes = [Route("/v1/events", post_events, methods=["POST"])]

@@ -103,7 +103,7 @@ class Settings:
     kafka_sasl_password: Secret = field(default_factory=lambda: Secret(""))
     # --- #21: distributed tracing (decisions.core.tracing; docs/settings.md, "Tracing") ---
     tracing: str = "off"  # off | on: OpenTelemetry spans exported by OTLP/HTTP
-    tracing_sample_ratio: float = 0.1  # of the traces the API starts (workers follow them)
+    tracing_sample_ratio: float = 0.01  # of the POST /v1/events requests (workers follow)
     otlp_endpoint: str = ""  # e.g. http://jaeger:4318 ("": OTEL_EXPORTER_OTLP_* or :4318)
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ from decisions.core.events import Event
 from decisions.core.tracing import Tracing
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
+    from opentelemetry.trace import SpanContext
 
 Key = tuple[str, str]  # (user id, event id)
 Window = tuple[int, int]  # start, end (ns since the epoch)
@@ -38,7 +38,7 @@ Window = tuple[int, int]  # start, end (ns since the epoch)
 class Traced:
     """A traced event of the batch and the times of its own steps."""
 
-    parent: Context
+    parent: SpanContext  # the producer's span (the record's traceparent)
     trace_id: str
     topic: str
     partition: int
@@ -58,7 +58,7 @@ class BatchTrace:
     events: dict[Key, Traced] = field(default_factory=dict)
     steps: dict[str, Window] = field(default_factory=dict)  # the batch's shared steps
 
-    def add(self, record: Any, event: Event, parent: Context) -> None:
+    def add(self, record: Any, event: Event, parent: SpanContext) -> None:
         self.events[(event.user_id, event.event_id)] = Traced(
             parent, self.tracing.trace_id(parent), record.topic, record.partition,
             record.offset, event.type, event.event_id)
@@ -96,26 +96,22 @@ class BatchTrace:
 
     def emit(self) -> None:
         """Write the spans of the batch's traced events, now that it is durable."""
-        from opentelemetry import trace
         from opentelemetry.trace import SpanKind
 
-        tracer = self.tracing.tracer
+        tracing = self.tracing
         end = time.time_ns()
         for traced in self.events.values():
-            span = tracer.start_span(
-                f"{traced.topic} process", context=traced.parent, kind=SpanKind.CONSUMER,
-                start_time=self.started, attributes={
+            span = tracing.child(traced.parent)
+            own = {"state": traced.state, "scores": traced.scores, "rules": traced.rules}
+            for name, window in (*own.items(), *self.steps.items()):
+                if window is not None:
+                    tracing.record(name, tracing.child(span), span, window[0], window[1])
+            tracing.record(
+                f"{traced.topic} process", span, traced.parent, self.started, end, {
                     "messaging.system": "kafka", "messaging.operation.type": "process",
                     "messaging.destination.name": traced.topic,
                     "messaging.destination.partition.id": str(traced.partition),
                     "messaging.kafka.offset": traced.offset,
                     "decisions.event_id": traced.event_id,
                     "decisions.event_type": traced.event_type,
-                    "decisions.rules_fired": traced.fired})
-            context = trace.set_span_in_context(span)
-            own = {"state": traced.state, "scores": traced.scores, "rules": traced.rules}
-            for name, window in (*own.items(), *self.steps.items()):
-                if window is not None:
-                    tracer.start_span(name, context=context, start_time=window[0]) \
-                        .end(end_time=window[1])
-            span.end(end_time=end)
+                    "decisions.rules_fired": traced.fired}, SpanKind.CONSUMER)

@@ -24,9 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.api_reads import cpu_seconds, serve  # noqa: E402
+from benchmarks.otlp_sink import OtlpSink  # noqa: E402
 from decisions.cli import migrate  # noqa: E402
 from decisions.cli.stack.embedded import EmbeddedStack  # noqa: E402
 from decisions.cli.stack.process import free_port  # noqa: E402
@@ -68,34 +67,6 @@ end
 """
 
 
-class OtlpReceiver:
-    """OTLP/HTTP traces endpoint: decodes each export and counts its spans."""
-
-    def __init__(self) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-        receiver = self
-        self.spans = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-                receiver.spans += sum(len(ss.spans) for rs in request.resource_spans
-                                      for ss in rs.scope_spans)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def post_run(url: str, key: str, seconds: float, connections: int, pid: int, workdir: Path,
              n: int) -> dict[str, Any]:
     import json
@@ -128,7 +99,7 @@ def main() -> None:
     modes = args.modes.split(",")
     var = ROOT / "var" / f"bench-events-{os.getpid()}"
     stack = EmbeddedStack(var)
-    receiver = OtlpReceiver()
+    receiver = OtlpSink()
     try:
         database_url = migrate.create_database(stack.start_postgres(), "decisions_bench")
         redis_url, bootstrap = stack.start_redis(), stack.start_kafka()

@@ -46,6 +46,7 @@ from kafka.structs import TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.otlp_sink import OtlpSink  # noqa: E402
 from decisions.cli import migrate  # noqa: E402
 from decisions.cli.stack.embedded import EmbeddedStack  # noqa: E402
 from decisions.core.db import make_engine  # noqa: E402
@@ -513,36 +514,6 @@ def machine() -> dict[str, Any]:
         pass
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
             "kernel": platform.release()}
-
-
-class OtlpSink:
-    """An OTLP/HTTP traces endpoint in this process: answers 200, counts what it got."""
-
-    def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-        sink = self
-        self.spans = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-                sink.spans += sum(len(ss.spans) for rs in request.resource_spans
-                                  for ss in rs.scope_spans)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def tracing_overhead(urls: dict[str, str], settings: Settings, records: list[tuple[str, bytes]],

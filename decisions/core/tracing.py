@@ -5,9 +5,9 @@ Off by default (``DECISIONS_TRACING=off``): :func:`setup` then returns ``None`` 
 importing the SDK, and every caller checks for ``None`` once per request, record or
 batch, so tracing costs nothing on the hot paths. On, each process builds its own
 ``TracerProvider`` (not the global one: the API and a worker may share a process in
-tests and in ``decisions up``) whose sampler follows a parent's sampled flag; the API
-starts a trace for a share ``DECISIONS_TRACING_SAMPLE_RATIO`` of the requests that come
-without one, deciding before any span is made; a batch processor exports by OTLP/HTTP
+tests and in ``decisions up``). A parent's sampled flag is followed; the API starts a
+trace for a share ``DECISIONS_TRACING_SAMPLE_RATIO`` of the requests that come without
+one, deciding before any span is made; a batch processor exports by OTLP/HTTP
 (protobuf) to ``DECISIONS_OTLP_ENDPOINT``, else to the standard
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``, else to
 ``http://localhost:4318/v1/traces`` (Jaeger, the OpenTelemetry Collector, ...).
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TRACEPARENT = "traceparent"
 MODES = ("off", "on")
-DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
 QUEUE_SPANS = 32_768  # spans waiting for export, then dropped (the SDK's default: 2,048)
 _HEADER = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -174,14 +173,14 @@ def setup(settings: Settings, service: str) -> Tracing | None:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
     resource = Resource.create()  # reads OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service}))
     # spans are made only for sampled requests and records (Tracing.request_parent,
-    # Tracing.parent), and written by Tracing.record: the SDK's sampler is not consulted
-    provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
+    # Tracing.parent) and written by Tracing.record: the provider holds the resource and
+    # the export queue; its sampler is never consulted
+    provider = TracerProvider(resource=resource)
     # a worker batch of 500 sampled events makes ~4,000 spans at once: the SDK's default
     # queue (2,048) would drop most of them
     processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint(settings)),

@@ -86,8 +86,9 @@ class BatchSteps:
                 batch.dead.append((record, reason, detail))
             else:
                 batch.events.append(event)
-                batch.produced.append(record.timestamp)
-                if tracing is not None and record.headers:
+                # (as ``records.parse``: a record without a timestamp or headers is read)
+                batch.produced.append(getattr(record, "timestamp", -1))
+                if tracing is not None and getattr(record, "headers", None):
                     self._trace_record(batch, tracing, record, event)
         batch.chunks = self._submit_state(batch.events, batch.trace)
         # customer attributes are read meanwhile too (Redis, PostgreSQL for cache misses)

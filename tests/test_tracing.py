@@ -4,7 +4,9 @@ exported by OTLP/HTTP to a real receiver in the test (it decodes the protobuf
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
@@ -25,7 +28,7 @@ from decisions.core.errors import ConfigError
 from decisions.core.settings import Settings
 from decisions.core.tracing import TRACEPARENT, record_parent, setup
 from decisions.runtime.kafka import ensure_topics
-from tests.api_helpers import KeyMaker, auth
+from tests.api_helpers import KeyMaker, auth, dead_port
 from tests.helpers import event, import_starter, minutes, now, running_worker, wait_for
 from tests.test_api_events import consume
 
@@ -211,6 +214,8 @@ def test_tracing_off_writes_no_header_and_no_trace_id(
     api_settings: Settings, demo_catalog: object, make_key: KeyMaker, clean_db: Engine,
 ) -> None:
     assert api_settings.tracing == "off"
+    decided = "decisions_produce_to_decision_seconds_count"
+    before = REGISTRY.get_sample_value(decided) or 0.0
     import_starter(api_settings)
     ensure_topics(api_settings)
     writer, reader = auth(make_key("events:write")), auth(make_key("offers:read"))
@@ -223,6 +228,8 @@ def test_tracing_off_writes_no_header_and_no_trace_id(
         rows = wait_for(lambda: _decision_trace_ids(clean_db, "u-plain"))
     assert "trace_id" not in offer
     assert rows == [None]
+    # each event's Kafka timestamp to its decision (the worker runs in this process)
+    assert (REGISTRY.get_sample_value(decided) or 0.0) - before >= 2
     records = consume(api_settings, 2)
     assert len(records) == 2
     assert all(TRACEPARENT not in dict(r.headers) for r in records)
@@ -265,3 +272,24 @@ def test_a_traceparent_names_its_trace(tracing: Any, trace_id: int, span_id: int
     else:
         assert parent is not None
         assert tracing.trace_id(parent) == f"{trace_id:032x}"
+
+
+def test_a_collector_that_is_away_is_one_line_naming_it(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1")  # retries end within 1 s
+    away = f"http://127.0.0.1:{dead_port()}"
+    tracing = setup(Settings.from_env({}, tracing="on", tracing_sample_ratio=1.0,
+                                      otlp_endpoint=away), "decisions-worker")
+    assert tracing is not None
+    root = tracing.request_parent({})
+    assert root is not None
+    for _ in range(3):
+        tracing.record("step", tracing.child(root), root, time.time_ns(), time.time_ns())
+    with caplog.at_level(logging.INFO):
+        tracing.shutdown()  # exports what is queued: refused
+    said = [r for r in caplog.records if r.name.startswith("opentelemetry")]
+    assert len(said) == 1
+    assert said[0].levelname == "WARNING" and not said[0].exc_info
+    assert f"{away}/v1/traces" in said[0].getMessage()
+    assert "DECISIONS_OTLP_ENDPOINT" in said[0].getMessage()
+

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -164,6 +165,45 @@ def record_parent(tracing: Tracing, headers: Any) -> SpanContext | None:
     return None
 
 
+class ExportProblems(logging.Filter):
+    """The OTLP exporter's complaints (a warning per retry, an error per dropped batch,
+    each with the HTTP library's whole message) as one line a minute that names the
+    collector, what went wrong and the fix."""
+
+    EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    EVERY_SECONDS = 60.0
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.last = -self.EVERY_SECONDS
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.EVERY_SECONDS:
+            return False
+        self.last = now
+        said = record.getMessage()
+        reason = next((why for why in ("Connection refused", "timed out", "Name or service "
+                                       "not known", "timeout") if why in said), said[:120])
+        record.msg = ("tracing: the OTLP collector at %s takes no spans (%s); they are "
+                      "dropped meanwhile. Start it, or point DECISIONS_OTLP_ENDPOINT at one "
+                      "(DECISIONS_TRACING=off stops tracing)")
+        record.args = (self.url, reason)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return True
+
+    @classmethod
+    def install(cls, url: str) -> None:
+        """One filter per process (the exporter's logger is global): the latest tracing
+        set up names its collector."""
+        exporter_log = logging.getLogger(cls.EXPORTER_LOGGER)
+        for old in [f for f in exporter_log.filters if isinstance(f, cls)]:
+            exporter_log.removeFilter(old)
+        exporter_log.addFilter(cls(url))
+
+
 def setup(settings: Settings, service: str) -> Tracing | None:
     """The process's tracing, or None when ``DECISIONS_TRACING=off`` (nothing imported)."""
     check(settings)
@@ -186,6 +226,7 @@ def setup(settings: Settings, service: str) -> Tracing | None:
     processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint(settings)),
                                    max_queue_size=QUEUE_SPANS)
     provider.add_span_processor(processor)
+    ExportProblems.install(endpoint(settings) or "the OTEL_EXPORTER_OTLP_* endpoint")
     log.info("tracing on: %s, sample ratio %g, OTLP to %s", service,
              settings.tracing_sample_ratio, endpoint(settings) or "the OTEL_* endpoint")
     return Tracing(provider, service, settings.tracing_sample_ratio, processor)

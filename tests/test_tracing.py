@@ -27,10 +27,12 @@ from api.app import create_app
 from decisions.core.errors import ConfigError
 from decisions.core.settings import Settings
 from decisions.core.tracing import TRACEPARENT, record_parent, setup
-from decisions.runtime.kafka import ensure_topics
+from decisions.runtime.kafka import Producer, ensure_topics
 from tests.api_helpers import KeyMaker, auth, dead_port
 from tests.helpers import event, import_starter, minutes, now, running_worker, wait_for
 from tests.test_api_events import consume
+from tests.test_worker_rules import FakeScorer
+from tests.test_worker_support import fast, offer_ruleset, publish
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -293,3 +295,32 @@ def test_a_collector_that_is_away_is_one_line_naming_it(
     assert f"{away}/v1/traces" in said[0].getMessage()
     assert "DECISIONS_OTLP_ENDPOINT" in said[0].getMessage()
 
+
+
+def test_a_record_from_any_producer_is_traced_with_its_model_scores(
+    settings: Settings, clean_db: Engine, receiver: Receiver,
+) -> None:
+    """The worker follows a sampled ``traceparent`` whoever wrote the record; a rule on a
+    model score gives the event a ``scores`` span."""
+    settings = replace(fast(settings), tracing="on", otlp_endpoint=receiver.url)
+    publish(settings, offer_ruleset("intent", rule_name="intent-cart", when={"all": [
+        {"field": "event.type", "op": "eq", "value": "add_to_cart"},
+        {"field": "score.purchase_intent", "op": "gte", "value": 0.5}]}))
+    ensure_topics(settings)
+    trace_id, producer_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    header = f"00-{trace_id}-{producer_span}-01".encode()
+    cart = event("add_to_cart", "u-scored", now() - minutes(1), product_id="p", price=5.0,
+                 quantity=1)
+    with running_worker(settings, scorer=FakeScorer()) as worker:
+        producer = Producer(settings)
+        producer.send_many(settings.events_topic, [("u-scored", cart)],
+                           headers=lambda _value: [(TRACEPARENT, header)])
+        producer.close()
+        wait_for(lambda: worker.stats.processed == 1)
+        rows = wait_for(lambda: _decision_trace_ids(clean_db, "u-scored"))
+    assert rows == [trace_id]
+    spans = receiver.trace(trace_id)
+    process = next(s for s in spans if s.name == f"{settings.events_topic} process")
+    assert process.parent_id == producer_span and process.service == "decisions-worker"
+    assert {s.name for s in spans if s.parent_id == process.span_id} == {
+        "state", "scores", "rules", "actions", "effects", "publish", "archive"}

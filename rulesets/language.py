@@ -186,4 +186,10 @@ CAP_PARAMS: tuple[ActionParam, ...] = (
     ActionParam("per_week", NUMBER, "Offers per shopper per week (all rules of the ruleset)"),
 )
 RULE_KEYS = RULE_KEYS | {"holdout"}
+# A rule's parameter groups (``holdout: {share, experiment}``) as the rule editor shows
+# them, generically: one input per parameter, typed by it. A new group of rule parameters
+# is added here (and to RULE_KEYS) to appear in the form.
+RULE_PARAM_GROUPS: dict[str, tuple[str, tuple[ActionParam, ...]]] = {
+    "holdout": ("Holdout for this rule (optional)", HOLDOUT_PARAMS),
+}
 RULESET_KEYS = RULESET_KEYS | {"holdout", "caps"}

@@ -20,12 +20,13 @@ from admin.views.common import Form, field, page
 from admin.views.render import render
 from admin.views.rulesets import guard, save_draft, working
 from decisions.core.errors import Conflict, FieldError, NotFound, ValidationError
-from rulesets.document import parse_text
-from rulesets.language import ACTIONS, FIELDS, OPERATOR_LABELS, OPERATORS
+from rulesets.document import line_of, parse_text
+from rulesets.language import ACTIONS, FIELDS, OPERATOR_LABELS, OPERATORS, RULE_PARAM_GROUPS
 from rulesets.validate import STRATEGIES, validate
 
 NO_GUARD: tuple[int | None, int | None] = (None, None)
-STRUCTURAL = ("add_condition", "add_group", "remove", "add_action", "remove_action")
+STRUCTURAL = ("add_condition", "add_group", "add_not", "remove", "add_action",
+              "remove_action")
 
 
 def _errors(details: list[FieldError]) -> dict[str, list[str]]:
@@ -57,7 +58,22 @@ def _context(name: str | None, index: int, rule: dict[str, Any], settings: dict[
         "action_labels": forms.ACTION_LABELS, "action_params": forms.ACTION_PARAMS,
         "strategies": STRATEGIES, "catalog": forms.catalog_json(), "forms": forms,
         "known_slots": wording.known_slots([{"rules": [rule]}]),
+        "rule_param_groups": RULE_PARAM_GROUPS,
     }
+
+
+def _unshown_messages(lost: list[str], lines: dict[str, int],
+                      problems: dict[str, list[str]], index: int) -> list[str]:
+    """Why "Apply source to form" refused: each part of the source the form cannot show,
+    with its line and what validation says of it."""
+    out = ["Not applied: the form cannot show everything in this source, so the source "
+           "is kept as you wrote it and the form is unchanged. Fix or remove:"]
+    for path in lost:
+        line = line_of(lines, path)
+        why = problems.get(f"rules[{index}].{path}" if path else f"rules[{index}]")
+        reason = "; ".join(why) if why else "the form would change or drop it"
+        out.append(f"{path or 'the rule'}{f' (line {line})' if line else ''}: {reason}")
+    return out
 
 
 @page("editor")
@@ -105,12 +121,17 @@ def _post(request: Request, form: Form, name: str | None, index: int,
     errors: dict[str, list[str]] = {}
     if action == "apply_source":
         try:
-            rule, _ = parse_text(source, "source")
+            rule, lines = parse_text(source, "source")
         except ValidationError as exc:
-            rule = forms.parse_rule(form, index)
+            rule, lines = forms.parse_rule(form, index), {}
             errors["source"] = [str(d) for d in exc.details] or [exc.message]
         if not isinstance(rule, dict):
             errors["source"] = ["the source must describe one rule (name, when, then)"]
+            rule = forms.parse_rule(form, index)
+        elif "source" not in errors and (lost := forms.unshown(rule, index)):
+            # never drop silently: the form keeps what it had, the source stays as typed
+            doc = {**settings, "rules": [*rules[:index], rule, *rules[index + 1:]]}
+            errors["source"] = _unshown_messages(lost, lines, _check(doc), index)
             rule = forms.parse_rule(form, index)
     else:
         rule = forms.parse_rule(form, index)

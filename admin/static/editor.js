@@ -136,10 +136,10 @@
     scheduleSync();
   });
 
-  // + Condition, + Group, Remove, + Action: fetch the restructured form from the server and
+  // + Condition, + Group, + None of these (NOT), Remove, + Action: fetch the restructured form from the server and
   // swap it in place, focus on what was added. (Without this script the same buttons
   // submit the form and the page comes back restructured.)
-  const STRUCTURAL = /^(add_condition|add_group|remove|add_action|remove_action)(:|$)/;
+  const STRUCTURAL = /^(add_condition|add_group|add_not|remove|add_action|remove_action)(:|$)/;
   form.addEventListener("click", async (event) => {
     const button = event.target.closest("button[name=action]");
     if (!button || !STRUCTURAL.test(button.value)) return;
@@ -160,15 +160,15 @@
     if (!sourceEdited) source.value = page.getElementById("source").value;
     const [verb, target] = button.value.split(":");
     let focus = null;
-    if (verb === "add_condition" || verb === "add_group") {
+    if (verb === "add_condition" || verb === "add_group" || verb === "add_not") {
       const group = document.getElementById(idOf(target));
       const kids = group ? group.querySelectorAll(":scope > .cond-row, :scope > fieldset") : [];
-      if (kids.length) focus = kids[kids.length - 1].querySelector("select");
+      if (kids.length) focus = kids[kids.length - 1].querySelector(verb === "add_not" ? ".cond-field" : "select");
     } else if (verb === "add_action") {
       const actions = form.querySelectorAll("fieldset.action");
       if (actions.length) focus = actions[actions.length - 1].querySelector("select");
     } else if (verb === "remove") {
-      const parent = target.replace(/\.(all|any)\[\d+\]$|\.not$/, "");
+      const parent = target.replace(/(\.not)+$/, "").replace(/\.(all|any)\[\d+\]$/, "");
       const group = document.getElementById(idOf(parent));
       focus = group ? group.querySelector(".group-actions button") : null;
     }

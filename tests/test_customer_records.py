@@ -3,6 +3,8 @@ line and its field, and loses nothing it accepted; the CLI against real PostgreS
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from sqlalchemy import Engine, text
 
 from decisions.cli.main import main
 from decisions.core.settings import Settings
-from decisions.runtime.customer_records import parse_bytes, parse_record
+from decisions.runtime.customer_records import CustomerRecord, parse_bytes, parse_record
 
 GOOD = st.fixed_dictionaries(
     {"user_id": st.from_regex(r"\Au-[a-z0-9]{1,12}\Z")},
@@ -22,7 +24,10 @@ GOOD = st.fixed_dictionaries(
         "country": st.sampled_from(["FR", "de", "US"]),
         "signup_date": st.dates().map(lambda d: d.isoformat()),
         "lifetime_value": st.floats(0, 1e6, allow_nan=False) | st.integers(0, 10**6),
-        "plan": st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20),
+        # (no line breaks: a CSV cell may hold them, quoted, over several lines, which
+        # the line-per-record tests below do not model)
+        "plan": st.text(st.characters(codec="utf-8", exclude_characters="\x00\r\n"),
+                        max_size=20),
         "segments": st.lists(st.sampled_from(["vip", "new", "lapsed"]), max_size=3),
     })
 BAD = st.binary(max_size=80).filter(lambda b: b"\n" not in b and b"\r" not in b)
@@ -73,6 +78,45 @@ def test_jsonl_keeps_every_good_line_and_names_each_bad_one(
             assert record.tier == want["tier"]
         if "lifetime_value" in want:
             assert record.attributes["lifetime_value"] == want["lifetime_value"]
+
+
+CSV_COLUMNS = ["user_id", "tier", "country", "signup_date", "lifetime_value", "plan",
+               "segments"]
+JUNK = st.text(st.characters(codec="utf-8", exclude_characters='"\r\n\x00\u2028\u2029'),
+               max_size=40)
+
+
+def _csv_line(row: dict[str, object]) -> str:
+    out = io.StringIO()
+    cells = [row.get(c, "") for c in CSV_COLUMNS]
+    csv.writer(out, lineterminator="\n").writerow(
+        [",".join(map(str, v)) if isinstance(v, list) else v for v in cells])
+    return out.getvalue().rstrip("\n")
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(GOOD.map(lambda d: ("good", d)), JUNK.map(lambda t: ("raw", t))),
+                max_size=12))
+def test_csv_keeps_every_good_line_and_names_each_bad_one(
+        items: list[tuple[str, object]]) -> None:
+    header = ",".join(CSV_COLUMNS)
+    lines = [header]
+    expected: dict[str, CustomerRecord] = {}
+    bad_lines: set[int] = set()
+    for number, (kind, item) in enumerate(items, start=2):
+        line = _csv_line(item) if kind == "good" else str(item)  # type: ignore[arg-type]
+        lines.append(line)
+        alone = parse_bytes(f"{header}\n{line}\n".encode(), ".csv")
+        if alone.errors:
+            bad_lines.add(number)
+        for record in alone.records:
+            expected.pop(record.user_id, None)
+            expected[record.user_id] = record
+        if kind == "good":
+            assert alone.records and not alone.errors, line
+    report = parse_bytes(("\n".join(lines) + "\n").encode(), ".csv")
+    assert {e.line for e in report.errors} == bad_lines
+    assert report.records == list(expected.values())
 
 
 def test_csv_lines_are_numbered_and_typed() -> None:

@@ -89,7 +89,9 @@ def _attribute(name: str, value: Any, from_csv: bool, errors: list[FieldError],
     if from_csv and isinstance(value, str):  # CSV cells are text: numbers and booleans read back
         cell = value.strip()
         if _NUMBER.match(cell):
-            value = int(cell) if cell.lstrip("-").isdigit() else float(cell)
+            number = int(cell) if cell.lstrip("-").isdigit() else float(cell)
+            if math.isfinite(number) and abs(number) <= MAX_NUMBER:
+                value = number  # else it stays text (a code such as 1E100)
         elif cell.lower() in ("true", "false"):
             value = cell.lower() == "true"
     if isinstance(value, bool):
@@ -129,6 +131,11 @@ def parse_record(data: Any, line: int | None = None, *, user_id: str | None = No
     segments: list[str] = []
     attributes: dict[str, Any] = {}
     for name, value in data.items():
+        if name == "":  # a CSV header's trailing comma
+            if value is not None:
+                errors.append(FieldError("(unnamed column)", "a value under a column "
+                                         "without a name in the header", line))
+            continue
         if not isinstance(name, str) or not NAME.match(name):
             shown = name if isinstance(name, str) and len(name) <= 60 else repr(name)[:60]
             errors.append(FieldError(str(shown), "unknown field: a custom attribute's name is "
@@ -299,19 +306,3 @@ def upsert(engine: Engine, records: list[CustomerRecord]) -> tuple[int, int]:
                 else:
                     updated += 1
     return created, updated
-
-
-def read_record(engine: Engine, user_id: str) -> dict[str, Any] | None:
-    """The stored record (flat, as written) with its consent and time, or None."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT user_id, tier, country, signup_date, segments, attributes, consent, "
-                 "updated_at FROM customers WHERE user_id = :u"), {"u": user_id}).first()
-    if row is None:
-        return None
-    attributes = {k: v for k, v in dict(row.attributes or {}).items() if k not in RESERVED}
-    record = CustomerRecord(row.user_id, row.tier, row.country, row.signup_date,
-                            tuple(row.segments or ()), attributes)
-    return {**record.to_dict(), "consent": bool(row.consent),
-            "updated_at": row.updated_at.isoformat().replace("+00:00", "Z")}
-

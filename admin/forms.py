@@ -593,7 +593,9 @@ def _meaning(rule: dict[str, Any]) -> dict[str, Any]:
     elif out.get("active") is None:
         out.pop("active", None)
     when = out.get("when")
-    if isinstance(when, dict) and "all" not in when and "any" not in when:
+    if when is None or when == {}:  # no conditions: the form shows an empty "all of"
+        out["when"] = {"all": []}
+    elif isinstance(when, dict) and "all" not in when and "any" not in when:
         out["when"] = {"all": [when]}
     return out
 

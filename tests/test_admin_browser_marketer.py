@@ -77,6 +77,8 @@ def _author_customer_rule(page: Any) -> None:
     page.locator(f"{p}-when-all-1-value").fill("gold")
     page.locator(f"{p}-then-0-discount-_value").fill("15")
     page.locator(f"{p}-then-0-discount-code").fill("GOLD15")
+    expect(page.locator("#source")).to_have_value(re.compile(
+        r"field: customer.tier\s+op: eq\s+value: gold(.|\n)*code: GOLD15"))
     shot(page, "23-editor-customer-rule")
     page.get_by_role("button", name="Save draft").click()
     expect(page.get_by_text("Rule gold-welcome saved to the draft")).to_be_visible()
@@ -100,6 +102,18 @@ def test_marketer_rules_from_the_forms_to_kafka(
         sign_in(page, base, "ada")
         page.goto(base + "/rulesets/storefront")
         _author_not_rule(page)
+        # a source edit the form cannot show is refused, named with its line, kept
+        page.get_by_role("link", name="Edit browsing-not-buying").click()
+        typed = page.locator("#source").input_value() + "budget: 100\n"
+        budget_line = typed.count("\n")
+        page.locator("#source").fill(typed)
+        page.get_by_role("button", name="Apply source to form").click()
+        refusal = page.locator("#f-source-error").all_inner_texts()
+        assert refusal[0].startswith("Not applied") and refusal[1].startswith(
+            f"budget (line {budget_line}): unknown field"), refusal
+        assert page.locator("#source").input_value() == typed
+        shot(page, "23-editor-source-refused")
+        page.goto(base + "/rulesets/storefront")
         _author_customer_rule(page)
 
         # -- Try it: the gold shopper's live customer record ---------------------------

@@ -6,6 +6,7 @@ groups are created and edited in the form."""
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -219,3 +220,25 @@ def test_a_rule_holdout_is_kept_by_the_form(signed_in: SignIn, starter: RulesetS
     assert draft.document["rules"][0]["holdout"] == {"share": 0.1, "experiment": "carts-q4"}
     again = form_fields(client.get(EDITOR).text)
     assert again["rules[0].holdout.share"] == "0.1"
+
+
+def test_save_refuses_source_edits_not_applied_to_the_form(
+        signed_in: SignIn, starter: RulesetStore) -> None:
+    """Typed in the source, not applied, then Save draft: refused, the typed source kept;
+    the form alone saves once the source is back to what the form writes."""
+    client, _ = signed_in("editor")
+    fields = form_fields(client.get(EDITOR).text)
+    typed = fields["source"] + "budget: 100\n"
+    refused = client.post(EDITOR, data={**fields, "source": typed, "action": "save"})
+    assert refused.status_code == 422 and "Not saved: the source has edits" in refused.text
+    again = form_fields(refused.text)
+    assert again["source"] == typed and starter.draft("storefront") is None
+    # the page now knows what the form writes: undoing the edit lets the form save
+    saved = client.post(EDITOR, data={**again, "source": again["source_base"],
+                                      "action": "save"})
+    assert saved.status_code == 303
+    # a source edit that the form already shows (the same rule, as JSON) is no edit
+    fields = form_fields(client.get(EDITOR).text)
+    same = json.dumps(yaml.safe_load(fields["source"]), indent=1)
+    assert client.post(EDITOR, data={**fields, "source": same,
+                                     "action": "save"}).status_code == 303

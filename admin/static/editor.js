@@ -5,6 +5,9 @@
   if (!form) return;
   const catalog = JSON.parse(form.dataset.catalog);
   const source = document.getElementById("source");
+  // the source as the form last wrote it: the server tells a typed edit from it on save
+  const sourceBase = form.querySelector("input[name=source_base]");
+  function showSource(text) { source.value = text; if (sourceBase) sourceBase.value = text; }
   const status = document.querySelector(".sync-status");
   let sourceEdited = false;
   let timer = null;
@@ -157,7 +160,7 @@
     if (!fresh) { form.requestSubmit(button); return; }
     form.querySelector(".editor-form").replaceWith(document.importNode(fresh, true));
     for (const select of form.querySelectorAll(".cond-field")) addFieldSearch(select);
-    if (!sourceEdited) source.value = page.getElementById("source").value;
+    if (!sourceEdited) showSource(page.getElementById("source").value);
     const [verb, target] = button.value.split(":");
     let focus = null;
     if (verb === "add_condition" || verb === "add_group" || verb === "add_not") {
@@ -189,7 +192,7 @@
         headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" });
       if (!response.ok) { status.textContent = "Source not updated (" + response.status + ")"; return; }
       const body = await response.json();
-      if (!sourceEdited) { source.value = body.source; status.textContent = "In sync with the form"; }
+      if (!sourceEdited) { showSource(body.source); status.textContent = "In sync with the form"; }
     } catch (err) {
       status.textContent = "Source not updated: " + err;
     }

@@ -62,6 +62,25 @@ def _context(name: str | None, index: int, rule: dict[str, Any], settings: dict[
     }
 
 
+def _unapplied_source(form: Form, source: str, rule: dict[str, Any]) -> str:
+    """Why a save would drop edits typed in the source (not applied to the form), or "".
+
+    ``source_base`` is the source as the form last wrote it (the page, or editor.js's
+    sync); a source that differs from it was typed in, and is refused when it means
+    something other than the form's rule."""
+    base = form.get("source_base")
+    if not isinstance(base, str) or source.strip() == base.strip():
+        return ""
+    try:
+        typed, _ = parse_text(source, "source")
+    except ValidationError:
+        typed = None
+    if isinstance(typed, dict) and not forms.differences(typed, rule):
+        return ""
+    return ("Not saved: the source has edits that are not in the form. Choose Apply "
+            "source to form to use them, or Check and update source to drop them.")
+
+
 def _unshown_messages(lost: list[str], lines: dict[str, int],
                       problems: dict[str, list[str]], index: int) -> list[str]:
     """Why "Apply source to form" refused: each part of the source the form cannot show,
@@ -140,16 +159,19 @@ def _post(request: Request, form: Form, name: str | None, index: int,
         return render(request, "editor.html", _context(
             name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,
             is_new_rule=is_new))
+    if action == "save" and (unapplied := _unapplied_source(form, source, rule)):
+        errors["source"] = [unapplied]
     doc = {**settings, "rules": [*rules[:index], rule, *rules[index + 1:]]}
     if "source" not in errors:
         errors.update(_check(doc))
     rule = forms.renderable(rule)
     if action != "save" or errors:
         status = 422 if errors and action == "save" else 200
-        return render(request, "editor.html", _context(
-            name, index, rule, settings, revision, errors,
-            source if "source" in errors else forms.to_source(rule, fmt), fmt,
-            is_new_rule=is_new), status=status)
+        context = _context(name, index, rule, settings, revision, errors,
+                           source if "source" in errors else forms.to_source(rule, fmt), fmt,
+                           is_new_rule=is_new)
+        context["source_base"] = forms.to_source(rule, fmt)  # what the form itself writes
+        return render(request, "editor.html", context, status=status)
     store = services(request).store
     if name is None and doc["name"] in store.names():
         errors["name"] = [f'a ruleset named "{doc["name"]}" exists already']

@@ -626,3 +626,25 @@ def unshown(rule: Any, index: int) -> list[str]:
         return [""]
     return differences(rule, parse_rule(form_values(renderable(rule), index), index))
 
+
+
+def why_unshown(rule: dict[str, Any], path: str) -> str:
+    """In words, why the form cannot show the value at ``path`` of ``rule`` as written."""
+    node: Any = rule
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            index = int(part[1:-1])
+            node = node[index] if isinstance(node, list) and index < len(node) else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+    if path.startswith("active."):
+        return "the form shows times in UTC to the minute"
+    if isinstance(node, str) and ("\n" in node or "\r" in node):
+        return "a one-line box cannot hold a line break"
+    if isinstance(node, str) and node != node.strip():
+        return "the form trims spaces at either end"
+    if isinstance(node, list) and any(isinstance(v, str) and "," in v for v in node):
+        return "a comma-separated box cannot hold a comma inside an item"
+    if isinstance(node, int | float | bool) and path.endswith(".value"):
+        return "the form reads this value as text"
+    return "the form has no place for it"

@@ -141,8 +141,11 @@ def test_the_rendered_form_shows_every_valid_rule(signed_in: SignIn, starter: Ru
 
 UNSHOWABLE = [
     ("budget: 100\n", "budget (line 2): unknown field"),
-    ("description: 'two\n\n  lines'\n", "description (line 2): the form would change"),
-    ("active: {from: '2026-12-24T10:00:30Z'}\n", "active.from (line 2)"),
+    ("description: 'two\n\n  lines'\n",
+     "description (line 2): a one-line box cannot hold a line break"),
+    ("active: {from: '2026-12-24T10:00:30Z'}\n",
+     "active.from (line 2): the form shows times in UTC to the minute"),
+    ("description: ' padded'\n", "description (line 2): the form trims spaces"),
 ]
 
 
@@ -242,3 +245,15 @@ def test_save_refuses_source_edits_not_applied_to_the_form(
     same = json.dumps(yaml.safe_load(fields["source"]), indent=1)
     assert client.post(EDITOR, data={**fields, "source": same,
                                      "action": "save"}).status_code == 303
+
+
+def test_why_the_form_cannot_show_a_value() -> None:
+    rule = {"name": "r", "when": {"all": [
+        {"field": "user.segments", "op": "contains", "value": 5},
+        {"field": "event.query", "op": "in", "value": ["gift, card", "gifts"]}]},
+        "then": [{"discount": {"percent": 5}}]}
+    lost = forms.unshown(rule, 0)
+    assert lost == ["when.all[0].value", "when.all[1].value"]
+    assert [forms.why_unshown(rule, p) for p in lost] == [
+        "the form reads this value as text",
+        "a comma-separated box cannot hold a comma inside an item"]

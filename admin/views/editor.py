@@ -81,7 +81,7 @@ def _unapplied_source(form: Form, source: str, rule: dict[str, Any]) -> str:
             "source to form to use them, or Check and update source to drop them.")
 
 
-def _unshown_messages(lost: list[str], lines: dict[str, int],
+def _unshown_messages(rule: dict[str, Any], lost: list[str], lines: dict[str, int],
                       problems: dict[str, list[str]], index: int) -> list[str]:
     """Why "Apply source to form" refused: each part of the source the form cannot show,
     with its line and what validation says of it."""
@@ -90,7 +90,7 @@ def _unshown_messages(lost: list[str], lines: dict[str, int],
     for path in lost:
         line = line_of(lines, path)
         why = problems.get(f"rules[{index}].{path}" if path else f"rules[{index}]")
-        reason = "; ".join(why) if why else "the form would change or drop it"
+        reason = "; ".join(why) if why else forms.why_unshown(rule, path)
         out.append(f"{path or 'the rule'}{f' (line {line})' if line else ''}: {reason}")
     return out
 
@@ -150,7 +150,7 @@ def _post(request: Request, form: Form, name: str | None, index: int,
         elif "source" not in errors and (lost := forms.unshown(rule, index)):
             # never drop silently: the form keeps what it had, the source stays as typed
             doc = {**settings, "rules": [*rules[:index], rule, *rules[index + 1:]]}
-            errors["source"] = _unshown_messages(lost, lines, _check(doc), index)
+            errors["source"] = _unshown_messages(rule, lost, lines, _check(doc), index)
             rule = forms.parse_rule(form, index)
     else:
         rule = forms.parse_rule(form, index)

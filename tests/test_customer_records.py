@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from decisions.cli.main import main
+from decisions.core.errors import ValidationError
 from decisions.core.settings import Settings
 from decisions.runtime.customer_records import CustomerRecord, parse_bytes, parse_record
 
@@ -182,3 +183,19 @@ def test_the_demo_ships_customers(clean_db: Engine) -> None:
         tiers = conn.execute(text("SELECT tier, count(*) FROM customers GROUP BY tier "
                                   "ORDER BY tier")).all()
     assert [tuple(t) for t in tiers] == [("bronze", 2), ("gold", 2), ("silver", 2)]
+
+
+def test_a_dry_run_takes_custom_attributes_as_the_import_writes_them() -> None:
+    from decisions.simulate.dryrun import dry_run
+
+    document = {"name": "loyal", "rules": [{
+        "name": "big-spender", "when": {"all": [
+            {"field": "customer.lifetime_value", "op": "gte", "value": 1000},
+            {"field": "event.type", "op": "eq", "value": "page_view"}]},
+        "then": [{"discount": {"percent": 5}}]}]}
+    view = {"event_id": "e-1", "type": "page_view", "user_id": "u-1",
+            "ts": "2026-11-26T12:00:00Z", "properties": {"page": "home"}}
+    assert dry_run(document, view, customer={"lifetime_value": 1500}).fired == ["big-spender"]
+    assert dry_run(document, view, customer={"lifetime_value": 999}).fired == []
+    with pytest.raises(ValidationError, match="customer.Plan: unknown customer attribute"):
+        dry_run(document, view, customer={"Plan": "pro"})

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from admin import forms
+from admin import forms, roundtrip
 from decisions.core.errors import ValidationError
 from rulesets.language import ACTION_CATALOG, FIELDS, NUMBER, OPERATORS, RULE_PARAM_GROUPS
 from rulesets.store import RulesetStore
@@ -117,7 +117,7 @@ def rule(draw: st.DrawFn) -> dict[str, Any]:
                                                                   HealthCheck.filter_too_much])
 @given(rule())
 def test_every_valid_rule_goes_through_the_form_unchanged(generated: dict[str, Any]) -> None:
-    assert forms.unshown(generated, 3) == []
+    assert roundtrip.unshown(generated, 3) == []
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
@@ -131,12 +131,12 @@ def test_the_rendered_form_shows_every_valid_rule(signed_in: SignIn, starter: Ru
                                         "action": "apply_source"})
     assert applied.status_code == 200 and "Not applied" not in applied.text
     shown = form_fields(applied.text)
-    expected = forms.form_values(forms.renderable(generated), 0)
+    expected = roundtrip.form_values(forms.renderable(generated), 0)
     assert {k: shown.get(k) for k in expected} == expected  # the template and form_values
     assert not [k for k in shown if k.startswith("rules[0].") and k not in expected
                 and shown[k]]  # nothing else filled in
     back = client.post("/editor/source", data={**shown, "format": "yaml"})
-    assert forms.differences(generated, yaml.safe_load(back.json()["source"])) == []
+    assert roundtrip.differences(generated, yaml.safe_load(back.json()["source"])) == []
 
 
 UNSHOWABLE = [
@@ -252,8 +252,8 @@ def test_why_the_form_cannot_show_a_value() -> None:
         {"field": "user.segments", "op": "contains", "value": 5},
         {"field": "event.query", "op": "in", "value": ["gift, card", "gifts"]}]},
         "then": [{"discount": {"percent": 5}}]}
-    lost = forms.unshown(rule, 0)
+    lost = roundtrip.unshown(rule, 0)
     assert lost == ["when.all[0].value", "when.all[1].value"]
-    assert [forms.why_unshown(rule, p) for p in lost] == [
+    assert [roundtrip.why_unshown(rule, p) for p in lost] == [
         "the form reads this value as text",
         "a comma-separated box cannot hold a comma inside an item"]

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from admin import forms, wording
+from admin import forms, roundtrip, wording
 from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
@@ -75,7 +75,7 @@ def _unapplied_source(form: Form, source: str, rule: dict[str, Any]) -> str:
         typed, _ = parse_text(source, "source")
     except ValidationError:
         typed = None
-    if isinstance(typed, dict) and not forms.differences(typed, rule):
+    if isinstance(typed, dict) and not roundtrip.differences(typed, rule):
         return ""
     return ("Not saved: the source has edits that are not in the form. Choose Apply "
             "source to form to use them, or Check and update source to drop them.")
@@ -90,7 +90,7 @@ def _unshown_messages(rule: dict[str, Any], lost: list[str], lines: dict[str, in
     for path in lost:
         line = line_of(lines, path)
         why = problems.get(f"rules[{index}].{path}" if path else f"rules[{index}]")
-        reason = "; ".join(why) if why else forms.why_unshown(rule, path)
+        reason = "; ".join(why) if why else roundtrip.why_unshown(rule, path)
         out.append(f"{path or 'the rule'}{f' (line {line})' if line else ''}: {reason}")
     return out
 
@@ -147,7 +147,7 @@ def _post(request: Request, form: Form, name: str | None, index: int,
         if not isinstance(rule, dict):
             errors["source"] = ["the source must describe one rule (name, when, then)"]
             rule = forms.parse_rule(form, index)
-        elif "source" not in errors and (lost := forms.unshown(rule, index)):
+        elif "source" not in errors and (lost := roundtrip.unshown(rule, index)):
             # never drop silently: the form keeps what it had, the source stays as typed
             doc = {**settings, "rules": [*rules[:index], rule, *rules[index + 1:]]}
             errors["source"] = _unshown_messages(rule, lost, lines, _check(doc), index)

@@ -7,6 +7,8 @@ convert is kept as typed, so validation names it instead of the form dropping it
 
 Helper inputs start with ``_``: ``<group>._kind`` (all/any), ``<action>._kind``
 (discount/recommend/add_segment), ``<action>.discount._type`` / ``._value``.
+
+What a trip through the form would keep of a rule is ``admin.roundtrip``'s.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from rulesets.language import (
     NUMBER,
     OPERATOR_LABELS,
     OPERATORS,
+    RULE_PARAM_GROUPS,
     field_type,
 )
 
@@ -129,15 +132,23 @@ def parse_action(form: Form, path: str) -> dict[str, Any]:
         raw = _text(form, f"{path}.discount._value")
         if raw:
             params[dtype if dtype in ("percent", "amount") else "percent"] = number(raw)
-    for name, ptype, _ in ACTION_PARAMS[kind]:
-        raw = _text(form, f"{path}.{kind}.{name}")
+    params.update(_params(form, f"{path}.{kind}", ACTION_PARAMS[kind]))
+    return {kind: params}
+
+
+def _params(form: Form, path: str, params: Any) -> dict[str, Any]:
+    """The parameters (``ActionParam`` or ``(name, type, label)``) filled in at ``path``."""
+    out: dict[str, Any] = {}
+    for param in params:
+        name, ptype = (param.name, param.type) if hasattr(param, "name") else param[:2]
+        raw = _text(form, f"{path}.{name}")
         if not raw:
             continue
         if ptype == LIST:
-            params[name] = [p.strip() for p in raw.split(",") if p.strip()]
+            out[name] = [p.strip() for p in raw.split(",") if p.strip()]
         else:
-            params[name] = typed(ptype, raw)
-    return {kind: params}
+            out[name] = typed(ptype, raw)
+    return out
 
 
 def parse_rule(form: Form, index: int) -> dict[str, Any]:
@@ -157,6 +168,10 @@ def parse_rule(form: Form, index: int) -> dict[str, Any]:
             active[key] = _utc(raw)
     if active:
         rule["active"] = active
+    for group, (_, params) in RULE_PARAM_GROUPS.items():
+        values = _params(form, f"{p}.{group}", params)
+        if values:
+            rule[group] = values
     rule["when"] = parse_node(form, f"{p}.when")
     pattern = re.compile(re.escape(p) + r"\.then\[(\d+)\]\._kind$")
     actions = sorted(int(m[1]) for k in form if (m := pattern.match(k)))
@@ -207,7 +222,8 @@ def value_kind(node: dict[str, Any]) -> str:
 
 
 RULESET_ORDER = ("name", "description", "stacking", "four_eyes", "rules")
-RULE_ORDER = ("name", "description", "priority", "enabled", "active", "when", "then")
+RULE_ORDER = ("name", "description", "priority", "enabled", "active", *RULE_PARAM_GROUPS,
+              "when", "then")
 LEAF_ORDER = ("field", "op", "value")
 
 
@@ -294,7 +310,8 @@ def blank_condition() -> dict[str, Any]:
 
 
 def edit(rule: dict[str, Any], command: str, prefix: str) -> dict[str, Any]:
-    """Apply ``add_condition:<group>``, ``add_group:<group>``, ``remove:<node>``,
+    """Apply ``add_condition:<group>``, ``add_group:<group>``, ``add_not:<group>`` (a
+    "none of these" group: ``{not: {any: [...]}}``), ``remove:<node>``,
     ``add_action`` or ``remove_action:<j>`` (paths as in the form) to a parsed rule."""
     verb, _, target = command.partition(":")
     rel = target[len(prefix) + 1:] if target.startswith(prefix + ".") else ""
@@ -303,13 +320,16 @@ def edit(rule: dict[str, Any], command: str, prefix: str) -> dict[str, Any]:
             rule["then"].append({"discount": {"percent": 10, "expires_minutes": 60}})
         elif verb == "remove_action":
             rule["then"].pop(int(target))
-        elif verb in ("add_condition", "add_group") and rel:
+        elif verb in ("add_condition", "add_group", "add_not") and rel:
             parent, key = _resolve(rule, rel)
             group = parent[key]
             kind = "all" if "all" in group else "any"
             group[kind].append(blank_condition() if verb == "add_condition"
-                               else {"any": [blank_condition()]})
+                               else {"any": [blank_condition()]} if verb == "add_group"
+                               else {"not": {"any": [blank_condition()]}})
         elif verb == "remove" and rel:
+            while rel.endswith(".not"):  # the group inside a NOT: remove the NOT with it
+                rel = rel[:-4]
             parent, key = _resolve(rule, rel)
             if isinstance(parent, list):
                 parent.pop(key)

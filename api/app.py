@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from api.dispatch import DecisionsApp, ReadDispatch
 from api.errors import EXCEPTION_HANDLERS
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import events, feedback, ops, privacy, reads
+from api.routes import customers, events, feedback, ops, privacy, reads
 from api.state import ApiState
 from decisions.core.settings import Settings
 
@@ -51,15 +51,15 @@ def create_app(settings: Settings, *, extra_routes: list[Any] | None = None,
     cors: dict[str, Any] | None = None
     if settings.cors_origins:
         cors = {"allow_origins": list(settings.cors_origins),
-                "allow_methods": ["GET", "POST", "DELETE", "OPTIONS"],
+                "allow_methods": ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
                 "allow_headers": ["Authorization", "Content-Type", "If-None-Match"],
                 "expose_headers": ["ETag", "Retry-After"],
                 "max_age": 600}
     middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
     if cors:
         middleware.append(Middleware(CORSMiddleware, **cors))
-    routes = [*reads.routes, *events.routes, *feedback.routes, *privacy.routes, *ops.routes,
-              *(extra_routes or [])]
+    routes = [*reads.routes, *events.routes, *feedback.routes, *privacy.routes,
+              *customers.routes, *ops.routes, *(extra_routes or [])]
     return DecisionsApp(routes=routes, middleware=middleware,
                         exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan,
                         front=lambda stack: ReadDispatch(stack, metrics, cors))

@@ -6,7 +6,9 @@ from typing import Any
 
 from decisions.core.events import EVENT_TYPES, ID_PATTERN, MAX_NUMBER, PROPERTIES, id_pattern
 from decisions.core.settings import Settings
+from decisions.runtime.customer_records import RESERVED
 
+NO_NUL = "^[^\\u0000]*$"
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -179,6 +181,42 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                                    "expires_at": {"type": "string", "format": "date-time"}}},
             },
         },
+        "Customer": {
+            "type": "object",
+            "description": "a flat customer record: it replaces the customer's attributes "
+                           "(consent is kept); other names are custom attributes, read by "
+                           "rules as customer.<name>; null means not known. The id is the "
+                           "path's (a user_id here may only repeat it)",
+            "properties": {
+                "tier": {"type": ["string", "null"], "maxLength": 50, "pattern": NO_NUL},
+                "country": {"type": ["string", "null"], "pattern": "^[A-Za-z]{2}$",
+                            "description": "ISO 3166 alpha-2 code"},
+                "signup_date": {"type": ["string", "null"], "format": "date"},
+                "segments": {"type": ["array", "null"], "maxItems": 100,
+                             "items": {"type": "string", "maxLength": 100,
+                                       "pattern": NO_NUL}},
+            },
+            "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,40}$",
+                              "not": {"enum": ["id", "user_id", *sorted(RESERVED)]}},
+            "additionalProperties": {"anyOf": [
+                {"type": "number", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER},
+                {"type": "string", "maxLength": 500, "pattern": NO_NUL},
+                {"type": ["boolean", "null"]}]},
+            "maxProperties": 55,
+        },
+        "CustomerStored": {
+            "type": "object",
+            "required": ["user_id", "tier", "country", "signup_date", "segments", "consent"],
+            "properties": {
+                "user_id": {"type": "string"}, "tier": {"type": ["string", "null"]},
+                "country": {"type": ["string", "null"]},
+                "signup_date": {"type": ["string", "null"], "format": "date"},
+                "segments": {"type": "array", "items": {"type": "string"}},
+                "consent": {"type": "boolean",
+                            "description": "kept from consent events, never set here"},
+            },
+            "additionalProperties": {"type": ["number", "string", "boolean"]},
+        },
         "Export": {
             "type": "object", "required": ["user_id", "postgres", "redis"],
             "properties": {"user_id": {"type": "string"},
@@ -327,6 +365,22 @@ def document(settings: Settings) -> dict[str, Any]:
                 "parameters": [USER_ID],
                 "responses": {"200": _ok("counts of what was erased", "Erased"),
                               "400": _error("invalid user id"), **AUTH_ERRORS, **UNAVAILABLE},
+            }},
+            "/v1/customers/{user_id}": {"put": {
+                "operationId": "put_customer",
+                "summary": "Set a customer's attributes (tier, country, signup date, custom "
+                           "ones); the next decision reads them",
+                "security": read_security, "x-scope": "customers:write",
+                "parameters": [USER_ID],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Customer"}}}},
+                "responses": {
+                    "201": _ok("a new customer, stored", "CustomerStored"),
+                    "200": _ok("the customer's attributes replaced", "CustomerStored"),
+                    "400": _error("body is not JSON, or invalid user id"), **AUTH_ERRORS,
+                    "413": _error("body too large"),
+                    "422": _error("invalid record, per field"), **RATE, **UNAVAILABLE,
+                },
             }},
             "/v1/users/{user_id}/export": {"get": {
                 "operationId": "export_user",

@@ -28,6 +28,7 @@ from api.ratelimit import ALLOW, BUCKET_SCRIPT, LEASE_MS, Lease, Verdict, bucket
 from decisions.core import keys
 from decisions.core.resp.multiplexed import FastRedis, RespError, pack
 from decisions.core.settings import Settings
+from decisions.runtime.customers import CACHE_TTL
 
 REDIS_ERRORS = (RedisError, RespError, OSError, TimeoutError)
 
@@ -205,6 +206,11 @@ class RedisStore:
     async def offer(self, user_id: str, offer_id: str) -> bytes | None:
         value = await self.client.execute("HGET", keys.offers(user_id), offer_id)
         return value if isinstance(value, bytes) else None
+
+    async def cache_customer(self, user_id: str, value: bytes) -> None:
+        """Overwrite the worker's cached attributes (a read of the old row, in flight,
+        writes with NX and so cannot bring them back)."""
+        await self.client.execute("SET", keys.customer(user_id), value, "EX", CACHE_TTL)
 
     # -- erasure and export -------------------------------------------------------------
 

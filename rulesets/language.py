@@ -82,6 +82,7 @@ _add("customer.tier", STRING, "Customer tier")
 _add("customer.country", STRING, "Country (ISO code)")
 _add("customer.consent", BOOL, "Personalization consent")
 _add("customer.signup_days", NUMBER, "Days since signup")
+_add("customer.lifetime_value", NUMBER, "Lifetime value (from the CRM)")
 _add("user.segments", LIST, "Segments")
 _add("time.hour", NUMBER, "Hour of day (UTC, event time)")
 _add("time.weekday", NUMBER, "Weekday (0 = Monday, event time)")
@@ -185,4 +186,10 @@ CAP_PARAMS: tuple[ActionParam, ...] = (
     ActionParam("per_week", NUMBER, "Offers per shopper per week (all rules of the ruleset)"),
 )
 RULE_KEYS = RULE_KEYS | {"holdout"}
+# A rule's parameter groups (``holdout: {share, experiment}``) as the rule editor shows
+# them, generically: one input per parameter, typed by it. A new group of rule parameters
+# is added here (and to RULE_KEYS) to appear in the form.
+RULE_PARAM_GROUPS: dict[str, tuple[str, tuple[ActionParam, ...]]] = {
+    "holdout": ("Holdout for this rule (optional)", HOLDOUT_PARAMS),
+}
 RULESET_KEYS = RULESET_KEYS | {"holdout", "caps"}

@@ -3,6 +3,7 @@ structural edits, the source view in both directions, optimistic concurrency."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 
@@ -98,12 +99,15 @@ def test_source_view_both_ways(signed_in: SignIn, starter: RulesetStore) -> None
         **fields, "source": "name: x\nwhen: [\n", "action": "apply_source"})
     assert 'id="f-source-error"' in broken.text and "line" in broken.text
     assert form_fields(broken.text)["rules[0].name"] == "high-value-cart"
-    # odd but valid YAML is shown as far as a form can, with its problems named
+    # odd but valid YAML the form cannot show is refused, naming what and where; the
+    # source stays as typed and the form as it was
+    odd_source = "name: odd\nwhen: [1, 2]\nthen: 5\nactive: x\n"
     odd = client.post("/rulesets/storefront/rules/0", data={
-        **fields, "source": "name: odd\nwhen: [1, 2]\nthen: 5\nactive: x\n",
-        "action": "apply_source"})
-    assert odd.status_code == 200 and "problem" in odd.text
-    assert form_fields(odd.text)["rules[0].name"] == "odd"
+        **fields, "source": odd_source, "action": "apply_source"})
+    assert odd.status_code == 200 and "Not applied" in odd.text
+    assert "when (line 2): expected a condition object" in html.unescape(odd.text)
+    assert form_fields(odd.text)["rules[0].name"] == "high-value-cart"
+    assert form_fields(odd.text)["source"] == odd_source
 
 
 def test_stale_draft_is_refused_naming_who(signed_in: SignIn, starter: RulesetStore) -> None:

@@ -173,7 +173,7 @@ def test_a_published_version_keeps_its_number() -> None:
      ["state.cart_value", "state.recent_products"]),
     ({"state": {"last_purchase_at": "yesterday", "timeline": {"hover": []}}},
      ["state.timeline.hover", "state.last_purchase_at"]),
-    ({"customer": {"tier": 3, "shoe_size": 44}}, ["customer.tier", "customer.shoe_size"]),
+    ({"customer": {"tier": 3, "Shoe-Size": 44}}, ["customer.tier", "customer.Shoe-Size"]),
     ({"scores": {"Churn": 0.5, "intent": "high"}}, ["scores.Churn", "scores.intent"]),
     ({"event": {"type": "add_to_cart", "properties": {"product_id": "p", "price": "x",
                                                       "quantity": 1}}},

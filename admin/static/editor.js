@@ -5,6 +5,9 @@
   if (!form) return;
   const catalog = JSON.parse(form.dataset.catalog);
   const source = document.getElementById("source");
+  // the source as the form last wrote it: the server tells a typed edit from it on save
+  const sourceBase = form.querySelector("input[name=source_base]");
+  function showSource(text) { source.value = text; if (sourceBase) sourceBase.value = text; }
   const status = document.querySelector(".sync-status");
   let sourceEdited = false;
   let timer = null;
@@ -136,10 +139,10 @@
     scheduleSync();
   });
 
-  // + Condition, + Group, Remove, + Action: fetch the restructured form from the server and
+  // + Condition, + Group, + None of these (NOT), Remove, + Action: fetch the restructured form from the server and
   // swap it in place, focus on what was added. (Without this script the same buttons
   // submit the form and the page comes back restructured.)
-  const STRUCTURAL = /^(add_condition|add_group|remove|add_action|remove_action)(:|$)/;
+  const STRUCTURAL = /^(add_condition|add_group|add_not|remove|add_action|remove_action)(:|$)/;
   form.addEventListener("click", async (event) => {
     const button = event.target.closest("button[name=action]");
     if (!button || !STRUCTURAL.test(button.value)) return;
@@ -157,18 +160,18 @@
     if (!fresh) { form.requestSubmit(button); return; }
     form.querySelector(".editor-form").replaceWith(document.importNode(fresh, true));
     for (const select of form.querySelectorAll(".cond-field")) addFieldSearch(select);
-    if (!sourceEdited) source.value = page.getElementById("source").value;
+    if (!sourceEdited) showSource(page.getElementById("source").value);
     const [verb, target] = button.value.split(":");
     let focus = null;
-    if (verb === "add_condition" || verb === "add_group") {
+    if (verb === "add_condition" || verb === "add_group" || verb === "add_not") {
       const group = document.getElementById(idOf(target));
       const kids = group ? group.querySelectorAll(":scope > .cond-row, :scope > fieldset") : [];
-      if (kids.length) focus = kids[kids.length - 1].querySelector("select");
+      if (kids.length) focus = kids[kids.length - 1].querySelector(verb === "add_not" ? ".cond-field" : "select");
     } else if (verb === "add_action") {
       const actions = form.querySelectorAll("fieldset.action");
       if (actions.length) focus = actions[actions.length - 1].querySelector("select");
     } else if (verb === "remove") {
-      const parent = target.replace(/\.(all|any)\[\d+\]$|\.not$/, "");
+      const parent = target.replace(/(\.not)+$/, "").replace(/\.(all|any)\[\d+\]$/, "");
       const group = document.getElementById(idOf(parent));
       focus = group ? group.querySelector(".group-actions button") : null;
     }
@@ -189,7 +192,7 @@
         headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" });
       if (!response.ok) { status.textContent = "Source not updated (" + response.status + ")"; return; }
       const body = await response.json();
-      if (!sourceEdited) { source.value = body.source; status.textContent = "In sync with the form"; }
+      if (!sourceEdited) { showSource(body.source); status.textContent = "In sync with the form"; }
     } catch (err) {
       status.textContent = "Source not updated: " + err;
     }

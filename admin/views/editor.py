@@ -13,19 +13,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from admin import forms, wording
+from admin import forms, roundtrip, wording
 from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
 from admin.views.render import render
 from admin.views.rulesets import guard, save_draft, working
 from decisions.core.errors import Conflict, FieldError, NotFound, ValidationError
-from rulesets.document import parse_text
-from rulesets.language import ACTIONS, FIELDS, OPERATOR_LABELS, OPERATORS
+from rulesets.document import line_of, parse_text
+from rulesets.language import ACTIONS, FIELDS, OPERATOR_LABELS, OPERATORS, RULE_PARAM_GROUPS
 from rulesets.validate import STRATEGIES, validate
 
 NO_GUARD: tuple[int | None, int | None] = (None, None)
-STRUCTURAL = ("add_condition", "add_group", "remove", "add_action", "remove_action")
+STRUCTURAL = ("add_condition", "add_group", "add_not", "remove", "add_action",
+              "remove_action")
 
 
 def _errors(details: list[FieldError]) -> dict[str, list[str]]:
@@ -57,7 +58,41 @@ def _context(name: str | None, index: int, rule: dict[str, Any], settings: dict[
         "action_labels": forms.ACTION_LABELS, "action_params": forms.ACTION_PARAMS,
         "strategies": STRATEGIES, "catalog": forms.catalog_json(), "forms": forms,
         "known_slots": wording.known_slots([{"rules": [rule]}]),
+        "rule_param_groups": RULE_PARAM_GROUPS,
     }
+
+
+def _unapplied_source(form: Form, source: str, rule: dict[str, Any]) -> str:
+    """Why a save would drop edits typed in the source (not applied to the form), or "".
+
+    ``source_base`` is the source as the form last wrote it (the page, or editor.js's
+    sync); a source that differs from it was typed in, and is refused when it means
+    something other than the form's rule."""
+    base = form.get("source_base")
+    if not isinstance(base, str) or source.strip() == base.strip():
+        return ""
+    try:
+        typed, _ = parse_text(source, "source")
+    except ValidationError:
+        typed = None
+    if isinstance(typed, dict) and not roundtrip.differences(typed, rule):
+        return ""
+    return ("Not saved: the source has edits that are not in the form. Choose Apply "
+            "source to form to use them, or Check and update source to drop them.")
+
+
+def _unshown_messages(rule: dict[str, Any], lost: list[str], lines: dict[str, int],
+                      problems: dict[str, list[str]], index: int) -> list[str]:
+    """Why "Apply source to form" refused: each part of the source the form cannot show,
+    with its line and what validation says of it."""
+    out = ["Not applied: the form cannot show everything in this source, so the source "
+           "is kept as you wrote it and the form is unchanged. Fix or remove:"]
+    for path in lost:
+        line = line_of(lines, path)
+        why = problems.get(f"rules[{index}].{path}" if path else f"rules[{index}]")
+        reason = "; ".join(why) if why else roundtrip.why_unshown(rule, path)
+        out.append(f"{path or 'the rule'}{f' (line {line})' if line else ''}: {reason}")
+    return out
 
 
 @page("editor")
@@ -105,12 +140,17 @@ def _post(request: Request, form: Form, name: str | None, index: int,
     errors: dict[str, list[str]] = {}
     if action == "apply_source":
         try:
-            rule, _ = parse_text(source, "source")
+            rule, lines = parse_text(source, "source")
         except ValidationError as exc:
-            rule = forms.parse_rule(form, index)
+            rule, lines = forms.parse_rule(form, index), {}
             errors["source"] = [str(d) for d in exc.details] or [exc.message]
         if not isinstance(rule, dict):
             errors["source"] = ["the source must describe one rule (name, when, then)"]
+            rule = forms.parse_rule(form, index)
+        elif "source" not in errors and (lost := roundtrip.unshown(rule, index)):
+            # never drop silently: the form keeps what it had, the source stays as typed
+            doc = {**settings, "rules": [*rules[:index], rule, *rules[index + 1:]]}
+            errors["source"] = _unshown_messages(rule, lost, lines, _check(doc), index)
             rule = forms.parse_rule(form, index)
     else:
         rule = forms.parse_rule(form, index)
@@ -119,16 +159,19 @@ def _post(request: Request, form: Form, name: str | None, index: int,
         return render(request, "editor.html", _context(
             name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,
             is_new_rule=is_new))
+    if action == "save" and (unapplied := _unapplied_source(form, source, rule)):
+        errors["source"] = [unapplied]
     doc = {**settings, "rules": [*rules[:index], rule, *rules[index + 1:]]}
     if "source" not in errors:
         errors.update(_check(doc))
     rule = forms.renderable(rule)
     if action != "save" or errors:
         status = 422 if errors and action == "save" else 200
-        return render(request, "editor.html", _context(
-            name, index, rule, settings, revision, errors,
-            source if "source" in errors else forms.to_source(rule, fmt), fmt,
-            is_new_rule=is_new), status=status)
+        context = _context(name, index, rule, settings, revision, errors,
+                           source if "source" in errors else forms.to_source(rule, fmt), fmt,
+                           is_new_rule=is_new)
+        context["source_base"] = forms.to_source(rule, fmt)  # what the form itself writes
+        return render(request, "editor.html", context, status=status)
     store = services(request).store
     if name is None and doc["name"] in store.names():
         errors["name"] = [f'a ruleset named "{doc["name"]}" exists already']

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from decisions.core import keys
 from decisions.core.events import format_ts, parse_event
 from decisions.core.settings import Settings
-from decisions.runtime import catalog
+from decisions.runtime import catalog, customer_records
 from decisions.runtime.kafka import Producer
 
 DEMO = resources.files("decisions.cli").joinpath("demo")
@@ -25,6 +25,15 @@ DEMO_CATALOG = Path(str(DEMO.joinpath("catalog.csv")))
 
 def load_catalog(engine: Engine) -> int:
     return catalog.import_file(engine, DEMO_CATALOG)
+
+
+def load_customers(engine: Engine) -> int:
+    """Six demo shoppers with CRM attributes (tier, country, signup date, lifetime value),
+    so customer rules can be tried; upserted, as ``decisions customers import`` does."""
+    data = DEMO.joinpath("customers.csv").read_bytes()
+    created, updated = customer_records.upsert(engine,
+                                               customer_records.parse_bytes(data, ".csv").records)
+    return created + updated
 
 
 def sample_events(now: datetime | None = None) -> list[dict[str, Any]]:

@@ -136,6 +136,7 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
     from decisions.cli.demo_replay import (
         demo_users,
         load_catalog,
+        load_customers,
         replay,
         report_feedback,
         reset_shoppers,
@@ -146,6 +147,8 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
     engine = make_engine(str(settings.database_url), pool_size=1)
     try:
         say(f"  demo: {load_catalog(engine)} products in the catalog")
+        say(f"  demo: {load_customers(engine)} customers with CRM attributes "
+            "(tier, country, signup date, lifetime value; demo-1 and demo-2 are gold)")
     finally:
         engine.dispose()
     client = redis.Redis.from_url(str(settings.redis_url))

@@ -6,7 +6,8 @@ SHA-256 of the whole key is a safe hash (no slow password hash needed: nothing t
 force) and verification costs microseconds. Only the hash is stored.
 
 Scopes: ``offers:read`` (GET offers and recommendations), ``events:write`` (POST events
-and offer feedback), ``admin`` (everything, including erasure and export).
+and offer feedback), ``customers:write`` (PUT customer attributes, for a CRM or
+integration), ``admin`` (everything, including erasure and export).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from decisions.core.db import make_sessionmaker, utcnow
 from decisions.core.errors import FieldError, NotFound, Unauthorized, ValidationError
 from decisions.core.models import ApiKey
 
-SCOPES = ("offers:read", "events:write", "admin")
+SCOPES = ("offers:read", "events:write", "customers:write", "admin")
 DEFAULT_SCOPES = ("offers:read", "events:write")
 KEY_PREFIX = "dk"
 _ALPHABET = string.ascii_lowercase + string.digits

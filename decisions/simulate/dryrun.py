@@ -31,6 +31,7 @@ from decisions.core import keys
 from decisions.core.errors import FieldError, ValidationError
 from decisions.core.events import Event, format_ts, parse_event, parse_time, parse_ts
 from decisions.runtime.actions import Effect
+from decisions.runtime.customer_records import NAME as CUSTOM_ATTRIBUTE
 from decisions.runtime.decide import Decider, Evaluation
 from decisions.runtime.engine import Match, RuleEngine
 from decisions.runtime.offers import select_offers
@@ -253,9 +254,15 @@ def customer_at(customer: Mapping[str, Any] | None, now: datetime) -> dict[str, 
     for key, value in (customer or {}).items():
         where = f"customer.{key}"
         kinds = CUSTOMER_KEYS.get(key)
-        if kinds is None:
+        if kinds is None and isinstance(key, str) and CUSTOM_ATTRIBUTE.match(key) \
+                and isinstance(value, str | int | float | bool):
+            # a custom attribute by name, flat as the customer import and API write it
+            out.setdefault("attributes", {})[key] = value
+        elif kinds is None:
             errors.append(FieldError(where, "unknown customer attribute (expected one of "
-                                     f"{', '.join(CUSTOMER_KEYS)})"))
+                                     f"{', '.join(CUSTOMER_KEYS)}, or a custom attribute "
+                                     "such as lifetime_value with a number, text or "
+                                     "true/false)"))
         elif value is None:
             continue
         elif not isinstance(value, kinds) or (isinstance(value, bool) and kinds is not bool):
@@ -269,6 +276,8 @@ def customer_at(customer: Mapping[str, Any] | None, now: datetime) -> dict[str, 
             if isinstance(day, datetime):
                 day = day.date()
             out.setdefault("signup_days", (now.date() - day).days)
+        elif key == "attributes":
+            out["attributes"] = {**value, **out.get("attributes", {})}
         else:
             out[key] = value
     if errors:

@@ -11,6 +11,7 @@ MODULES = (
     "decisions.cli.commands.rulesets",  # rulesets validate/import/export/publish/rollback/diff
     "decisions.cli.commands.apikeys",   # apikeys create/list/revoke
     "decisions.cli.commands.catalog",   # catalog import
+    "decisions.cli.commands.customers",  # customers import (CRM attributes)
     "decisions.cli.commands.users",     # users create (admin UI accounts)
     "decisions.cli.commands.models",    # models train/retrain/list/promote/rollback/drift
     "decisions.cli.commands.events",    # events produce (send a file of events to Kafka)

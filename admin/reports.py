@@ -41,7 +41,8 @@ def performance(db: Engine, ruleset: str, start: datetime, end: datetime,
     with db.connect() as conn:
         for rule, fires, offers in conn.execute(text(
                 "SELECT rule, count(DISTINCT event_id),"
-                " count(*) FILTER (WHERE kind = 'offer' AND NOT payload ? 'held_out') "
+                " count(*) FILTER (WHERE kind = 'offer' AND NOT payload ? 'held_out'"
+                " AND NOT payload ? 'refused') "
                 "FROM decisions WHERE ruleset = :rs AND decided_at >= :a AND decided_at < :b "
                 "GROUP BY rule"), period):
             row(rule).fires, row(rule).offers = int(fires), int(offers)

@@ -107,8 +107,11 @@ class BatchSteps:
         decision_rows: list[dict[str, Any]] = []
         by_rule: Counter[tuple[str, str]] = Counter()
         versions = {id(f.match): f.model_versions for f in fired}
-        for effect in self.decider.act(fired, self.recommender):
-            if effect.stored:  # (held-out and superseded ones are only recorded)
+        made = self.decider.act(fired, self.recommender)
+        now_ms = int(time.time() * 1000)
+        self.effects.reserve(made, now_ms)  # budgets: refused offers are only recorded
+        for effect in made:
+            if effect.stored:  # (held-out, superseded and refused ones are only recorded)
                 effects.append(effect)
             decision_rows.append(decision_row(effect, versions[id(effect.match)]))
         for f in fired:
@@ -124,10 +127,14 @@ class BatchSteps:
         # producer's I/O thread meanwhile).
         archived = self._pg.submit(self.decisions.write, [a.event for a in fresh],
                                    decision_rows)
-        now_ms = int(time.time() * 1000)
+        budgeted = []  # (reply index, effect): a reservation to give back if refused
         for effect in effects:  # one recommendation per user and slot (superseded: above)
+            if effect.budgets:
+                budgeted.append((len(pipe), effect))
             self.effects.queue(pipe, effect, now_ms)
-        pipe.execute()
+        replies = pipe.execute()
+        if budgeted:
+            self.effects.release_refused([(replies[i], e) for i, e in budgeted], now_ms)
         mark("redis_write")
         for record, reason, detail in batch.dead:
             self._topics.dead_letter(record, reason, detail)

@@ -1,0 +1,120 @@
+"""Budgets (issue #19): validated by path, reserved atomically in real Redis by many
+threads at once, never overshot, counted once per offer, given back, and resumed by a
+higher limit. (Through two worker processes: tests/test_budget_workers.py.)"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from decisions.core.errors import ValidationError
+from decisions.runtime.budgets import OK, BudgetStore, refusal
+from rulesets.budget import Budget, budget_of, cost_cents
+from rulesets.compile import compile_ruleset
+from rulesets.validate import validate
+from tests.test_worker_support import offer_ruleset
+
+NOW = 1_800_000_000_000
+
+
+def test_budgets_are_validated_by_path_and_compiled() -> None:
+    doc = offer_ruleset("promo")
+    doc["budget"] = {"amount": -5, "grant": 3}
+    doc["rules"][0]["budget"] = {"campaign": "Bad Name"}
+    with pytest.raises(ValidationError) as info:
+        validate(doc)
+    paths = {d.field for d in info.value.details}
+    assert {"budget.amount", "budget.grant", "rules[0].budget",
+            "rules[0].budget.campaign"} <= paths
+    good = offer_ruleset("promo")
+    good["budget"] = {"amount": 10000}
+    good["rules"][0]["budget"] = {"grants": 50, "campaign": "bf-2026"}
+    normal = validate(good)
+    assert normal["budget"] == {"amount": 10000}
+    assert normal["rules"][0]["budget"] == {"grants": 50, "campaign": "bf-2026"}
+    compiled = compile_ruleset(normal, 1)
+    assert compiled.budget == Budget("promo", 1_000_000, 0)
+    assert compiled.rules["every-cart"].budget == Budget("bf-2026", 0, 50)
+    assert "budget" not in validate(offer_ruleset("promo"))  # absent stays absent
+
+
+def test_what_an_offer_costs_its_budget() -> None:
+    assert cost_cents({"type": "amount", "value": 5}, 300) == 500
+    assert cost_cents({"type": "percent", "value": 10}, 250.0) == 2500  # 10 % of the cart
+    assert cost_cents({"type": "percent", "value": 10, "min_basket": 100}, 20) == 1000
+    assert cost_cents({"type": "percent", "value": 10}, None) == 0
+    assert budget_of({"amount": 0.1}, "x") == Budget("x", 10, 0)
+
+
+def test_a_grant_budget_yields_exactly_its_grants_under_concurrency(
+        redis_client: redis.Redis) -> None:
+    """Eight threads try 200 offers against a ruleset budget of 37 grants and a rule
+    budget of $500 at $10 each (50): exactly 37 are reserved, and a replay counts none."""
+    store = BudgetStore(redis_client)
+    budgets = (Budget("promo", 0, 37), Budget("promo/r", 50_000, 0))
+    start = threading.Barrier(8)
+    replies: list[str] = []
+
+    def grant(worker: int) -> None:
+        start.wait()
+        for n in range(25):
+            replies.append(store.reserve("promo", f"o-{worker}-{n}", 1000, budgets, NOW))
+
+    threads = [threading.Thread(target=grant, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert replies.count(OK) == 37
+    assert set(replies) == {OK, "grants:promo"}
+    assert store.spent("promo") == {"promo|grants": 37, "promo|cents": 37_000,
+                                    "promo/r|grants": 37, "promo/r|cents": 37_000}
+    granted = sorted({f"o-{w}-{n}" for w in range(8) for n in range(25)})
+    again = [store.reserve("promo", o, 1000, budgets, NOW) for o in granted]
+    assert again.count("again") == 37 and again.count(OK) == 0  # replays count once
+    # the money limit: raising the grants, the rule's $500 leaves 13 more at $10
+    raised = (Budget("promo", 0, 1000), Budget("promo/r", 50_000, 0))
+    more = [store.reserve("promo", f"m-{n}", 1000, raised, NOW) for n in range(20)]
+    assert more.count(OK) == 13 and more[13] == "cents:promo/r"
+    assert refusal(more[13], raised).startswith("budget spent: campaign promo/r")
+    assert store.spent("promo")["promo/r|cents"] == 50_000  # never past the limit
+
+
+def test_a_release_gives_a_reservation_back_once(redis_client: redis.Redis) -> None:
+    store = BudgetStore(redis_client)
+    budget = (Budget("solo", 0, 1),)
+    assert store.reserve("solo", "a", 250, budget, NOW) == OK
+    assert store.reserve("solo", "b", 250, budget, NOW) == "grants:solo"
+    assert store.release("solo", "a", 250, budget, NOW)
+    assert not store.release("solo", "a", 250, budget, NOW)  # idempotent
+    assert store.spent("solo") == {"solo|grants": 0, "solo|cents": 0}
+    assert store.reserve("solo", "b", 250, budget, NOW) == OK
+    # a new campaign starts from nothing; the old one stays spent
+    assert store.reserve("solo", "c", 250, (Budget("solo-2", 0, 1),), NOW) == OK
+    assert store.reserve("solo", "d", 250, budget, NOW) == "grants:solo"
+    doc = {"name": "solo", "budget": {"grants": 1},
+           "rules": [{"name": "r", "budget": {"amount": 10, "campaign": "solo-2"}}]}
+    left = BudgetStore(redis_client).remaining(doc)
+    assert [r.to_dict()["left_grants"] for r in left] == [0, None]
+    assert left[0].spent and "SPENT" in left[0].line()
+    assert left[1].line() == "rule r (campaign solo-2): $7.50 of $10.00 left"
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limit=st.integers(1, 5000), costs=st.lists(st.integers(0, 900), max_size=40))
+def test_a_money_budget_is_never_overshot(redis_client: redis.Redis, limit: int,
+                                          costs: list[int]) -> None:
+    store = BudgetStore(redis_client)
+    redis_client.delete("d:budget:{budget:h}", "d:budres:{budget:h}")
+    budget = (Budget("h", limit, 0),)
+    taken = 0
+    for i, cost in enumerate(costs):
+        reply = store.reserve("h", f"o{i}", cost, budget, NOW)
+        assert reply == (OK if taken + cost <= limit else "cents:h")
+        taken += cost if reply == OK else 0
+    assert store.spent("h").get("h|cents", 0) == taken <= limit

@@ -8,15 +8,19 @@ import threading
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine
 
 from decisions.core.errors import ValidationError
+from decisions.core.settings import Settings
 from decisions.runtime.budgets import OK, BudgetStore, refusal
 from rulesets.budget import Budget, budget_of, cost_cents
 from rulesets.compile import compile_ruleset
 from rulesets.validate import validate
-from tests.test_worker_support import offer_ruleset
+from tests.helpers import event, minutes, now, running_worker, wait_for
+from tests.test_worker_support import fast, offer_ruleset, produce, publish
 
 NOW = 1_800_000_000_000
 
@@ -104,7 +108,7 @@ def test_a_release_gives_a_reservation_back_once(redis_client: redis.Redis) -> N
     assert left[1].line() == "rule r (campaign solo-2): $7.50 of $10.00 left"
 
 
-@settings(max_examples=30, deadline=None,
+@hypothesis_settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(limit=st.integers(1, 5000), costs=st.lists(st.integers(0, 900), max_size=40))
 def test_a_money_budget_is_never_overshot(redis_client: redis.Redis, limit: int,
@@ -118,3 +122,23 @@ def test_a_money_budget_is_never_overshot(redis_client: redis.Redis, limit: int,
         assert reply == (OK if taken + cost <= limit else "cents:h")
         taken += cost if reply == OK else 0
     assert store.spent("h").get("h|cents", 0) == taken <= limit
+
+
+def test_the_worker_gives_back_what_the_offer_store_refuses(
+        settings: Settings, clean_db: Engine, redis_client: redis.Redis) -> None:
+    """Three carts a shopper: the rule's one active offer refuses the second and third in
+    the offer store, after their budget was reserved; the worker gives those back."""
+    settings = fast(settings)
+    doc = offer_ruleset("promo")
+    doc["budget"] = {"grants": 100, "amount": 1000}
+    publish(settings, doc)
+    t = now() - minutes(30)
+    events = [event("add_to_cart", f"g-{u}", t + minutes(step), product_id="p", price=40.0,
+                    quantity=1) for step in range(3) for u in range(10)]
+    produce(settings, events)
+    with running_worker(settings) as worker:
+        wait_for(lambda: worker.stats.processed == len(events), timeout=60)
+    spent = BudgetStore(redis_client).spent("promo")
+    # 10 % of the cart: 40.00, 80.00, 120.00 at the three events; the first one is granted
+    assert spent == {"promo|grants": 10, "promo|cents": 10 * 400}
+    assert redis_client.zcard("d:budres:{budget:promo}") == 10

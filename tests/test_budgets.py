@@ -5,7 +5,9 @@ higher limit. (Through two worker processes: tests/test_budget_workers.py.)"""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from hypothesis import HealthCheck, given
@@ -13,11 +15,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
+from decisions.cli.main import main
 from decisions.core.errors import ValidationError
 from decisions.core.settings import Settings
 from decisions.runtime.budgets import OK, BudgetStore, refusal
 from rulesets.budget import Budget, budget_of, cost_cents
 from rulesets.compile import compile_ruleset
+from rulesets.store import RulesetStore
 from rulesets.validate import validate
 from tests.helpers import event, minutes, now, running_worker, wait_for
 from tests.test_worker_support import fast, offer_ruleset, produce, publish
@@ -142,3 +146,28 @@ def test_the_worker_gives_back_what_the_offer_store_refuses(
     # 10 % of the cart: 40.00, 80.00, 120.00 at the three events; the first one is granted
     assert spent == {"promo|grants": 10, "promo|cents": 10 * 400}
     assert redis_client.zcard("d:budres:{budget:promo}") == 10
+
+
+def test_report_budget_prints_what_is_left(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, services: dict[str, str],
+        database_url: str, clean_db: Engine, redis_client: redis.Redis,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no var/stack.json of a running stack is picked up
+    monkeypatch.setenv("DECISIONS_DATABASE_URL", database_url)
+    monkeypatch.setenv("DECISIONS_REDIS_URL", services["redis_url"])
+    doc = offer_ruleset("promo")
+    doc["budget"] = {"amount": 100, "grants": 2}
+    doc["rules"][0]["budget"] = {"grants": 1}
+    RulesetStore(clean_db).import_document(doc, "test", "test")
+    BudgetStore(redis_client).reserve("promo", "o-1", 1250,
+                                      (Budget("promo", 10_000, 2),
+                                       Budget("promo/every-cart", 0, 1)), NOW)
+    assert main(["report", "budget", "promo"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["ruleset (campaign promo): $87.50 of $100.00 left, 1 of 2 offers left",
+                   "rule every-cart (campaign promo/every-cart): 0 of 1 offers left — SPENT: "
+                   "the rule grants nothing until the budget is raised"]
+    assert main(["report", "budget", "promo", "--json"]) == 0
+    data = orjson.loads(capsys.readouterr().out)
+    assert data[0]["left_amount"] == 87.5 and data[1]["spent"] is True
+    assert main(["report", "budget", "nope"]) != 0

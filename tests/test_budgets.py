@@ -5,6 +5,7 @@ higher limit. (Through two worker processes: tests/test_budget_workers.py.)"""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -17,8 +18,14 @@ from sqlalchemy import Engine
 
 from decisions.cli.main import main
 from decisions.core.errors import ValidationError
+from decisions.core.events import Event
 from decisions.core.settings import Settings
+from decisions.runtime.archive import EventArchive
 from decisions.runtime.budgets import OK, BudgetStore, refusal
+from decisions.runtime.engine import RuleEngine
+from decisions.simulate.backtest import Backtest, Runner
+from decisions.simulate.dryrun import dry_run
+from decisions.simulate.trial import try_event
 from rulesets.budget import Budget, budget_of, cost_cents
 from rulesets.compile import compile_ruleset
 from rulesets.store import RulesetStore
@@ -171,3 +178,51 @@ def test_report_budget_prints_what_is_left(
     data = orjson.loads(capsys.readouterr().out)
     assert data[0]["left_amount"] == 87.5 and data[1]["spent"] is True
     assert main(["report", "budget", "nope"]) != 0
+
+
+def test_a_backtest_reports_what_the_budget_would_have_allowed(
+        clean_db: Engine, redis_client: redis.Redis) -> None:
+    """Ten shoppers each put $50 in the cart, a minute apart: 10 % off is $5 each; a
+    $32 budget covers six of the ten grants, and is spent by the seventh's minute."""
+    t0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
+    EventArchive(clean_db).write_batch([
+        Event(f"e-{i}", "add_to_cart", f"u-{i}", t0 + timedelta(minutes=i),
+              {"product_id": "p", "price": 50.0, "quantity": 1}) for i in range(10)])
+    doc = offer_ruleset("promo")
+    doc["budget"] = {"amount": 32}
+    doc["rules"][0]["budget"] = {"grants": 100, "campaign": "cart-grants"}
+    run = Backtest("promo", "draft", t0 - timedelta(hours=1), t0 + timedelta(hours=1), "t")
+    Runner(clean_db, redis_client, RuleEngine(), threading.Lock(), validate(doc))(run)
+    assert run.status == "done", run.error
+    tally = run.tallies["every-cart"]
+    assert (tally.fires, tally.offers, tally.budget_refused) == (10, 6, 4)
+    assert tally.discount == pytest.approx(30.0)
+    lines = [b.line() for b in run.budgets.values()]
+    assert lines == [
+        "ruleset: budget promo ($32.00 of discount) would have covered 6 of 10 grants, "
+        "spent by 2026-10-05 12:06 UTC",
+        "rule every-cart: budget cart-grants (100 offers) would have covered 6 of 10 "
+        "grants, not spent (94 offers left)"]
+
+
+def test_dry_runs_and_try_it_honour_budgets(redis_client: redis.Redis) -> None:
+    doc = offer_ruleset("promo")
+    doc["budget"] = {"amount": 20, "campaign": "promo-q4"}
+    cart = {"type": "add_to_cart", "user_id": "u-1",
+            "properties": {"product_id": "p", "price": 150.0, "quantity": 1}}
+    # nothing spent: 10 % of $150 fits in $20
+    fits = dry_run(doc, cart, state={"cart_value": 150})
+    assert len(fits.offers) == 1
+    assert fits.to_dict()["budgets"]["every-cart"] == {
+        "campaigns": ["promo-q4"], "cost": 15.0, "refused": ""}
+    # $250 in the cart: $25 is more than the whole budget
+    over = dry_run(doc, cart, state={"cart_value": 250})
+    assert over.offers == [] and over.effects == []
+    assert over.budgets["every-cart"]["refused"].startswith("budget spent: campaign promo-q4")
+    # try-it reads what the live budget spent: $10 of $20 leaves no room for $15
+    BudgetStore(redis_client).reserve("promo", "o-1", 1000, (Budget("promo-q4", 2000, 0),),
+                                      NOW)
+    tried = try_event(validate(doc), cart, {"state": {"cart_value": 150}},
+                      datetime.now(UTC), client=redis_client)
+    assert tried.offers == [] and tried.budgets["every-cart"]["refused"]
+    assert BudgetStore(redis_client).spent("promo")["promo-q4|cents"] == 1000  # unchanged

@@ -23,7 +23,7 @@ that would count it again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,17 @@ def refusal(reply: str, budgets: Sequence[Budget]) -> str:
         return f"budget spent: campaign {campaign} granted its {budget.grants} offers"
     return (f"budget spent: campaign {campaign} has less than this offer's cost left of "
             f"{money(budget.amount_cents)}")
+
+
+def would_refuse(budgets: Sequence[Budget], spent: Mapping[str, int], cost: int) -> str:
+    """The reservation's check, without reserving (dry runs): why an offer of ``cost``
+    would be refused given what is ``spent`` (``BudgetStore.spent``), or ""."""
+    for b in budgets:
+        if b.grants and spent.get(f"{b.campaign}|grants", 0) + 1 > b.grants:
+            return refusal(f"grants:{b.campaign}", budgets)
+        if b.amount_cents and spent.get(f"{b.campaign}|cents", 0) + cost > b.amount_cents:
+            return refusal(f"cents:{b.campaign}", budgets)
+    return ""
 
 
 @dataclass

@@ -16,6 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
+from admin.diffview import rule_changes
 from decisions.cli.main import main
 from decisions.core.errors import ValidationError
 from decisions.core.events import Event
@@ -28,6 +29,7 @@ from decisions.simulate.dryrun import dry_run
 from decisions.simulate.trial import try_event
 from rulesets.budget import Budget, budget_of, cost_cents
 from rulesets.compile import compile_ruleset
+from rulesets.diff import diff_documents, render, summary
 from rulesets.store import RulesetStore
 from rulesets.validate import validate
 from tests.helpers import event, minutes, now, running_worker, wait_for
@@ -226,3 +228,25 @@ def test_dry_runs_and_try_it_honour_budgets(redis_client: redis.Redis) -> None:
                       datetime.now(UTC), client=redis_client)
     assert tried.offers == [] and tried.budgets["every-cart"]["refused"]
     assert BudgetStore(redis_client).spent("promo")["promo-q4|cents"] == 1000  # unchanged
+
+
+def test_the_diff_lists_holdout_caps_and_budget_changes() -> None:
+    before = offer_ruleset("promo")
+    before["budget"] = {"amount": 1000}
+    before["rules"][0]["holdout"] = {"share": 0.1}
+    after = offer_ruleset("promo")
+    after["budget"] = {"amount": 2500}
+    after["caps"] = {"per_day": 1}
+    after["rules"][0]["budget"] = {"grants": 10}
+    d = diff_documents(validate(before), validate(after))
+    assert d["settings"] == {"caps": {"before": None, "after": {"per_day": 1}},
+                             "budget": {"before": {"amount": 1000}, "after": {"amount": 2500}}}
+    (rule,) = d["changed"]
+    assert set(rule["fields"]) == {"holdout", "budget"}
+    text = render(d)
+    assert "~ budget: {'amount': 1000} -> {'amount': 2500}" in text
+    assert "    holdout: {'share': 0.1} -> None" in text
+    assert "    budget: None -> {'grants': 10}" in text
+    assert "budget" in summary(validate(before), validate(after))
+    assert rule_changes(before, after)[:2] == [
+        'caps: (none) → {"per_day": 1}', 'budget: {"amount": 1000} → {"amount": 2500}']

@@ -82,11 +82,8 @@ class Effects:
         budgeted = [e for e in effects if e.budgets and e.stored]
         if not budgeted:
             return
-        pipe = RawPipeline(self.offers.client)
-        for e in budgeted:
-            self.budgets.queue_reserve(pipe, e.match.ruleset, e.payload["offer_id"], e.cost,
-                                       e.budgets, now_ms)
-        for e, reply in zip(budgeted, pipe.execute(), strict=True):
+        replies = self._budget_calls(self.budgets.queue_reserve, budgeted, now_ms)
+        for e, reply in zip(budgeted, replies, strict=True):
             text = reply.decode() if isinstance(reply, bytes) else str(reply)
             if text not in (OK, "again"):
                 e.refused = e.payload["refused"] = refusal(text, e.budgets)
@@ -98,11 +95,14 @@ class Effects:
         refused = [e for reply, e in stored if reply == 0]
         if not refused:
             return
+        self._budget_calls(self.budgets.queue_release, refused, now_ms)
+
+    def _budget_calls(self, queue: Any, effects: list[Effect], now_ms: int) -> list[Any]:
+        """One pipeline of a budget script per offer (each call on its ruleset's slot)."""
         pipe = RawPipeline(self.offers.client)
-        for e in refused:
-            self.budgets.queue_release(pipe, e.match.ruleset, e.payload["offer_id"], e.cost,
-                                       e.budgets, now_ms)
-        pipe.execute()
+        for e in effects:
+            queue(pipe, e.match.ruleset, e.payload["offer_id"], e.cost, e.budgets, now_ms)
+        return pipe.execute()
 
     def queue(self, pipe: RawPipeline, effect: Effect, now_ms: int) -> None:
         if effect.kind == "offer":

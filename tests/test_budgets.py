@@ -4,6 +4,7 @@ higher limit. (Through two worker processes: tests/test_budget_workers.py.)"""
 
 from __future__ import annotations
 
+import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +18,9 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from admin.diffview import rule_changes
+from admin.reports import budgets_left
 from decisions.cli.main import main
-from decisions.core.errors import ValidationError
+from decisions.core.errors import ConfigError, ValidationError
 from decisions.core.events import Event
 from decisions.core.settings import Settings
 from decisions.runtime.archive import EventArchive
@@ -250,3 +252,18 @@ def test_the_diff_lists_holdout_caps_and_budget_changes() -> None:
     assert "budget" in summary(validate(before), validate(after))
     assert rule_changes(before, after)[:2] == [
         'caps: (none) → {"per_day": 1}', 'budget: {"amount": 1000} → {"amount": 2500}']
+
+
+def test_the_admin_says_so_when_redis_cannot_tell_what_is_left() -> None:
+    doc = {"name": "promo", "budget": {"grants": 3}, "rules": []}
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    left, error = budgets_left(lambda: redis.Redis(port=port, socket_connect_timeout=1), doc)
+    assert left == [] and error.startswith("What is left of the budgets is unknown")
+
+    def unconfigured() -> redis.Redis:
+        raise ConfigError("the admin needs DECISIONS_REDIS_URL")
+
+    assert budgets_left(unconfigured, doc)[1].endswith("(the admin needs DECISIONS_REDIS_URL).")
+    assert budgets_left(unconfigured, {"name": "x", "rules": [{"name": "r"}]}) == ([], "")

@@ -120,7 +120,8 @@ def live_budgets(request: Request, name: str, work: Working) -> tuple[list[Any],
     """What is left of the budgets the published version enforces (the draft's if none)."""
     svc = services(request)
     document = (svc.store.get_version(name, work.active_version).document
-                if work.active_version is not None else work.document)
+                if work.active_version is not None and work.draft is not None
+                else work.document)
     return budgets_left(lambda: svc.redis, document)
 
 

@@ -406,9 +406,9 @@ def describe_path(path: str, index: int) -> str:
 
 # -- offer economics (#19): the ruleset's holdout and frequency caps ----------------------
 def parse_economics(form: Form, doc: dict[str, Any]) -> None:
-    """Set (or clear) ``holdout`` and ``caps`` of a ruleset from its settings form. The
-    holdout is entered as a percentage; a value that is not a number is kept as typed, so
-    validation names it by path."""
+    """Set (or clear) ``holdout``, ``caps`` and ``budget`` of a ruleset from its settings
+    form. The holdout is entered as a percentage; a value that is not a number is kept as
+    typed, so validation names it by path."""
     def number(name: str) -> Any:
         raw = _text(form, name)
         if not raw:
@@ -431,3 +431,11 @@ def parse_economics(form: Form, doc: dict[str, Any]) -> None:
         doc["caps"] = caps
     else:
         doc.pop("caps", None)
+    budget: dict[str, Any] = {k: v for k in ("amount", "grants")
+                              if (v := number(f"budget.{k}")) is not None}
+    if budget and (campaign := _text(form, "budget.campaign")):
+        budget["campaign"] = campaign
+    if budget:
+        doc["budget"] = budget
+    else:
+        doc.pop("budget", None)

@@ -8,11 +8,16 @@ the order value the storefront reported with the redemption.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import redis
 from sqlalchemy import Engine, text
+
+from decisions.core.errors import ConfigError
+from decisions.runtime.budgets import BudgetStore
 
 
 @dataclass
@@ -41,7 +46,8 @@ def performance(db: Engine, ruleset: str, start: datetime, end: datetime,
     with db.connect() as conn:
         for rule, fires, offers in conn.execute(text(
                 "SELECT rule, count(DISTINCT event_id),"
-                " count(*) FILTER (WHERE kind = 'offer' AND NOT payload ? 'held_out') "
+                " count(*) FILTER (WHERE kind = 'offer' AND NOT payload ? 'held_out'"
+                " AND NOT payload ? 'refused') "
                 "FROM decisions WHERE ruleset = :rs AND decided_at >= :a AND decided_at < :b "
                 "GROUP BY rule"), period):
             row(rule).fires, row(rule).offers = int(fires), int(offers)
@@ -97,3 +103,15 @@ def granted(terms: Any, order_value: float | None) -> float:
         return value
     return value * float(order_value or 0) / 100.0
 
+
+
+def budgets_left(client: Callable[[], Any], document: dict[str, Any]) -> tuple[list[Any], str]:
+    """What is left of a ruleset's budgets (``decisions.runtime.budgets.Remaining``), or
+    why it cannot be told (Redis unreachable): the page shows the rest all the same.
+    ``client`` gives the Redis client; it is not asked for when there is no budget."""
+    if not document.get("budget") and not any(r.get("budget") for r in document["rules"]):
+        return [], ""
+    try:
+        return BudgetStore(client()).remaining(document), ""
+    except (redis.RedisError, OSError, ConfigError) as exc:
+        return [], f"What is left of the budgets is unknown: Redis is unreachable ({exc})."

@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from decisions.core.events import parse_time
+from rulesets.budget import Budget, budget_of
 from rulesets.explain import holds
 from rulesets.facts import fact_key
 from rulesets.holdout import Holdout, holdout_of
@@ -68,6 +69,7 @@ class CompiledRule:
     active: dict[str, str] = field(default_factory=dict)  # active window: from / until
     derived: list[str] = field(default_factory=list)  # derived predicates it reads
     holdout: Holdout | None = None  # its control group (rulesets/holdout.py), if any
+    budget: Budget | None = None  # its total budget (rulesets/budget.py), if any
 
     def __post_init__(self) -> None:
         self.reads = tuple((path, fact_key(path)) for path in self.fields)  # for reasons
@@ -108,6 +110,7 @@ class CompiledRuleset:
     derived: dict[str, Predicate] = field(default_factory=dict)
     holdout: Holdout | None = None  # the ruleset's control group, if any
     caps: tuple[int, int] = (0, 0)  # offers per shopper per day, per week (0: none)
+    budget: Budget | None = None  # the ruleset's total budget, if any
 
     def __post_init__(self) -> None:
         self.key = f"{self.name}--v{self.version}--{self.digest[:8]}"  # names it in engines
@@ -430,6 +433,7 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             list(compiler.fields), types, list(compiler.timers), when,
             {k: str(v) for k, v in active.items() if v}, list(compiler.used),
             holdout_of(rule.get("holdout"), f"{document['name']}/{rule['name']}"),
+            budget_of(rule.get("budget"), f"{document['name']}/{rule['name']}"),
         )
         lo = _epoch_ms(active["from"]) if active.get("from") else -math.inf
         hi = _epoch_ms(active["until"]) if active.get("until") else math.inf
@@ -447,7 +451,8 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
     compiled = CompiledRuleset(
         document["name"], version, bool(document.get("stacking", False)), digest(document),
         rules, chunks, plans, compiler.derived,
-        holdout_of(document.get("holdout"), document["name"]), _caps(document.get("caps")))
+        holdout_of(document.get("holdout"), document["name"]), _caps(document.get("caps")),
+        budget_of(document.get("budget"), document["name"]))
     by_key: dict[str, dict[str, dict[str, list[_Item]]]] = {}  # type -> key -> value
     for (etype, key, value), items in sorted(pending.items()):
         by_key.setdefault(etype, {}).setdefault(key, {})[value] = items

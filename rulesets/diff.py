@@ -20,11 +20,16 @@ from rulesets.validate import normalise
 
 SETTINGS = ("name", "description", "stacking", "four_eyes")
 RULE_FIELDS = ("description", "priority", "enabled", "active", "when", "then")
+# offer economics (#19): present only where set (absent reads as None, "not set")
+ECONOMICS = ("holdout", "caps", "budget")
+RULE_ECONOMICS = ("holdout", "budget")
 
 
 def diff_documents(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     a, b = normalise(before), normalise(after)
     settings = {k: {"before": a[k], "after": b[k]} for k in SETTINGS if a[k] != b[k]}
+    settings |= {k: {"before": a.get(k), "after": b.get(k)} for k in ECONOMICS
+                 if a.get(k) != b.get(k)}
     rules_a = {r["name"]: r for r in a["rules"]}
     rules_b = {r["name"]: r for r in b["rules"]}
     changed = []
@@ -32,11 +37,11 @@ def diff_documents(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
         old = rules_a.get(name)
         if old is None or old == rule:
             continue
-        fields = {f: {"before": old[f], "after": rule[f]} for f in RULE_FIELDS
-                  if old[f] != rule[f]}
+        fields = {f: {"before": old.get(f), "after": rule.get(f)}
+                  for f in (*RULE_FIELDS, *RULE_ECONOMICS) if old.get(f) != rule.get(f)}
         changes: list[dict[str, Any]] = []
         for f in fields:
-            _leaves(old[f], rule[f], f, changes)
+            _leaves(old.get(f), rule.get(f), f, changes)
         changed.append({"rule": name, "fields": fields, "changes": changes})
     return {
         "settings": settings,

@@ -193,3 +193,14 @@ RULE_PARAM_GROUPS: dict[str, tuple[str, tuple[ActionParam, ...]]] = {
     "holdout": ("Holdout for this rule (optional)", HOLDOUT_PARAMS),
 }
 RULESET_KEYS = RULESET_KEYS | {"holdout", "caps"}
+
+# -- offer economics (#19): budgets ------------------------------------------------------
+# ``budget: {amount, grants, campaign}`` on a ruleset or a rule: the most discount (money)
+# and offers it grants in total, reserved at grant (rulesets/budget.py)
+BUDGET_PARAMS: tuple[ActionParam, ...] = (
+    ActionParam("amount", NUMBER, "Discount budget (money, in total)"),
+    ActionParam("grants", NUMBER, "At most this many offers (in total)"),
+    ActionParam("campaign", STRING, "Campaign (a new name starts counting from nothing)"),
+)
+RULE_KEYS = RULE_KEYS | {"budget"}
+RULESET_KEYS = RULESET_KEYS | {"budget"}

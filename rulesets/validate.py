@@ -20,6 +20,7 @@ from rulesets.language import (
     ACTION_CATALOG,
     ACTIONS,
     BOOL,
+    BUDGET_PARAMS,
     CAP_PARAMS,
     FIELDS,
     HOLDOUT_PARAMS,
@@ -365,6 +366,28 @@ def _economics(document: dict[str, Any], err: _Collector) -> None:
     for i, rule in enumerate(document.get("rules") or []):
         if isinstance(rule, dict) and "holdout" in rule:
             _holdout(rule["holdout"], f"rules[{i}].holdout", err)
+        if isinstance(rule, dict) and "budget" in rule:
+            _budget(rule["budget"], f"rules[{i}].budget", err)
+    if "budget" in document:
+        _budget(document["budget"], "budget", err)
+
+
+def _budget(spec: Any, path: str, err: _Collector) -> None:
+    if not isinstance(spec, dict):
+        err(path, "expected an object with amount and/or grants (and optionally campaign)")
+        return
+    _params(spec, path, BUDGET_PARAMS, err)
+    if "amount" not in spec and "grants" not in spec:
+        err(path, "give amount (money) and/or grants (offers)")
+    amount: Any = spec.get("amount")
+    if _is_number(amount) and not 0 < amount <= 1e12:
+        err(f"{path}.amount", "must be above 0")
+    grants: Any = spec.get("grants")
+    if _is_number(grants) and (grants < 1 or grants != int(grants) or grants > 1e12):
+        err(f"{path}.grants", "must be a whole number of at least 1")
+    campaign = spec.get("campaign")
+    if isinstance(campaign, str) and not NAME.match(campaign.replace("/", "-")):
+        err(f"{path}.campaign", "lowercase letters, digits, -, _ and / (up to 100)")
 
 
 def _holdout(spec: Any, path: str, err: _Collector) -> None:
@@ -393,9 +416,10 @@ def _params(spec: dict[str, Any], path: str, params: tuple[Any, ...], err: _Coll
 
 def _normalise_economics(document: dict[str, Any], out: dict[str, Any]) -> None:
     """Holdouts and caps are kept only where given (older versions stay as they were)."""
-    for key in ("holdout", "caps"):
+    for key in ("holdout", "caps", "budget"):
         if document.get(key):
             out[key] = dict(document[key])
     for rule, normal in zip(document["rules"], out["rules"], strict=True):
-        if rule.get("holdout"):
-            normal["holdout"] = dict(rule["holdout"])
+        for key in ("holdout", "budget"):
+            if rule.get(key):
+                normal[key] = dict(rule[key])

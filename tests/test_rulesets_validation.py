@@ -155,14 +155,15 @@ CASES = [
                  [(6, "rules[0].active", "from must be before until")], id="active-reversed"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}",
                           extra="    starts: 2026-01-01\n"),
-                 [(6, "rules[0].starts", "unknown field (expected one of active, description, "
-                   "enabled, holdout, name, priority, then, when)")], id="unknown-rule-key"),
+                 [(6, "rules[0].starts", "unknown field (expected one of active, budget, "
+                   "description, enabled, holdout, name, priority, then, when)")],
+                 id="unknown-rule-key"),
     pytest.param("name: t\nrules:\n" + GOOD_RULE + GOOD_RULE,
                  [(6, "rules[1].name", 'duplicate rule name "ok" (also rules[0])')],
                  id="duplicate-names"),
     pytest.param("name: Big Sale\nstacking: sometimes\nowner: me\nrules: []\n",
-                 [(3, "owner", "unknown field (expected one of caps, description, four_eyes, "
-                   "holdout, name, rules, stacking)"),
+                 [(3, "owner", "unknown field (expected one of budget, caps, description, "
+                   "four_eyes, holdout, name, rules, stacking)"),
                   (1, "name", "required: lowercase letters, digits, - and _ (up to 100)"),
                   (2, "stacking", "expected true or false"),
                   (4, "rules", "required: a non-empty list of rules")], id="ruleset-level"),

@@ -15,7 +15,7 @@ from admin.services import services
 from admin.views.audit import parse_day
 from admin.views.common import Form, page
 from admin.views.render import render
-from admin.views.rulesets import working
+from admin.views.rulesets import live_budgets, working
 from decisions.runtime.uplift import Uplift, experiment_of, uplift
 
 
@@ -33,6 +33,7 @@ def rule_performance(request: Request, form: Form) -> Response:
     rows = performance(services(request).db, name, a, b,
                        [r["name"] for r in work.document["rules"]])
     experiments = uplifts(request, work.document, a, b)
+    budgets, budgets_error = live_budgets(request, name, work)
     return render(request, "performance.html", {
         "name": name, "rows": rows, "chart": bar_chart(rows), "start": start, "end": end,
         "trend": trend_chart(daily(services(request).db, name, a, b)),
@@ -43,6 +44,7 @@ def rule_performance(request: Request, form: Form) -> Response:
             "discount": sum(r.discount for r in rows),
         },
         "uplifts": experiments,
+        "budgets": budgets, "budgets_error": budgets_error,
         "window_days": services(request).settings.uplift_window_days,
     })
 

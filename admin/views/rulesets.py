@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from admin.diffview import rule_changes
 from admin.forms import parse_economics
+from admin.reports import budgets_left
 from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
@@ -115,6 +116,15 @@ def working(request: Request, name: str) -> Working:
     return Working(document, draft, active.version if active else None)
 
 
+def live_budgets(request: Request, name: str, work: Working) -> tuple[list[Any], str]:
+    """What is left of the budgets the published version enforces (the draft's if none)."""
+    svc = services(request)
+    document = (svc.store.get_version(name, work.active_version).document
+                if work.active_version is not None and work.draft is not None
+                else work.document)
+    return budgets_left(lambda: svc.redis, document)
+
+
 @page("viewer")
 def ruleset_list(request: Request, form: Form) -> Response:
     return render(request, "rulesets.html", {"rulesets": overview(services(request).db)})
@@ -132,8 +142,10 @@ def ruleset_detail(request: Request, form: Form) -> Response:
         published = svc.store.get_version(name, work.active_version).document
         changes = rule_changes(published, work.draft.document)
         four_eyes = four_eyes or bool(published.get("four_eyes"))
+    budgets, budgets_error = live_budgets(request, name, work)
     return render(request, "ruleset.html", {
         "changes": changes, "four_eyes": four_eyes,
+        "budgets": budgets, "budgets_error": budgets_error,
         "rules_by_priority": sorted(enumerate(work.document["rules"]),
                                     key=lambda item: (-int(item[1].get("priority", 0)), item[0])),
         "name": name, "work": work, "doc": work.document, "versions": versions[:5],

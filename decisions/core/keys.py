@@ -27,6 +27,8 @@ Cluster. Each use has its own prefix.
 | ``d:returns`` | hash | ``next``: product clicks after a session's first; ``return``: those back to a product of the session |
 | ``d:top`` / ``d:topcat:<category>`` | zset | top sellers, overall and per category |
 | ``d:viewed`` | zset | most viewed products (product views and clicks) |
+| ``d:budget:{budget:<ruleset>}`` | hash | budgets of a ruleset and its rules: ``<campaign>|cents`` and ``<campaign>|grants`` reserved (``decisions.runtime.budgets``) |
+| ``d:budres:{budget:<ruleset>}`` | zset | offer ids reserved against the ruleset's budgets in the last 8 days, scored by time (ms): a replayed grant is not counted twice |
 | ``d:rl:<key prefix>`` | hash | API rate-limit token bucket of one API key |
 | ``d:admin:fail:u:<name>`` / ``d:admin:fail:ip:<address>`` | string | failed admin sign-ins per user name / client address |
 
@@ -180,3 +182,18 @@ def scratch_pattern(prefix: str) -> str:
 
 def successors(product_id: str) -> str:
     return f"d:sr:{product_id}"
+
+
+# -- budgets (#19): one hash tag per ruleset, so its budgets' script stays on one slot ----
+def budget_tag(ruleset: str) -> str:
+    return "{budget:" + ruleset + "}"
+
+
+def budget(ruleset: str) -> str:
+    """Spent cents and grants per campaign of a ruleset's and its rules' budgets."""
+    return f"d:budget:{budget_tag(ruleset)}"
+
+
+def budget_reservations(ruleset: str) -> str:
+    """The offer ids reserved against a ruleset's budgets lately (replays count once)."""
+    return f"d:budres:{budget_tag(ruleset)}"

@@ -28,6 +28,8 @@ PARTITION_LAG = Gauge("decisions_consumer_partition_lag",
 GRANTED = Counter("decisions_actions_granted_total",
                   "Actions granted by fired rules (offers, recommendations, segments)",
                   ["ruleset", "rule", "kind"])
+BUDGET_REFUSED = Counter("decisions_budget_refused_total",
+                         "Offers not granted because a budget was spent", ["ruleset", "rule"])
 RULESET_VERSION = Gauge("decisions_ruleset_active_version", "Active version", ["ruleset"])
 RETRIES = Counter("decisions_dependency_retries_total", "Batch retries after a dependency failed",
                   ["service"])

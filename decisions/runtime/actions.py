@@ -21,6 +21,7 @@ from decisions.core.events import Event, format_ts
 from decisions.runtime.engine import Match
 from decisions.runtime.offers import action_id
 from decisions.runtime.recommend import Recommender
+from rulesets.budget import Budget
 
 
 @dataclass
@@ -36,11 +37,14 @@ class Effect:
     superseded_by: str | None = None
     caps: tuple[int, int] = (0, 0)  # the ruleset's offers per shopper per day, per week
     held_out: str = ""  # the shopper is in a holdout's control group: recorded, not stored
+    budgets: tuple[Budget, ...] = ()  # an offer's budgets (ruleset's, rule's) to reserve
+    cost: int = 0  # what the offer costs its budgets, in cents (rulesets.budget)
+    refused: str = ""  # why a budget refused it ("budget spent: ..."): recorded, not stored
 
     @property
     def stored(self) -> bool:
         """Stored in Redis and published (else a decision to record only)."""
-        return self.superseded_by is None and not self.held_out
+        return self.superseded_by is None and not self.held_out and not self.refused
 
 
 @dataclass

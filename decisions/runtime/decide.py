@@ -27,6 +27,7 @@ from decisions.runtime.actions import Context, Effect, run_actions
 from decisions.runtime.engine import Match, RuleEngine
 from decisions.runtime.offers import action_id
 from decisions.runtime.recommend import Recommender
+from rulesets.budget import Budget, cost_cents
 from rulesets.compile import CompiledRuleset
 from rulesets.facts import build_fact
 from rulesets.holdout import CONTROL
@@ -63,6 +64,7 @@ class Fired(NamedTuple):
     caps: tuple[int, int] = (0, 0)  # the ruleset's offers per shopper per day, per week
     experiments: dict[str, str] | None = None  # holdout experiment -> the shopper's group
     held_out: str = ""  # why the shopper is shown nothing from this rule (control group)
+    budgets: tuple[Budget, ...] = ()  # the ruleset's and the rule's budgets (offers only)
 
 
 @dataclass
@@ -122,13 +124,18 @@ class Decider:
             if etype not in compiled.types:
                 continue
             for match in self.engine.evaluate(compiled, event, fact):
-                if compiled.holdout is None and compiled.rules[match.rule].holdout is None:
-                    fired.append(Fired(event, snapshot, match, compiled.stacking, versions,
-                                       compiled.caps))
+                rule = compiled.rules[match.rule]
+                if compiled.holdout is None and rule.holdout is None:
+                    f = Fired(event, snapshot, match, compiled.stacking, versions,
+                              compiled.caps)
                 else:
                     experiments, held_out = groups(compiled, match.rule, event.user_id)
-                    fired.append(Fired(event, snapshot, match, compiled.stacking, versions,
-                                       compiled.caps, experiments, held_out))
+                    f = Fired(event, snapshot, match, compiled.stacking, versions,
+                              compiled.caps, experiments, held_out)
+                if compiled.budget is not None or rule.budget is not None:
+                    f = f._replace(budgets=tuple(
+                        b for b in (compiled.budget, rule.budget) if b is not None))
+                fired.append(f)
         return Evaluation(fact, fired)
 
     @staticmethod
@@ -152,6 +159,12 @@ class Decider:
                     effect.payload["experiments"] = f.experiments
                     if f.held_out:
                         effect.payload["held_out"] = effect.held_out = f.held_out
+            if f.budgets and not f.held_out:  # reserved when stored (runtime.budgets)
+                for effect in made:
+                    if effect.kind == "offer":
+                        effect.budgets = f.budgets
+                        effect.cost = cost_cents(effect.payload["discount"],
+                                                 f.snapshot.get("cart_value"))
             effects.extend(made)
         if recommender is not None:
             recommender.clear()

@@ -34,7 +34,8 @@ from decisions.core.resp.pipeline import RawPipeline, RawScript
 # cap (offers of this rule per user in 30 days; 0: no cap), ruleset, the ruleset's offers
 # per user per day and per week, the global ones (0: no cap). Frequency caps count grants
 # per ruleset (field ``cap|<ruleset>``) and across rulesets (``cap|*``) in the offer-rule
-# hash: grant times (ms) of the last 7 days.
+# hash: grant times (ms) of the last 7 days. Returns 1 stored, 2 stored before (a replay),
+# 0 refused (an active offer of the rule, a cap): a budget reservation is then given back.
 STORE_OFFER = """
 local now = tonumber(ARGV[4])
 local existing = redis.call('HGET', KEYS[2], ARGV[2])
@@ -45,7 +46,7 @@ if existing and existing ~= ARGV[1] then
     if exp > now then return 0 end
   end
 end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 2 end  -- stored before
 local cap = tonumber(ARGV[6]) or 0
 local field = ARGV[2] .. '|times'
 local kept = {}

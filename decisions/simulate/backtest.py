@@ -10,6 +10,12 @@ Offers follow the live store's cap: while a user holds an unexpired offer of a r
 (``expires_minutes``, default 60, in event time) the rule grants that user no new one.
 Discount granted: ``percent`` × the cart value at that event, or the ``amount``.
 Model scores are not replayed: conditions on ``score.*`` never match in a backtest.
+
+Budgets (``rulesets.budget``) are applied from nothing at the start of the period, in
+event time, as the worker reserves them: an offer that would pass a budget is not granted
+(``RuleTally.budget_refused``). Per budget, ``BudgetTally`` says what it would have allowed:
+"budget promo ($500.00 of discount) would have covered 120 of 180 grants, spent by
+2026-12-03 14:02 UTC".
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from decisions.runtime.customers import load_customers
 from decisions.runtime.decide import NO_SCORES, Decider
 from decisions.runtime.engine import RuleEngine
 from decisions.runtime.state import clear_scratch, replay
+from rulesets.budget import Budget, cost_cents, money
 from rulesets.compile import compile_ruleset
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,29 @@ class RuleTally:
     users: set[str] = field(default_factory=set)
     held_out: int = 0  # fires for shoppers in a holdout's control group (shown nothing)
     capped: int = 0  # offers a frequency cap of the ruleset refused
+    budget_refused: int = 0  # offers a spent budget refused
+
+
+@dataclass
+class BudgetTally:
+    """What one budget would have allowed over the period (from nothing at its start)."""
+
+    scope: str  # "ruleset" or "rule <name>"
+    budget: Budget
+    wanted: int = 0  # offers that reached the budget (after holdouts, holding and caps)
+    covered: int = 0  # of them, granted
+    spent_cents: int = 0
+    spent_at: datetime | None = None  # event time of the first offer it refused
+
+    def line(self) -> str:
+        said = (f"{self.scope}: {self.budget.describe()} would have covered {self.covered} "
+                f"of {self.wanted} grants")
+        if self.spent_at is not None:
+            return said + f", spent by {self.spent_at:%Y-%m-%d %H:%M} UTC"
+        left = [f"{money(self.budget.amount_cents - self.spent_cents)} left"
+                if self.budget.amount_cents else "",
+                f"{self.budget.grants - self.covered} offers left" if self.budget.grants else ""]
+        return said + ", not spent (" + ", ".join(x for x in left if x) + ")"
 
 
 @dataclass
@@ -65,6 +95,7 @@ class Backtest:
     started_at: datetime = field(default_factory=utcnow)
     finished_at: datetime | None = None
     tallies: dict[str, RuleTally] = field(default_factory=dict)
+    budgets: dict[str, BudgetTally] = field(default_factory=dict)  # by campaign
     cancel: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -152,6 +183,10 @@ class Runner:
         compiled = compile_ruleset(self.document, 0)
         for rule in compiled.rules:
             run.tallies[rule] = RuleTally(rule)
+        for scope, budget in [("ruleset", compiled.budget),
+                              *((f"rule {r.name}", r.budget) for r in compiled.rules.values())]:
+            if budget is not None:
+                run.budgets.setdefault(budget.campaign, BudgetTally(scope, budget))
         holding: dict[tuple[str, str], int] = {}  # (user, rule) -> offer expiry (ms)
         self._granted: dict[str, list[int]] = {}  # user -> offer times (ms), for the caps
         customers: dict[str, dict[str, Any]] = {}
@@ -196,6 +231,11 @@ class Runner:
                                   event.ts_ms):
                             tally.capped += 1
                             continue
+                        if fired.budgets and not reserve(
+                                run.budgets, fired.budgets, event,
+                                cost_cents(terms(params), snapshot.get("cart_value"))):
+                            tally.budget_refused += 1
+                            continue
                         holding[key] = event.ts_ms + int(
                             float(params.get("expires_minutes", 60)) * 60_000)
                         tally.offers += 1
@@ -216,3 +256,35 @@ def capped(times: list[int], caps: tuple[int, int], now_ms: int) -> bool:
             return True
         times.append(now_ms)
     return False
+
+
+def terms(params: dict[str, Any]) -> dict[str, Any]:
+    """A discount action's parameters as the offer's terms (``actions.discount``)."""
+    if "amount" in params:
+        return {"type": "amount", "value": params["amount"]}
+    return {"type": "percent", "value": params.get("percent", 0),
+            "min_basket": params.get("min_basket")}
+
+
+def reserve(tallies: dict[str, BudgetTally], budgets: tuple[Budget, ...], event: Event,
+            cost: int) -> bool:
+    """The budgets' reservation as the worker's script makes it, in event time: granted
+    (and counted in every budget) or refused (and the spent ones marked)."""
+    involved = {b.campaign: tallies.setdefault(b.campaign, BudgetTally(b.campaign, b))
+                for b in budgets}
+    for t in involved.values():
+        t.wanted += 1
+    refused = False
+    for b in budgets:
+        t = involved[b.campaign]
+        if (b.grants and t.covered + 1 > b.grants) or \
+                (b.amount_cents and t.spent_cents + cost > b.amount_cents):
+            refused = True
+            if t.spent_at is None:
+                t.spent_at = event.ts
+    if refused:
+        return False
+    for t in involved.values():
+        t.covered += 1
+        t.spent_cents += cost
+    return True

@@ -32,6 +32,7 @@ from decisions.core.errors import FieldError, ValidationError
 from decisions.core.events import Event, format_ts, parse_event, parse_time, parse_ts
 from decisions.runtime.actions import Effect
 from decisions.runtime.customer_records import NAME as CUSTOM_ATTRIBUTE
+from decisions.runtime.budgets import would_refuse
 from decisions.runtime.decide import Decider, Evaluation
 from decisions.runtime.engine import Match, RuleEngine
 from decisions.runtime.offers import select_offers
@@ -79,6 +80,9 @@ class DryRunResult:
     # rule -> {"experiments": {experiment: group}, "held_out": why or ""} for the rules
     # that fired under a holdout (a held-out rule's effects are not in ``effects``)
     holdouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # rule -> {"campaigns": [...], "cost": money, "refused": why or ""} for the offers of
+    # rules under a budget (a refused offer is not in ``effects`` nor ``offers``)
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fired(self) -> list[str]:
@@ -103,7 +107,7 @@ class DryRunResult:
                         for e in self.effects],
             "offers": self.offers, "recommendations": self.recommendations,
             "segments": self.segments, "withheld": self.withheld,
-            "holdouts": self.holdouts,
+            "holdouts": self.holdouts, "budgets": self.budgets,
             "rules": [{"rule": t.rule, "priority": t.priority, "enabled": t.enabled,
                        "fired": t.fired, "event_type_ok": t.event_type_ok,
                        "in_window": t.in_window, "conditions": t.conditions,
@@ -322,11 +326,16 @@ def dry_run(
     customer: Mapping[str, Any] | None = None,
     scores: Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    budgets_spent: Mapping[str, int] | None = None,
 ) -> DryRunResult:
     """Evaluate one event as if it happened at ``now`` (default: the event's ``ts``, else
     the current time). A document is validated and compiled as a draft (version None in
     the result); a ``CompiledRuleset`` keeps its version. Raises ``ValidationError`` naming
-    the bad input by path (``event.properties.price``, ``state.cart_vlue``)."""
+    the bad input by path (``event.properties.price``, ``state.cart_vlue``).
+
+    Budgets: an offer that would take a budget past its limit is refused, as the worker
+    would; ``budgets_spent`` is what is spent already (``BudgetStore.spent``; default
+    nothing). Nothing is reserved."""
     document: dict[str, Any] | None = None
     if isinstance(document_or_compiled, CompiledRuleset):
         compiled = document_or_compiled
@@ -340,6 +349,15 @@ def dry_run(
     fact = evaluation.fact or build_fact(ev, snapshot, attrs, values)
     matches = [f.match for f in evaluation.fired]
     effects = [e for e in Decider.act(evaluation.fired, None) if e.stored]
+    budgets: dict[str, dict[str, Any]] = {}
+    for e in effects:
+        if e.kind == "offer" and e.budgets:
+            why = would_refuse(e.budgets, budgets_spent or {}, e.cost)
+            budgets[e.match.rule] = {"campaigns": [b.campaign for b in e.budgets],
+                                     "cost": e.cost / 100, "refused": why}
+            if why:
+                e.refused = e.payload["refused"] = why
+    effects = [e for e in effects if e.stored]
     holdouts = {f.match.rule: {"experiments": f.experiments, "held_out": f.held_out}
                 for f in evaluation.fired if f.experiments is not None}
     offers = select_offers([dict(e.payload) for e in effects if e.kind == "offer"], at)
@@ -349,7 +367,7 @@ def dry_run(
         version=None if document is not None or compiled.version == DRAFT else compiled.version,
         now=at, event=ev.to_dict(), fact=readable(fact), matches=matches, effects=effects,
         offers=offers, rules=_traces(compiled, document, ev, fact, fired),
-        withheld=evaluation.withheld, holdouts=holdouts,
+        withheld=evaluation.withheld, holdouts=holdouts, budgets=budgets,
     )
 
 

@@ -3,7 +3,8 @@
 A thin layer over ``decisions.simulate.dryrun``: it reads the pasted event and profile, and for a
 picked user their live profile (``dryrun.live_state``: copied to scratch keys, never
 changed) and their customer record. A pasted profile (``state`` / ``customer`` /
-``scores``) overrides what the user's records hold.
+``scores``) overrides what the user's records hold. With Redis, offers are checked
+against what the live budgets have spent (nothing is reserved).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 
 from decisions.core.errors import FieldError, ValidationError
 from decisions.core.events import format_ts, parse_event
+from decisions.runtime.budgets import BudgetStore
 from decisions.runtime.customers import load_customers
 from decisions.simulate.dryrun import DryRunResult, dry_run, live_state
 
@@ -60,5 +62,12 @@ def try_event(document: dict[str, Any], event: Any, profile: dict[str, dict[str,
         parsed = parse_event({**event, "ts": format_ts(now)}, prefix="event.", internal=True)
         state = {**live_state(client, user_id, parsed), **(state or {})}
         customer = {**load_customers(db, [user_id]).get(user_id, {}), **(customer or {})}
+    spent = None
+    if client is not None and (document.get("budget")
+                               or any(r.get("budget") for r in document.get("rules") or [])):
+        try:  # what the live budgets have spent (a dry run without Redis: nothing)
+            spent = BudgetStore(client).spent(str(document.get("name")))
+        except (redis.RedisError, OSError):
+            spent = None
     return dry_run(document, event, state=state, customer=customer,
-                   scores=profile.get("scores"), now=now)
+                   scores=profile.get("scores"), now=now, budgets_spent=spent)

@@ -1,4 +1,5 @@
-"""``decisions report uplift``: what a holdout experiment measured (docs/rules.md)."""
+"""``decisions report uplift``: what a holdout experiment measured (docs/rules.md);
+``decisions report budget``: what is left of a ruleset's budgets (docs/economics.md)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ def register(sub: Any) -> None:
                     help="attribution window (default: DECISIONS_UPLIFT_WINDOW_DAYS, 7)")
     up.add_argument("--json", action="store_true", help="print JSON")
     up.set_defaults(handler=cmd_uplift)
+    bud = verbs.add_parser(
+        "budget", help="what is left of a ruleset's budgets (and whether one is spent)",
+        description="The budgets the published version of a ruleset (and its rules) sets, "
+        "with what has been reserved and what is left, from Redis.")
+    bud.add_argument("ruleset")
+    bud.add_argument("--json", action="store_true", help="print JSON")
+    bud.set_defaults(handler=cmd_budget)
 
 
 def _when(value: str | None, default: datetime, flag: str) -> datetime:
@@ -71,4 +79,39 @@ def cmd_uplift(args: argparse.Namespace, settings: Settings) -> int:
                          + "\n")
     else:
         print(table(report))
+    return 0
+
+
+def cmd_budget(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from decisions.cli.up import check_redis
+    from decisions.runtime.budgets import BudgetStore
+    from rulesets.store import RulesetStore
+
+    url = stackfile.require(settings, "database_url")
+    engine = make_engine(url, pool_size=1)
+    check_database(engine, url)
+    try:
+        document = RulesetStore(engine).document(args.ruleset)
+    except NotFound:
+        raise NotFound(f"no published ruleset {args.ruleset!r}") from None
+    finally:
+        engine.dispose()
+    redis_url = stackfile.require(settings, "redis_url")
+    check_redis(redis_url)
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        left = BudgetStore(client).remaining(document)
+    finally:
+        client.close()
+    if args.json:
+        sys.stdout.write(orjson.dumps([r.to_dict() for r in left],
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif not left:
+        print(f"{args.ruleset}: no budget set (add budget: {{amount: ..., grants: ...}} to "
+              "the ruleset or a rule; docs/economics.md)")
+    else:
+        for r in left:
+            print(r.line())
     return 0

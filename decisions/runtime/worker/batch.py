@@ -135,8 +135,11 @@ class BatchSteps:
         by_rule: Counter[tuple[str, str]] = Counter()
         versions = {id(f.match): f.model_versions for f in fired}
         trace, started = batch.trace, time.time_ns()
-        for effect in self.decider.act(fired, self.recommender):
-            if effect.stored:  # (held-out and superseded ones are only recorded)
+        made = self.decider.act(fired, self.recommender)
+        now_ms = int(time.time() * 1000)
+        self.effects.reserve(made, now_ms)  # budgets: refused offers are only recorded
+        for effect in made:
+            if effect.stored:  # (held-out, superseded and refused ones are only recorded)
                 effects.append(effect)
             trace_id = trace.trace_id(effect.event) if trace is not None else None
             if trace_id is not None:  # the offer served names its trace
@@ -159,10 +162,14 @@ class BatchSteps:
             else trace.timed("archive", self.decisions.write)
         archived = self._pg.submit(write, [a.event for a in fresh], decision_rows)
         started = time.time_ns()
-        now_ms = int(time.time() * 1000)
+        budgeted = []  # (reply index, effect): a reservation to give back if refused
         for effect in effects:  # one recommendation per user and slot (superseded: above)
+            if effect.budgets:
+                budgeted.append((len(pipe), effect))
             self.effects.queue(pipe, effect, now_ms)
-        pipe.execute()
+        replies = pipe.execute()
+        if budgeted:
+            self.effects.release_refused([(replies[i], e) for i, e in budgeted], now_ms)
         mark("redis_write")
         if trace is not None:
             trace.step("effects", started)

@@ -14,6 +14,7 @@ from decisions.core.resp.pipeline import RawPipeline
 from decisions.core.settings import Settings
 from decisions.runtime.actions import Effect
 from decisions.runtime.archive import EventArchive
+from decisions.runtime.budgets import OK, BudgetStore, refusal
 from decisions.runtime.kafka import Producer
 from decisions.runtime.offers import OfferStore
 from decisions.runtime.worker.records import key_of
@@ -78,6 +79,35 @@ class Effects:
     def __init__(self, offers: OfferStore, ttl_seconds: int) -> None:
         self.offers = offers
         self.ttl = ttl_seconds
+        self.budgets = BudgetStore(offers.client)
+
+    def reserve(self, effects: list[Effect], now_ms: int) -> None:
+        """Reserve the budgets of the offers that have some, before anything is stored or
+        recorded: an offer a budget refuses is marked (recorded with why, not stored)."""
+        budgeted = [e for e in effects if e.budgets and e.stored]
+        if not budgeted:
+            return
+        replies = self._budget_calls(self.budgets.queue_reserve, budgeted, now_ms)
+        for e, reply in zip(budgeted, replies, strict=True):
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if text not in (OK, "again"):
+                e.refused = e.payload["refused"] = refusal(text, e.budgets)
+                metrics.BUDGET_REFUSED.labels(e.match.ruleset, e.match.rule).inc()
+
+    def release_refused(self, stored: list[tuple[Any, Effect]], now_ms: int) -> None:
+        """Give back the reservations of budgeted offers the offer store refused (reply 0:
+        an active offer of the rule, a frequency cap)."""
+        refused = [e for reply, e in stored if reply == 0]
+        if not refused:
+            return
+        self._budget_calls(self.budgets.queue_release, refused, now_ms)
+
+    def _budget_calls(self, queue: Any, effects: list[Effect], now_ms: int) -> list[Any]:
+        """One pipeline of a budget script per offer (each call on its ruleset's slot)."""
+        pipe = RawPipeline(self.offers.client)
+        for e in effects:
+            queue(pipe, e.match.ruleset, e.payload["offer_id"], e.cost, e.budgets, now_ms)
+        return pipe.execute()
 
     def queue(self, pipe: RawPipeline, effect: Effect, now_ms: int) -> None:
         if effect.kind == "offer":

@@ -60,7 +60,8 @@ for _name, _label in (
     ("session_page_views", "Page views this session"),
     ("session_seconds", "Seconds since session start"),
     ("product_view_seconds", "Seconds on product pages this session"),
-    ("since_same_product_view", "Seconds since this product was viewed (−1 if never viewed)"),
+    ("since_same_product_view",
+     "Seconds since this product was last viewed before now (missing on a first view)"),
     ("days_since_first_seen", "Days since first visit"),
     ("days_since_last_purchase", "Days since last purchase (−1 if no purchase yet)"),
     ("distinct_categories_30d", "Categories viewed in 30 days"),
@@ -88,6 +89,88 @@ _add("time.weekday", NUMBER, "Weekday (0 = Monday, event time)")
 _add("score.purchase_intent", NUMBER, "Purchase-intent score (0-1)")
 _add("score.churn_risk", NUMBER, "Churn-risk score (0-1)")
 
+# -- counts and recency per product, category and page (#23) -----------------------------
+# ``state.count_<type>_<window>[_<scope>]`` and ``state.since_<type>_<scope>``: any window
+# from 1m to 30d (``10m``, ``2h``, ``7d``); scopes: the event's own product, category or
+# page (``this_product``, ``this_category``, ``this_page``) or a named one
+# (``product_<id>``, ``category_<name>``, ``page_<name>``). Computed on demand by the state
+# script (decisions/runtime/state.lua) from the user's per-scope event log, in event time.
+SCOPES = ("this_product", "this_category", "this_page", "product_<id>", "category_<name>",
+          "page_<name>")
+MAX_WINDOW_MS = 30 * 86_400_000  # the event log keeps 30 days
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_TYPES_RE = "|".join(STATE_TYPES)
+_SCOPE_RE = (r"(?P<scope>this_product|this_category|this_page"
+             r"|product_(?P<product>[A-Za-z0-9_\-]{1,60})"
+             r"|category_(?P<category>[a-z0-9_\-]{1,60})|page_(?P<page>[a-z0-9_\-]{1,40}))")
+_COUNT_RE = re.compile(rf"^count_(?P<type>{_TYPES_RE})_(?P<window>[1-9][0-9]{{0,5}}[mhd])"
+                       rf"(?:_{_SCOPE_RE})?$")
+_SINCE_RE = re.compile(rf"^since_(?P<type>{_TYPES_RE})_{_SCOPE_RE}$")
+
+
+@dataclass(frozen=True)
+class Windowed:
+    """A count or recency feature of the open families, parsed from its name."""
+
+    name: str  # the feature (``count_product_view_24h_this_product``)
+    kind: str  # "count" or "since"
+    type: str  # the event type counted
+    window_ms: int  # counts: the window; 0 for recency
+    scope: str  # "" (all events of the type), "this_product", ..., "product", "category", "page"
+    value: str = ""  # the named product / category / page
+
+
+def window_ms(window: str) -> int:
+    """``10m`` -> 600000 (ms)."""
+    return int(window[:-1]) * _UNIT_MS[window[-1]]
+
+
+def windowed(name: str) -> Windowed | None:
+    """The parsed feature of a ``state.`` name of the open families, or None (also for a
+    window longer than 30 days: the log does not reach back that far)."""
+    m = _COUNT_RE.match(name) or _SINCE_RE.match(name)
+    if m is None:
+        return None
+    scope = m["scope"] or ""
+    value = m["product"] or m["category"] or m["page"] or ""
+    if value:
+        scope = scope[: -len(value) - 1]
+    if name.startswith("count_"):
+        ms = window_ms(m["window"])
+        if ms > MAX_WINDOW_MS:
+            return None
+        return Windowed(name, "count", m["type"], ms, scope, value)
+    return Windowed(name, "since", m["type"], 0, scope, value)
+
+
+def window_too_long(name: str) -> bool:
+    m = _COUNT_RE.match(name)
+    return m is not None and window_ms(m["window"]) > MAX_WINDOW_MS
+
+
+# the form builder's picker: a few ready-made ones (any other window or scope is typed in)
+for _t in ("product_view", "click", "add_to_cart", "remove_from_cart"):
+    for _scope, _what in (("this_product", "of this product"),
+                          ("this_category", "in this category")):
+        for _w in (*WINDOWS[:1], "10m", *WINDOWS[1:]):
+            _add(f"state.count_{_t}_{_w}_{_scope}", NUMBER,
+                 f"Count of {_t} {_what} in the last {_w}")
+        _add(f"state.since_{_t}_{_scope}", NUMBER,
+             f"Seconds since the last {_t} {_what} before now (missing if none)")
+for _t in STATE_TYPES:
+    _add(f"state.count_{_t}_10m", NUMBER, f"Count of {_t} in the last 10m")
+
+# Field families with a placeholder, for the form builder and the docs: (template, label)
+FIELD_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("state.count_<type>_<window>", "Count of <type> in the last <window> (1m to 30d)"),
+    ("state.count_<type>_<window>_<scope>",
+     "Count of <type> of a product, category or page in the last <window>"),
+    ("state.since_<type>_<scope>",
+     "Seconds since the last <type> of a product, category or page before now"),
+    ("state.since_page_<page>", "Seconds since the last view of page <page>"),
+    ("score.<model>", "A model's score"),
+)
+
 # Open families: any page name, any model name, any custom customer attribute
 PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^state\.since_page_[a-z0-9_]{1,40}$"), NUMBER),
@@ -98,6 +181,8 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 def field_type(path: str) -> str | None:
     if path in FIELDS:
         return FIELDS[path].type
+    if path.startswith("state.") and windowed(path[6:]) is not None:
+        return NUMBER
     for pattern, type_ in PATTERNS:
         if pattern.match(path):
             return type_

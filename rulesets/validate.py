@@ -30,6 +30,7 @@ from rulesets.language import (
     RULESET_KEYS,
     STRING,
     field_type,
+    window_too_long,
 )
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,99}$")
@@ -199,6 +200,8 @@ def _leaf(node: dict[str, Any], path: str, err: _Collector, bounds: dict[str, li
         close = difflib.get_close_matches(field, FIELDS, n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         kind = "state feature" if field.startswith("state.") else "field"
+        if window_too_long(field[6:]):
+            hint = " (windows run from 1m to 30d: the event log keeps 30 days)"
         err(f"{path}.field", f'unknown {kind} "{field}"{hint}')
         return
     if op not in OPERATORS:

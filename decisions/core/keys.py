@@ -11,7 +11,9 @@ Cluster. Each use has its own prefix.
 | ``d:ts:{uid}:<type>`` | zset | event ids scored by event time (ms), per event type, for windowed counts |
 | ``d:pg:{uid}:<page>`` | zset | page views scored by event time (ms), per page, for "since last <page>" |
 | ``d:pages:{uid}`` | set | the pages the user has visited (which ``d:pg`` keys exist) |
-| ``d:pv:{uid}`` | hash | product views: product_id -> time of the last view (ms) |
+| ``d:pv:{uid}`` | hash | no longer written (until #23: product_id -> time of the last view); expires within 30 days |
+| ``d:sx:{uid}`` | zset | event log per product, category and page, lexicographic (scores 0): ``<type>|<p|c|g><len>:<id>|<ts ms, 13 digits>|<event_id>`` (30 days, at most 3,000 entries) |
+| ``d:sxt:{uid}`` | zset | the same members scored by event time (ms), to trim ``d:sx`` oldest first |
 | ``d:rp:{uid}`` / ``d:rc:{uid}`` | zset | recently viewed products / categories scored by event time |
 | ``d:ss:{uid}`` | list | this session's product clicks, newest first, repeats kept (10) |
 | ``d:bought:{uid}`` | set | products the user bought |
@@ -88,6 +90,18 @@ def product_views(user_id: str) -> str:
     return f"d:pv:{tag(user_id)}"
 
 
+def session_products(user_id: str) -> str:
+    return f"d:ss:{tag(user_id)}"
+
+
+def scoped_log(user_id: str) -> str:
+    return f"d:sx:{tag(user_id)}"
+
+
+def scoped_log_times(user_id: str) -> str:
+    return f"d:sxt:{tag(user_id)}"
+
+
 def recent_products(user_id: str) -> str:
     return f"d:rp:{tag(user_id)}"
 
@@ -106,8 +120,8 @@ def page_views(user_id: str, page: str) -> str:
 
 # the keys of a user's profile that the state script reads, besides the per-type timelines
 # and per-page views (written by decisions/runtime/state.lua, which builds the same names)
-PROFILE = (state, cart, product_views, recent_products, recent_categories, pages, bought,
-           segments)
+PROFILE = (state, cart, recent_products, recent_categories, pages, bought, segments,
+           session_products, scoped_log, scoped_log_times)
 
 
 def erased(user_id: str) -> str:

@@ -31,7 +31,7 @@ from decisions.runtime.archive import EventArchive
 from decisions.runtime.customers import load_customers
 from decisions.runtime.decide import NO_SCORES, Decider
 from decisions.runtime.engine import RuleEngine
-from decisions.runtime.state import clear_scratch, replay
+from decisions.runtime.state import clear_scratch, replay, replay_features
 from rulesets.compile import compile_ruleset
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,9 @@ class Runner:
         self._granted: dict[str, list[int]] = {}  # user -> offer times (ms), for the caps
         customers: dict[str, dict[str, Any]] = {}
         pending: list[tuple[Event, dict[str, Any]]] = []
-        for item in replay(archive.read(run.start, run.end), self.client, prefix, batch=BATCH):
+        spec = replay_features(path for rule in compiled.rules.values() for path in rule.fields)
+        for item in replay(archive.read(run.start, run.end), self.client, prefix, batch=BATCH,
+                           wanted=spec):
             if run.cancel.is_set():
                 return
             pending.append(item)

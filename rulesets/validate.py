@@ -119,8 +119,8 @@ def _rule(rule: Any, path: str, err: _Collector, seen: dict[str, int]) -> None:
     if "enabled" in rule and not isinstance(rule["enabled"], bool):
         err(f"{path}.enabled", "expected true or false")
     _active(rule.get("active"), f"{path}.active", err)
-    if "when" not in rule:
-        err(f"{path}.when", "required: the conditions")
+    if _always(rule.get("when")):
+        pass  # no conditions: the rule fires on every event (within its active window)
     else:
         bounds: dict[str, list[tuple[str, Any, str]]] = {}
         _node(rule["when"], f"{path}.when", err, bounds)
@@ -130,6 +130,11 @@ def _rule(rule: Any, path: str, err: _Collector, seen: dict[str, int]) -> None:
     else:
         for j, action in enumerate(then):
             _action(action, f"{path}.then[{j}]", err)
+
+
+def _always(when: Any) -> bool:
+    """A rule without conditions: ``when`` left out, ``{}`` or ``{all: []}``."""
+    return when is None or when == {} or when == {"all": []}
 
 
 def _active(active: Any, path: str, err: _Collector) -> None:
@@ -344,7 +349,7 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
             "enabled": bool(rule.get("enabled", True)),
             "active": {k: (v.isoformat() if isinstance(v, datetime) else v)
                        for k, v in active.items() if v is not None},
-            "when": rule["when"],
+            "when": {"all": []} if _always(rule.get("when")) else rule["when"],
             "then": rule["then"],
         })
     _normalise_economics(document, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,11 +53,13 @@ CASES = [
     pytest.param(one_rule("{field: state.cart_value, op: prefix, value: '1'}"),
                  [(4, "rules[0].when.op", '"prefix" does not apply to state.cart_value (number)')],
                  id="operator-wrong-type"),
-    pytest.param(one_rule("{}"),
-                 [(4, "rules[0].when", "empty condition: give all, any, not, or field/op/value")],
+    # (a rule's conditions left empty, {} or {all: []}, mean "always": #23)
+    pytest.param(one_rule("{not: {}}"),
+                 [(4, "rules[0].when.not",
+                   "empty condition: give all, any, not, or field/op/value")],
                  id="empty-condition"),
-    pytest.param(one_rule("{all: []}"),
-                 [(4, "rules[0].when.all", "empty condition group: add at least one condition")],
+    pytest.param(one_rule("{any: []}"),
+                 [(4, "rules[0].when.any", "empty condition group: add at least one condition")],
                  id="empty-all"),
     pytest.param(one_rule("{all: [{any: []}, {not: {}}]}"),
                  [(4, "rules[0].when.all[0].any",
@@ -239,3 +242,21 @@ def test_model_scores_of_any_name_are_accepted() -> None:
 def test_starter_rulesets_are_valid(path: Path) -> None:
     data, lines = read_file(path)
     assert validate(data, lines)["rules"]
+
+
+def test_a_rule_without_conditions_is_valid_and_always_matches() -> None:
+    from decisions.simulate.dryrun import dry_run
+
+    for when in (None, {}, {"all": []}):
+        rule: dict[str, Any] = {"name": "always", "then": [{"discount": {"percent": 20}}]}
+        if when is not None:
+            rule["when"] = when
+        doc = validate({"name": "storewide", "rules": [rule]})
+        assert doc["rules"][0]["when"] == {"all": []}
+        for etype, props in (("page_view", {"page": "home"}), ("search", {"query": "x"})):
+            result = dry_run(doc, {"type": etype, "properties": props})
+            assert result.fired == ["always"]
+    # an empty group inside conditions is still a mistake
+    with pytest.raises(ValidationError):
+        validate({"name": "x", "rules": [{"name": "r", "when": {"all": [{"any": []}]},
+                                          "then": [{"discount": {"percent": 5}}]}]})

@@ -187,3 +187,23 @@ def test_try_it_on_a_live_profile_counts_this_product(redis_client: redis.Redis)
                          now=t + timedelta(hours=3))
     assert other.fired == []
     assert "state.since_same_product_view" not in other.fact  # never viewed before
+
+
+def test_the_log_stays_bounded_and_keeps_the_newest(redis_client: redis.Redis) -> None:
+    from decisions.core import keys
+
+    store = StateStore(redis_client)
+    store.wanted = wanted_features(FEATURES)
+    t = now() - timedelta(days=2)
+    views = [parse_event(event("product_view", "u-busy", t + timedelta(seconds=i), f"b-{i}",
+                               product_id=f"p-{i % 7}", category="shoes"))
+             for i in range(1600)]  # 3,200 entries: product and category each
+    last = store.apply_batch(views)[-1].snapshot
+    size = redis_client.zcard(keys.scoped_log("u-busy"))
+    assert 2000 <= size <= 3000
+    assert int(redis_client.hget(keys.state("u-busy"), "sx_n")) == size
+    # the newest are all there: the last 10 minutes (inclusive) hold 601 views
+    assert last["count_product_view_10m_this_category"] == 601
+    assert last["count_product_view_10m_this_product"] == sum(
+        1 for i in range(999, 1600) if i % 7 == 1599 % 7)
+    assert last["since_same_product_view"] == 7

@@ -72,3 +72,27 @@ def test_same_product_three_times_and_category_without_cart(
     reason = rows[("u-b", "u-b-3", "running-shoes-browsing")]
     assert reason["state.count_product_view_10m_category_running-shoes"] == 3
     assert reason["state.count_add_to_cart_10m"] == 0
+
+
+def test_a_storewide_rule_without_conditions_fires_within_its_window(
+        settings: Settings, clean_db: Engine) -> None:
+    settings = fast(settings)
+    t = now() - minutes(120)
+    document = {"name": "holiday", "rules": [{
+        "name": "storewide-20", "priority": 1,
+        "active": {"from": (t + minutes(30)).isoformat(), "until": (t + minutes(90)).isoformat()},
+        "then": [{"discount": {"percent": 20, "code": "HOLIDAY20", "expires_minutes": 60}}]}]}
+    publish(settings, document)
+    ensure_topics(settings)
+    produce(settings, [
+        event("page_view", "u-early", t + minutes(10), "u-early-1", page="home"),
+        event("page_view", "u-in", t + minutes(40), "u-in-1", page="home"),
+        event("search", "u-in2", t + minutes(50), "u-in2-1", query="socks"),
+        event("page_view", "u-late", t + minutes(100), "u-late-1", page="home"),
+    ])
+    with running_worker(settings) as worker:
+        wait_for(lambda: worker.stats.processed == 4)
+    rows = decided(clean_db)
+    assert [(r.user_id, r.rule) for r in rows] == [("u-in", "storewide-20"),
+                                                   ("u-in2", "storewide-20")]
+    assert rows[0].payload["discount"]["value"] == 20

@@ -12,8 +12,7 @@ Cluster. Each use has its own prefix.
 | ``d:pg:{uid}:<page>`` | zset | page views scored by event time (ms), per page, for "since last <page>" |
 | ``d:pages:{uid}`` | set | the pages the user has visited (which ``d:pg`` keys exist) |
 | ``d:pv:{uid}`` | hash | no longer written (until #23: product_id -> time of the last view); expires within 30 days |
-| ``d:sx:{uid}`` | zset | event log per product, category and page, lexicographic (scores 0): ``<type>|<p|c|g><len>:<id>|<ts ms, 13 digits>|<event_id>`` (30 days, at most 3,000 entries) |
-| ``d:sxt:{uid}`` | zset | the same members scored by event time (ms), to trim ``d:sx`` oldest first |
+| ``d:sx:{uid}`` | zset | event log per product, category and page, lexicographic (scores 0): ``<type>|<p|c|g><len>:<id>|<ts ms, 13 digits>|<event_id>``; at most 3,000 entries (when full: older than 30 days, then the oldest, go); ``d:st`` ``sx_n`` counts them |
 | ``d:rp:{uid}`` / ``d:rc:{uid}`` | zset | recently viewed products / categories scored by event time |
 | ``d:ss:{uid}`` | list | this session's product clicks, newest first, repeats kept (10) |
 | ``d:bought:{uid}`` | set | products the user bought |
@@ -98,10 +97,6 @@ def scoped_log(user_id: str) -> str:
     return f"d:sx:{tag(user_id)}"
 
 
-def scoped_log_times(user_id: str) -> str:
-    return f"d:sxt:{tag(user_id)}"
-
-
 def recent_products(user_id: str) -> str:
     return f"d:rp:{tag(user_id)}"
 
@@ -121,7 +116,7 @@ def page_views(user_id: str, page: str) -> str:
 # the keys of a user's profile that the state script reads, besides the per-type timelines
 # and per-page views (written by decisions/runtime/state.lua, which builds the same names)
 PROFILE = (state, cart, recent_products, recent_categories, pages, bought, segments,
-           session_products, scoped_log, scoped_log_times)
+           session_products, scoped_log)
 
 
 def erased(user_id: str) -> str:

@@ -16,7 +16,7 @@ local props = cjson.decode(ARGV[4])
 local product = ARGV[7]
 local page = ARGV[6]
 local category = props['category']
-local sx, sxt = 'd:sx:' .. tag, 'd:sxt:' .. tag
+local sx = 'd:sx:' .. tag
 local ttl = tonumber(ARGV[5])
 local st = 'd:st:' .. tag
 local cart = 'd:cart:' .. tag
@@ -25,7 +25,7 @@ local MONTH = 30 * DAY
 local SESSION_GAP = 30 * 60000
 local TYPES = {'page_view', 'product_view', 'click', 'add_to_cart', 'remove_from_cart', 'purchase', 'search'}
 local WINDOWS = {{'5m', 300000}, {'1h', 3600000}, {'24h', DAY}, {'30d', MONTH}}
-local SX_CAP = 3000  -- entries of the per-product/category/page event log (d:sx)
+local SX_CAP, SX_KEEP = 3000, 2000  -- entries of the per-scope event log (d:sx)
 
 -- the scalar state, read once; changes are collected and written with one HSET
 local sv = {}
@@ -122,18 +122,16 @@ elseif etype == 'purchase' then
 end
 
 -- the event log per product, category and page (d:sx, see decisions/core/keys.py): a
--- lexicographic index '<type>|<scope><event time, 13 digits>|<event id>' (all scores 0),
--- so a count over any window is one ZLEXCOUNT and the last one before now one
--- ZREVRANGEBYLEX; d:sxt holds the same members scored by event time, to trim the log to
--- 30 days and SX_CAP entries (oldest first)
+-- lexicographic index '<type>|<p|c|g><length>:<id>|<event time, 13 digits>|<event id>'
+-- (all scores 0), so a count over any window is one ZLEXCOUNT and the last one before now
+-- one ZREVRANGEBYLEX. Old entries never count (windows reach 30 days at most); the log is
+-- bounded by SX_CAP entries: when full, those older than 30 days and then the oldest go,
+-- down to SX_KEEP (sx_n in the scalar state counts the entries)
 local stamp = string.format('%013d', ts) .. '|' .. eid
 local logged = 0
 local function log(kind, value)
   if type(value) ~= 'string' or value == '' then return end
-  local m = etype .. '|' .. kind .. #value .. ':' .. value .. '|' .. stamp
-  redis.call('ZADD', sx, 0, m)
-  redis.call('ZADD', sxt, ts, m)
-  logged = logged + 1
+  logged = logged + redis.call('ZADD', sx, 0, etype .. '|' .. kind .. #value .. ':' .. value .. '|' .. stamp)
 end
 log('p', product)
 if type(category) == 'string' then log('c', category) end
@@ -145,14 +143,27 @@ if etype == 'purchase' and type(props['items']) == 'table' then
   end
 end
 if logged > 0 then
-  local drop = redis.call('ZRANGEBYSCORE', sxt, '-inf', '(' .. (last - MONTH), 'LIMIT', 0, 100)
-  local over = redis.call('ZCARD', sxt) - #drop - SX_CAP
-  if over > 0 then
-    for _, m in ipairs(redis.call('ZRANGE', sxt, #drop, #drop + over - 1)) do drop[#drop + 1] = m end
+  local size = (n('sx_n') or 0) + logged
+  if size > SX_CAP then
+    -- the entries by event time (the 13 digits after '<type>|<kind><length>:<id>|')
+    local entries = {}
+    for _, m in ipairs(redis.call('ZRANGE', sx, 0, -1)) do
+      local head, len = string.match(m, '^([^|]*|%a)(%d+):')
+      local at = #head + #len + 2 + tonumber(len) + 1
+      entries[#entries + 1] = {tonumber(string.sub(m, at, at + 12)), m}
+    end
+    table.sort(entries, function(a, b) return a[1] < b[1] end)
+    local drop, horizon = {}, last - MONTH
+    for i, e in ipairs(entries) do
+      if e[1] < horizon or #entries - i >= SX_KEEP then drop[#drop + 1] = e[2] end
+    end
+    for i = 1, #drop, 500 do
+      redis.call('ZREM', sx, unpack(drop, i, math.min(i + 499, #drop)))
+    end
+    size = #entries - #drop
   end
-  if #drop > 0 then redis.call('ZREM', sx, unpack(drop)); redis.call('ZREM', sxt, unpack(drop)) end
+  put('sx_n', size)
   redis.call('PEXPIRE', sx, MONTH + DAY)
-  redis.call('PEXPIRE', sxt, MONTH + DAY)
 end
 
 local fields = {}

@@ -67,6 +67,8 @@ for _name, _label in (
     ("distinct_categories_30d", "Categories viewed in 30 days"),
 ):
     _add(f"state.{_name}", NUMBER, _label)
+_add("state.visit_count", NUMBER, "Visits (sessions) ever, this one included")
+_add("state.first_visit_ever", BOOL, "First visit ever (the user's first session we saw)")
 for _name, _label in (
     ("cart_products", "Products in cart"), ("recent_products", "Recently viewed products"),
     ("session_products", "Products clicked this session"),
@@ -221,12 +223,21 @@ class ActionParam:
     label: str
     required: bool = False
     in_form: bool = True  # False: the form edits it another way (discount percent/amount)
+    positive: bool = False  # a number above 0 (validation)
+    whole: bool = False  # a whole number (validation)
+    choices: tuple[str, ...] = ()  # the values it takes (validation, the form's options)
 
 
 @dataclass(frozen=True)
 class ActionSpec:
+    """An action: its parameters, and what its handler (decisions/runtime/actions.py, by
+    the same name) makes: ``offer`` (stored like offers, served by GET offers with its
+    ``kind``), ``recommendation`` or ``segment``. A new action is one entry here plus one
+    handler there (a test checks that every entry has its handler)."""
+
     label: str
     params: tuple[ActionParam, ...]
+    effect: str = ""
 
     def param(self, name: str) -> ActionParam | None:
         return next((p for p in self.params if p.name == name), None)
@@ -243,15 +254,26 @@ ACTION_CATALOG: dict[str, ActionSpec] = {
         ActionParam("expires_minutes", NUMBER, "Expires after (minutes)"),
         ActionParam("per_user_cap", NUMBER, "Offers per user in 30 days"),
         ActionParam("products", LIST, "Only for products (ids, comma-separated)"),
-    )),
+        ActionParam("max_per_user_ever", NUMBER, "Offers per user, ever", positive=True,
+                    whole=True),
+    ), effect="offer"),
     "recommend": ActionSpec("Recommendation", (
         ActionParam("strategy", STRING, "Strategy", required=True),
         ActionParam("slot", STRING, "Slot", required=True),
         ActionParam("count", NUMBER, "How many products"),
-    )),
+    ), effect="recommendation"),
     "add_segment": ActionSpec("Add to segment", (
         ActionParam("segment", STRING, "Segment", required=True),
-    )),
+    ), effect="segment"),
+    "free_shipping": ActionSpec("Free shipping", (
+        ActionParam("code", STRING, "Code shown to the shopper"),
+        ActionParam("min_basket", NUMBER, "Minimum basket"),
+        ActionParam("expires_minutes", NUMBER, "Expires after (minutes)", positive=True),
+        ActionParam("per_user_cap", NUMBER, "Offers per user in 30 days", positive=True,
+                    whole=True),
+        ActionParam("max_per_user_ever", NUMBER, "Offers per user, ever", positive=True,
+                    whole=True),
+    ), effect="offer"),
 }
 ACTIONS = tuple(ACTION_CATALOG)
 RULE_KEYS = {"name", "description", "priority", "enabled", "active", "when", "then"}

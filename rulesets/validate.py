@@ -329,6 +329,17 @@ def _action(action: Any, path: str, err: _Collector) -> None:
     for key in ("expires_minutes", "per_user_cap", "count"):
         if _is_number(params.get(key)) and params[key] <= 0:
             err(f"{apath}.{key}", "must be above 0")
+    for param in ACTION_CATALOG[name].params:  # the catalog's own constraints
+        given: Any = params.get(param.name)
+        if not _is_number(given) or param.name in ("expires_minutes", "per_user_cap", "count"):
+            if isinstance(given, str) and param.choices and given not in param.choices:
+                err(f"{apath}.{param.name}", f'unknown value "{given}" (expected one of '
+                    f"{', '.join(param.choices)})")
+            continue
+        if param.positive and given <= 0:
+            err(f"{apath}.{param.name}", "must be above 0")
+        elif param.whole and given != int(given):
+            err(f"{apath}.{param.name}", "must be a whole number")
 
 
 def normalise(document: dict[str, Any]) -> dict[str, Any]:

@@ -115,7 +115,8 @@ CASES = [
                  id="when-not-object"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}", "[{email: {to: me}}]"),
                  [(5, "rules[0].then[0]",
-                   'unknown action "email" (expected one of discount, recommend, add_segment)')],
+                   'unknown action "email" (expected one of discount, recommend, add_segment, '
+                   'free_shipping)')],
                  id="unknown-action"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}", "[]"),
                  [(5, "rules[0].then", "required: a non-empty list of actions")], id="no-actions"),
@@ -142,7 +143,7 @@ CASES = [
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}",
                           "[{discount: {percent: 5}, add_segment: {segment: x}}]"),
                  [(5, "rules[0].then[0]", "expected one action such as {discount: {percent: 10}} "
-                   "(one of discount, recommend, add_segment)")],
+                   "(one of discount, recommend, add_segment, free_shipping)")],
                  id="two-actions-in-one"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}",
                           extra="    priority: high\n    enabled: 'yes'\n"),

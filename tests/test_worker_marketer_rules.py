@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from sqlalchemy import Engine
+from starlette.testclient import TestClient
 
+from decisions.core import keys
 from decisions.core.settings import Settings
 from decisions.runtime.kafka import ensure_topics
+from tests.api_helpers import KeyMaker, auth
 from tests.helpers import event, minutes, now, running_worker, wait_for
 from tests.test_worker_rules import decided
 from tests.test_worker_support import fast, offer_ruleset, produce, publish
+
+pytest_plugins = ["tests.api_fixtures"]
 
 
 def _view(user: str, at: Any, n: int, product: str, category: str) -> dict[str, Any]:
@@ -96,3 +102,61 @@ def test_a_storewide_rule_without_conditions_fires_within_its_window(
     assert [(r.user_id, r.rule) for r in rows] == [("u-in", "storewide-20"),
                                                    ("u-in2", "storewide-20")]
     assert rows[0].payload["discount"]["value"] == 20
+
+
+def test_free_shipping_once_ever_and_first_visit_through_the_api(
+        settings: Settings, clean_db: Engine, client: TestClient, make_key: KeyMaker) -> None:
+    settings = fast(settings)
+    document = {"name": "perks", "stacking": True, "rules": [
+        {"name": "first-visit-ever", "priority": 5, "when": {"all": [
+            {"field": "event.type", "op": "eq", "value": "page_view"},
+            {"field": "state.first_visit_ever", "op": "eq", "value": True}]},
+         # a short offer: without the cap, every page view after it expired would earn one
+         "then": [{"discount": {"percent": 15, "code": "HELLO15", "expires_minutes": 1,
+                                "max_per_user_ever": 1}}]},
+        {"name": "ship-free", "priority": 1, "when": {"all": [
+            {"field": "event.type", "op": "eq", "value": "add_to_cart"},
+            {"field": "state.cart_value", "op": "gte", "value": 50}]},
+         "then": [{"free_shipping": {"code": "SHIPFREE", "min_basket": 50,
+                                     "expires_minutes": 100000}}]}]}
+    publish(settings, document)
+    ensure_topics(settings)
+    t = now() - minutes(60 * 24)
+    produce(settings, [
+        # first visit: three page views 5 minutes apart (one offer: max 1 ever)
+        event("page_view", "u-new", t, "n-1", page="home"),
+        event("page_view", "u-new", t + minutes(5), "n-2", page="category"),
+        event("page_view", "u-new", t + minutes(10), "n-3", page="product"),
+        # a second visit a day later: not the first any more
+        event("page_view", "u-new", t + minutes(60 * 23), "n-4", page="home"),
+        event("add_to_cart", "u-new", t + minutes(60 * 23 + 1), "n-5", product_id="p-1",
+              price=60.0, quantity=1),
+    ])
+    with running_worker(settings) as worker:
+        wait_for(lambda: worker.stats.processed == 5)
+    rows = decided(clean_db)
+    fired = [(r.event_id, r.rule) for r in rows]
+    # n-2 and n-3 fired the first-visit rule too (decided), but the cap refused their offers
+    assert ("n-1", "first-visit-ever") in fired and ("n-4", "first-visit-ever") not in fired
+    assert ("n-5", "ship-free") in fired
+    first = next(r for r in rows if r.event_id == "n-1")
+    assert first.reason["state.first_visit_ever"] is True
+    resp = client.get("/v1/users/u-new/offers", headers=auth(make_key()))
+    offers = resp.json()["offers"]
+    assert [(o["kind"], o.get(o["kind"])) for o in offers] == [
+        ("free_shipping", {"code": "SHIPFREE", "min_basket": 50})]
+    assert int(redis_client_for(settings).hget(keys.offers_ever("u-new"),
+                                               "perks/first-visit-ever")) == 1
+
+
+def redis_client_for(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(str(settings.redis_url))
+
+
+def test_every_catalog_action_has_its_handler() -> None:
+    from decisions.runtime.actions import HANDLERS
+    from rulesets.language import ACTION_CATALOG
+
+    assert set(HANDLERS) == set(ACTION_CATALOG)
+    assert {spec.effect for spec in ACTION_CATALOG.values()} <= {"offer", "recommendation",
+                                                                 "segment"}

@@ -19,6 +19,7 @@ Cluster. Each use has its own prefix.
 | ``d:seg:{uid}`` | set | segments added by rules |
 | ``d:offers:{uid}`` | hash | offer_id -> offer JSON (see ``decisions.runtime.offers``) |
 | ``d:offrule:{uid}`` | hash | rule key -> offer_id of the active offer of that rule; ``<ruleset>/<rule>|times`` -> grant times of the last 30 days (per-user cap) |
+| ``d:ever:{uid}`` | hash | ``<ruleset>/<rule>`` -> offers the rule ever granted the user (no expiry: ``max_per_user_ever``) |
 | ``d:recs:{uid}`` | hash | slot -> JSON {products, rule, ruleset_version, expires_at, ...} |
 | ``d:cust:{uid}`` | string | cached customer attributes JSON |
 | ``d:erased:{uid}`` | string | tombstone: erased-at (ms); the state script drops the user's events from before it. Expires after ``DECISIONS_ERASURE_TOMBSTONE_DAYS`` |
@@ -63,6 +64,10 @@ def offers(user_id: str) -> str:
 
 def offer_rules(user_id: str) -> str:
     return f"d:offrule:{tag(user_id)}"
+
+
+def offers_ever(user_id: str) -> str:
+    return f"d:ever:{tag(user_id)}"
 
 
 def recs(user_id: str) -> str:

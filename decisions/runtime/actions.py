@@ -76,14 +76,11 @@ def _reason(match: Match) -> str:
     return f"rule {match.rule}: " + ", ".join(parts)
 
 
-@handler("discount")
-def discount(ctx: Context, params: dict[str, Any]) -> None:
+def _offer(ctx: Context, params: dict[str, Any], kind: str, terms: dict[str, Any]) -> None:
+    """Store an offer of ``kind`` (``terms`` under that name): every offer-making action's
+    common part, stored, capped and served alike (decisions/runtime/offers.py)."""
     minutes = float(params.get("expires_minutes", 60))
     expires = ctx.event.ts + timedelta(minutes=minutes)
-    terms: dict[str, Any] = (
-        {"type": "percent", "value": params["percent"]} if "percent" in params
-        else {"type": "amount", "value": params["amount"]}
-    )
     for key in ("code", "min_basket"):
         if key in params:
             terms[key] = params[key]
@@ -92,8 +89,8 @@ def discount(ctx: Context, params: dict[str, Any]) -> None:
         "rule": ctx.match.rule,
         "ruleset": ctx.match.ruleset,
         "ruleset_version": ctx.match.version,
-        "kind": "discount",
-        "discount": terms,
+        "kind": kind,
+        kind: terms,
         "priority": ctx.match.priority,
         "stackable": ctx.stacking,
         "expires_at": format_ts(expires),
@@ -104,9 +101,25 @@ def discount(ctx: Context, params: dict[str, Any]) -> None:
         # 0 = no 30-day cap; one active offer per rule and user always holds
         "per_user_cap": int(params.get("per_user_cap", 0)),
     }
+    if params.get("max_per_user_ever"):  # offers of this rule per user, ever (0: no cap)
+        offer["max_per_user_ever"] = int(params["max_per_user_ever"])
     if params.get("products"):
         offer["products"] = list(params["products"])
     ctx.add("offer", offer)
+
+
+@handler("discount")
+def discount(ctx: Context, params: dict[str, Any]) -> None:
+    terms: dict[str, Any] = (
+        {"type": "percent", "value": params["percent"]} if "percent" in params
+        else {"type": "amount", "value": params["amount"]}
+    )
+    _offer(ctx, params, "discount", terms)
+
+
+@handler("free_shipping")
+def free_shipping(ctx: Context, params: dict[str, Any]) -> None:
+    _offer(ctx, params, "free_shipping", {})
 
 
 @handler("recommend")

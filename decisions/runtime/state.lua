@@ -43,6 +43,8 @@ if not first or ts < first then put('first_ts', ts) end
 local last = n('last_ts')
 local sess_last = n('session_last')
 if not sess_last or ts - sess_last > SESSION_GAP then
+  -- visits (sessions) ever: a profile from before the count existed has had one already
+  put('visits', (n('visits') or (first and 1 or 0)) + 1)
   put('session_start', ts); put('session_last', ts); put('session_events', 0)
   put('session_product_views', 0); put('session_page_views', 0)
   put('product_view_seconds', 0); put('last_pv_ts', '')
@@ -196,6 +198,8 @@ snap['session_product_views'] = val('session_product_views')
 snap['session_page_views'] = val('session_page_views')
 snap['session_seconds'] = math.max(0, (ts - val('session_start')) / 1000)
 snap['product_view_seconds'] = val('product_view_seconds')
+snap['visit_count'] = val('visits')
+snap['first_visit_ever'] = val('visits') == 1
 -- ARGV[8]: the windowed features to compute ('' = all). The worker asks only for what the
 -- active rules read ('c:<type>:<window>', 's:<type>', 'p:<page>'): these are most of the
 -- script's cost. Training replays with '' (the full snapshot), backtests with '*,...'.

@@ -33,6 +33,7 @@ from decisions.runtime.decide import NO_SCORES, Decider
 from decisions.runtime.engine import RuleEngine
 from decisions.runtime.state import clear_scratch, replay, replay_features
 from rulesets.compile import compile_ruleset
+from rulesets.language import ACTION_CATALOG
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -47,7 +48,7 @@ class RuleTally:
     discount: float = 0.0
     users: set[str] = field(default_factory=set)
     held_out: int = 0  # fires for shoppers in a holdout's control group (shown nothing)
-    capped: int = 0  # offers a frequency cap of the ruleset refused
+    capped: int = 0  # offers a frequency cap of the ruleset (or max_per_user_ever) refused
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Runner:
             run.tallies[rule] = RuleTally(rule)
         holding: dict[tuple[str, str], int] = {}  # (user, rule) -> offer expiry (ms)
         self._granted: dict[str, list[int]] = {}  # user -> offer times (ms), for the caps
+        self._ever: dict[tuple[str, str], int] = {}  # (user, rule) -> offers in the period
         customers: dict[str, dict[str, Any]] = {}
         pending: list[tuple[Event, dict[str, Any]]] = []
         spec = replay_features(path for rule in compiled.rules.values() for path in rule.fields)
@@ -188,16 +190,21 @@ class Runner:
                         tally.held_out += 1
                         continue
                     for action in match.actions:
-                        params = action.get("discount")
-                        if params is None:
+                        ((name, params),) = action.items()
+                        if ACTION_CATALOG[name].effect != "offer":
                             continue
                         key = (event.user_id, match.rule)
                         if holding.get(key, 0) > event.ts_ms:
+                            continue
+                        ever = int(params.get("max_per_user_ever") or 0)
+                        if ever and self._ever.get(key, 0) >= ever:
+                            tally.capped += 1
                             continue
                         if capped(granted.setdefault(event.user_id, []), compiled.caps,
                                   event.ts_ms):
                             tally.capped += 1
                             continue
+                        self._ever[key] = self._ever.get(key, 0) + 1
                         holding[key] = event.ts_ms + int(
                             float(params.get("expires_minutes", 60)) * 60_000)
                         tally.offers += 1

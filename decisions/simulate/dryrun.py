@@ -37,7 +37,7 @@ from decisions.runtime.offers import select_offers
 from rulesets.compile import CompiledRuleset, compile_ruleset, digest
 from rulesets.explain import explain
 from rulesets.facts import build_fact, readable
-from rulesets.language import FIELDS, LIST, NUMBER, STATE_TYPES, WINDOWS, field_type, windowed
+from rulesets.language import BOOL, FIELDS, LIST, NUMBER, STATE_TYPES, WINDOWS, field_type, windowed
 from rulesets.validate import validate
 
 DRAFT = 0  # the version number a draft is compiled under
@@ -171,10 +171,13 @@ def blank_state() -> dict[str, Any]:
             continue  # recency of a product / category / page: missing when never
         if f.type == LIST:
             out[name] = []
+        elif f.type == BOOL:  # first_visit_ever: a user never seen is on their first visit
+            out[name] = True
         elif name.startswith("since_") or name == "days_since_last_purchase":
             out[name] = -1
         else:
             out[name] = 0
+    out["visit_count"] = 1
     out["segments"] = []
     return out
 
@@ -241,6 +244,8 @@ def state_at(state: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
             errors.append(FieldError(where, "unknown state feature"))
         elif ftype == NUMBER and (isinstance(value, bool) or not isinstance(value, int | float)):
             errors.append(FieldError(where, f"expected a number, got {value!r}"))
+        elif ftype == BOOL and not isinstance(value, bool):
+            errors.append(FieldError(where, f"expected true or false, got {value!r}"))
         elif ftype == LIST and not (isinstance(value, list)
                                      and all(isinstance(v, str) for v in value)):
             errors.append(FieldError(where, "expected a list of strings"))

@@ -129,6 +129,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "rule": {"type": ["string", "null"]},
                 "ruleset": {"type": ["string", "null"]},
                 "ruleset_version": {"type": ["integer", "null"]},
+                "requested_strategy": {
+                    "type": ["string", "null"],
+                    "description": "the strategy the rule asked for (personalized lists)"},
+                "fallback": {"type": "boolean", "description": "the requested strategy found "
+                             "nothing and `strategy` (a fallback) answered"},
                 "products": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}},
             },
         },

@@ -261,6 +261,11 @@ ACTION_CATALOG: dict[str, ActionSpec] = {
         ActionParam("strategy", STRING, "Strategy", required=True),
         ActionParam("slot", STRING, "Slot", required=True),
         ActionParam("count", NUMBER, "How many products"),
+        ActionParam("category", STRING,
+                    "Category (a name, or this_category: the event's)"),
+        ActionParam("products", LIST, "Products (ids, comma-separated; strategy product_list)"),
+        ActionParam("price", STRING, "Price against the event's product",
+                    choices=("cheaper", "similar")),
     ), effect="recommendation"),
     "add_segment": ActionSpec("Add to segment", (
         ActionParam("segment", STRING, "Segment", required=True),

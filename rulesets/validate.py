@@ -37,7 +37,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,99}$")
 # decisions.runtime.recommend.STRATEGIES (the runtime sits above the language; a test
 # keeps the two the same)
 STRATEGIES = ("next_click", "covisit", "category_top", "top_sellers", "top_viewed",
-              "recently_viewed")
+              "recently_viewed", "product_list", "similar")
 _TYPE_WORD = {NUMBER: "a number", STRING: "a string", BOOL: "true or false", LIST: "a list"}
 
 
@@ -315,6 +315,8 @@ def _action(action: Any, path: str, err: _Collector) -> None:
         if isinstance(params.get("strategy"), str) and params["strategy"] not in STRATEGIES:
             err(f"{apath}.strategy", f'unknown strategy "{params["strategy"]}" '
                 f"(expected one of {', '.join(STRATEGIES)})")
+        if params.get("strategy") == "product_list" and not params.get("products"):
+            err(f"{apath}.products", "required by the product_list strategy")
     for key, value in params.items():
         if key not in allowed:
             err(f"{apath}.{key}", f"unknown parameter (expected one of {', '.join(allowed)})")

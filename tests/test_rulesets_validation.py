@@ -137,7 +137,7 @@ CASES = [
                           "[{recommend: {strategy: magic, count: 3}}]"),
                  [(5, "rules[0].then[0].recommend.strategy", 'unknown strategy "magic" (expected '
                    "one of next_click, covisit, category_top, top_sellers, top_viewed, "
-                   "recently_viewed)"),
+                   "recently_viewed, product_list, similar)"),
                   (5, "rules[0].then[0].recommend.slot", "required")],
                  id="recommend-params"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}",
@@ -261,3 +261,20 @@ def test_a_rule_without_conditions_is_valid_and_always_matches() -> None:
     with pytest.raises(ValidationError):
         validate({"name": "x", "rules": [{"name": "r", "when": {"all": [{"any": []}]},
                                           "then": [{"discount": {"percent": 5}}]}]})
+
+
+def test_recommend_aims_are_checked() -> None:
+    def errors(params: str) -> list[tuple[str, str]]:
+        with pytest.raises(ValidationError) as caught:
+            validate(parse_text(one_rule("{field: event.type, op: eq, value: search}",
+                                         f"[{{recommend: {params}}}]"))[0])
+        return [(e.field, e.message) for e in caught.value.details]
+
+    assert errors("{strategy: product_list, slot: s}") == [
+        ("rules[0].then[0].recommend.products", "required by the product_list strategy")]
+    assert errors("{strategy: similar, slot: s, price: lower}") == [
+        ("rules[0].then[0].recommend.price",
+         'unknown value "lower" (expected one of cheaper, similar)')]
+    assert validate(parse_text(one_rule(
+        "{field: event.type, op: eq, value: search}",
+        "[{recommend: {strategy: category_top, slot: s, category: this_category}}]"))[0])

@@ -207,3 +207,33 @@ def test_the_log_stays_bounded_and_keeps_the_newest(redis_client: redis.Redis) -
     assert last["count_product_view_10m_this_product"] == sum(
         1 for i in range(999, 1600) if i % 7 == 1599 % 7)
     assert last["since_same_product_view"] == 7
+
+
+def test_a_backtest_counts_per_product_and_caps_ever(redis_client: redis.Redis,
+                                                     clean_db: Any) -> None:
+    import threading
+
+    from decisions.runtime.archive import EventArchive
+    from decisions.runtime.engine import RuleEngine
+    from decisions.simulate.backtest import Backtest, Runner
+
+    t0 = now() - timedelta(hours=3)
+    EventArchive(clean_db).write_batch([parse_event(e) for e in (
+        event("product_view", "bt-1", t0 + timedelta(minutes=i), product_id="p-1")
+        for i in range(4))])
+    document = {"name": "bt", "rules": [
+        {"name": "third-view", "when": {"all": [
+            {"field": "event.type", "op": "eq", "value": "product_view"},
+            {"field": "state.count_product_view_24h_this_product", "op": "gte", "value": 3}]},
+         "then": [{"discount": {"percent": 10, "expires_minutes": 0.5,
+                                "max_per_user_ever": 1}}]},
+        {"name": "seen-before", "when": {"all": [
+            {"field": "event.type", "op": "eq", "value": "product_view"},
+            {"field": "state.since_same_product_view", "op": "within", "value": 60}]},
+         "then": [{"add_segment": {"segment": "again"}}]}]}
+    run = Backtest("bt", "draft", t0 - timedelta(hours=1), now(), "test")
+    Runner(clean_db, redis_client, RuleEngine(), threading.Lock(), document)(run)
+    assert run.status == "done", run.error
+    third, seen = run.tallies["third-view"], run.tallies["seen-before"]
+    assert (third.fires, third.offers, third.capped) == (2, 1, 1)  # views 3 and 4; once ever
+    assert seen.fires == 3  # every view but the first (the previous one, 60 s before)

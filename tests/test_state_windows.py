@@ -237,3 +237,20 @@ def test_a_backtest_counts_per_product_and_caps_ever(redis_client: redis.Redis,
     third, seen = run.tallies["third-view"], run.tallies["seen-before"]
     assert (third.fires, third.offers, third.capped) == (2, 1, 1)  # views 3 and 4; once ever
     assert seen.fires == 3  # every view but the first (the previous one, 60 s before)
+
+
+def test_page_counts_and_recency(redis_client: redis.Redis) -> None:
+    store = StateStore(redis_client)
+    store.wanted = wanted_features(["state.count_page_view_1h_page_checkout",
+                                    "state.count_page_view_1h_this_page",
+                                    "state.since_page_view_this_page"])
+    t = now() - timedelta(hours=3)
+    for minute, page in ((0, "checkout"), (100, "checkout"), (130, "home"), (150, "checkout")):
+        snap = _apply(store, event("page_view", "u-pg", t + timedelta(minutes=minute), page=page))
+    assert snap["count_page_view_1h_page_checkout"] == 2  # minutes 100 and 150
+    assert snap["count_page_view_1h_this_page"] == 2
+    assert snap["since_page_view_this_page"] == 50 * 60
+    other = _apply(store, event("page_view", "u-pg", t + timedelta(minutes=151), page="home"))
+    assert other["count_page_view_1h_page_checkout"] == 2
+    assert other["count_page_view_1h_this_page"] == 2
+    assert other["since_page_view_this_page"] == 21 * 60

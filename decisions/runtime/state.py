@@ -133,7 +133,8 @@ def wanted_features(paths: Iterable[str]) -> str:
         if name == "since_same_product_view":
             tokens.add("sp")
             continue
-        m = WINDOWED.match(name)
+        w = windowed(name)  # first: since_page_view_this_page is not the page "view_this_page"
+        m = WINDOWED.match(name) if w is None or w.scope == "" else None
         if m is not None:
             if m["ctype"]:
                 tokens.add(f"c:{m['ctype']}:{m['window']}")
@@ -142,7 +143,6 @@ def wanted_features(paths: Iterable[str]) -> str:
             elif m["page"]:
                 tokens.add(f"p:{m['page']}")
             continue
-        w = windowed(name)
         if w is None:
             continue
         code = _SCOPE_CODES[w.scope]

@@ -104,9 +104,13 @@ def test_a_served_offer_has_exactly_the_documented_fields(
     HANDLERS["free_shipping"](ship, {"code": "SHIPFREE", "min_basket": 50})
     OfferStore(redis_client).store_offer(redis_client, "u-doc2", ship.effects[0].payload,
                                          int(now.timestamp() * 1000), 3600)
-    served = client.get("/v1/users/u-doc2/offers", headers=auth(make_key("offers:read")))
-    assert validator("Offers").is_valid(served.json())
-    (free,) = served.json()["offers"]
+    key = make_key("offers:read")
+    for _ in range(5):  # a loaded box may time a read out (50 ms): the fallback answers
+        served = client.get("/v1/users/u-doc2/offers", headers=auth(key)).json()
+        if served["personalized"] or served.get("reason") != "redis_unavailable":
+            break
+    assert validator("Offers").is_valid(served)
+    (free,) = served["offers"]
     assert set(free) == set(documented) - {"discount", "products", "max_per_user_ever"}
     assert free["kind"] == "free_shipping" and free["free_shipping"] == {
         "code": "SHIPFREE", "min_basket": 50}

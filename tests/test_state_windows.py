@@ -254,3 +254,18 @@ def test_page_counts_and_recency(redis_client: redis.Redis) -> None:
     assert other["count_page_view_1h_page_checkout"] == 2
     assert other["count_page_view_1h_this_page"] == 2
     assert other["since_page_view_this_page"] == 21 * 60
+
+
+def test_the_log_expires_a_month_after_its_last_use(redis_client: redis.Redis) -> None:
+    from decisions.core import keys
+
+    store = StateStore(redis_client)
+    _apply(store, event("product_view", "u-ttl", now() - timedelta(days=3), product_id="p-1"))
+    ttl = redis_client.pttl(keys.scoped_log("u-ttl"))
+    assert 31 * 86_400_000 < ttl <= 32 * 86_400_000
+    redis_client.pexpire(keys.scoped_log("u-ttl"), 1_000_000)
+    _apply(store, event("product_view", "u-ttl", now() - timedelta(days=2, hours=23),
+                        product_id="p-1"))
+    assert redis_client.pttl(keys.scoped_log("u-ttl")) <= 1_000_000  # moved once a day
+    _apply(store, event("product_view", "u-ttl", now(), product_id="p-1"))
+    assert redis_client.pttl(keys.scoped_log("u-ttl")) > 31 * 86_400_000

@@ -12,7 +12,7 @@ Cluster. Each use has its own prefix.
 | ``d:pg:{uid}:<page>`` | zset | page views scored by event time (ms), per page, for "since last <page>" |
 | ``d:pages:{uid}`` | set | the pages the user has visited (which ``d:pg`` keys exist) |
 | ``d:pv:{uid}`` | hash | no longer written (until #23: product_id -> time of the last view); expires within 30 days |
-| ``d:sx:{uid}`` | zset | event log per product, category and page, lexicographic (scores 0): ``<type>|<p|c|g><len>:<id>|<ts ms, 13 digits>|<event_id>``; at most 3,000 entries (when full: older than 30 days, then the oldest, go); ``d:st`` ``sx_n`` counts them |
+| ``d:sx:{uid}`` | zset | event log per product, category and page, lexicographic (scores 0): ``<type>|<p|c|g><len>:<id>|<ts ms, 13 digits>|<event_id>``; at most 3,000 entries (when full: older than 30 days, then the oldest, go); ``d:st`` ``sx_n`` counts them; expires 31+ days after the last day of use (``sx_exp``) |
 | ``d:rp:{uid}`` / ``d:rc:{uid}`` | zset | recently viewed products / categories scored by event time |
 | ``d:ss:{uid}`` | list | this session's product clicks, newest first, repeats kept (10) |
 | ``d:bought:{uid}`` | set | products the user bought |

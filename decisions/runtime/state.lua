@@ -165,7 +165,12 @@ if logged > 0 then
     size = #entries - #drop
   end
   put('sx_n', size)
-  redis.call('PEXPIRE', sx, MONTH + DAY)
+  -- the log expires 31 days after its last day of use: its expiry moves once a day
+  local moved = n('sx_exp')
+  if not moved or last - moved > DAY then
+    redis.call('PEXPIRE', sx, MONTH + 2 * DAY)
+    put('sx_exp', last)
+  end
 end
 
 local fields = {}

@@ -90,10 +90,6 @@ def pages(user_id: str) -> str:
     return f"d:pages:{tag(user_id)}"
 
 
-def product_views(user_id: str) -> str:
-    return f"d:pv:{tag(user_id)}"
-
-
 def session_products(user_id: str) -> str:
     return f"d:ss:{tag(user_id)}"
 

@@ -258,46 +258,49 @@ for _, page in ipairs(pages) do
   local lastof = redis.call('ZREVRANGEBYSCORE', k, ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if #lastof > 0 then snap['since_page_' .. page] = (ts - tonumber(lastof[2])) / 1000 end
 end
--- the scope's index prefix: nil when the event has no such product / category / page
-local this = {tp = {'p', product}, tc = {'c', category}, tg = {'g', etype == 'page_view' and page or ''}}
-local function prefix(etype_, code, value)
-  local kind = code
-  if this[code] then kind, value = this[code][1], this[code][2] end
-  if type(value) ~= 'string' or value == '' then return nil end
-  return etype_ .. '|' .. kind .. #value .. ':' .. value .. '|'
-end
-local now = string.format('%013d', ts)
--- the latest entry of a prefix strictly before this event's time, as seconds ago
-local function previous(pre)
-  local hit = redis.call('ZREVRANGEBYLEX', sx, '(' .. pre .. now, '[' .. pre, 'LIMIT', 0, 1)
-  if #hit == 0 then return nil end
-  return (ts - tonumber(string.sub(hit[1], #pre + 1, #pre + 13))) / 1000
-end
-local after = string.format('%013d', ts + 1)  -- up to this event's time, inclusive
-for _, q in ipairs(scoped) do
-  local name, etype_ = q[1], q[2]
-  if #q == 5 then  -- a count: name, type, window (ms), scope, value
-    local window, code, value = tonumber(q[3]), q[4], q[5]
-    if code == '' then  -- every event of the type, any window
-      snap[name] = redis.call('ZCOUNT', 'd:ts:' .. tag .. ':' .. etype_, ts - window, ts)
-    else
-      local pre = prefix(etype_, code, value)
-      if pre then
-        local from = '[' .. pre .. string.format('%013d', math.max(0, ts - window))
-        snap[name] = redis.call('ZLEXCOUNT', sx, from, '(' .. pre .. after)
-      end
-    end
-  else  -- recency: name, type, scope, value
-    local pre = prefix(etype_, q[3], q[4])
-    if pre then snap[name] = previous(pre) end
+if #scoped > 0 or (want_sp and product ~= '') then  -- per product / category / page
+  -- the scope's index prefix: nil when the event has no such product / category / page
+  local this = {tp = {'p', product}, tc = {'c', category},
+                tg = {'g', etype == 'page_view' and page or ''}}
+  local function prefix(etype_, code, value)
+    local kind = code
+    if this[code] then kind, value = this[code][1], this[code][2] end
+    if type(value) ~= 'string' or value == '' then return nil end
+    return etype_ .. '|' .. kind .. #value .. ':' .. value .. '|'
   end
-end
-if want_sp and product ~= '' then
-  -- since this product was last viewed (product_view or click) before now; nil if never
-  local a = previous(prefix('product_view', 'tp'))
-  local b = previous(prefix('click', 'tp'))
-  if a and b then a = math.min(a, b) end
-  snap['since_same_product_view'] = a or b
+  local now = string.format('%013d', ts)
+  -- the latest entry of a prefix strictly before this event's time, as seconds ago
+  local function previous(pre)
+    local hit = redis.call('ZREVRANGEBYLEX', sx, '(' .. pre .. now, '[' .. pre, 'LIMIT', 0, 1)
+    if #hit == 0 then return nil end
+    return (ts - tonumber(string.sub(hit[1], #pre + 1, #pre + 13))) / 1000
+  end
+  local after = string.format('%013d', ts + 1)  -- up to this event's time, inclusive
+  for _, q in ipairs(scoped) do
+    local name, etype_ = q[1], q[2]
+    if #q == 5 then  -- a count: name, type, window (ms), scope, value
+      local window, code, value = tonumber(q[3]), q[4], q[5]
+      if code == '' then  -- every event of the type, any window
+        snap[name] = redis.call('ZCOUNT', 'd:ts:' .. tag .. ':' .. etype_, ts - window, ts)
+      else
+        local pre = prefix(etype_, code, value)
+        if pre then
+          local from = '[' .. pre .. string.format('%013d', math.max(0, ts - window))
+          snap[name] = redis.call('ZLEXCOUNT', sx, from, '(' .. pre .. after)
+        end
+      end
+    else  -- recency: name, type, scope, value
+      local pre = prefix(etype_, q[3], q[4])
+      if pre then snap[name] = previous(pre) end
+    end
+  end
+  if want_sp and product ~= '' then
+    -- since this product was last viewed (product_view or click) before now; nil if never
+    local a = previous(prefix('product_view', 'tp'))
+    local b = previous(prefix('click', 'tp'))
+    if a and b then a = math.min(a, b) end
+    snap['since_same_product_view'] = a or b
+  end
 end
 local first_ts = tonumber(sv['first_ts'] or '') or ts
 snap['days_since_first_seen'] = math.max(0, (ts - first_ts) / DAY)

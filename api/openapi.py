@@ -98,6 +98,10 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "reason": {"type": "string", "description": "why the rule fired: the rule and "
                            "the values its conditions read, e.g. "
                            "\"rule high-value-cart: cart_value=250.0\""},
+                "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                             "description": "only with tracing on, when the event that made "
+                             "the offer was sampled: the OpenTelemetry trace (W3C trace id) "
+                             "from POST /v1/events to this decision, to look up in Jaeger"},
             },
         },
         "Product": {

@@ -1,7 +1,8 @@
 """The ASGI servers the API runs on (``DECISIONS_API_SERVER``), each in a thread of its own.
 
-- ``uvicorn`` (default): HTTP/1.1 with uvloop and httptools, the fastest for HTTP/1.1
-  here (``benchmarks/api_reads.py``, figures in ``benchmarks/RESULTS.md``);
+- ``uvicorn`` (default): HTTP/1.1 with uvloop and httptools (the API served on its own
+  is best served by granian, a command of its own: docs/operations.md, "HTTP/2";
+  figures in ``benchmarks/RESULTS.md``);
 - ``hypercorn``: HTTP/1.1 and HTTP/2 — h2c on a plain port (prior knowledge or
   ``Upgrade``), h2 over TLS by ALPN.
 

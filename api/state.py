@@ -22,6 +22,8 @@ from api.store import REDIS_ERRORS, RedisStore
 from decisions.core.db import sqlalchemy_url
 from decisions.core.errors import DecisionsError, ServiceUnavailable
 from decisions.core.settings import Settings
+from decisions.core.tracing import TRACEPARENT, Tracing
+from decisions.core.tracing import setup as setup_tracing
 from decisions.runtime.apikeys import KeyCache, KeyInfo
 from decisions.runtime.kafka import Producer
 
@@ -56,6 +58,7 @@ class ApiState:
     snapshot: Snapshot = field(default_factory=Snapshot)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     producer: Producer | None = None
+    tracing: Tracing | None = None  # None: DECISIONS_TRACING=off
     _refresher: asyncio.Task[None] | None = None
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # API key lookups in flight (api.auth), one per key
@@ -72,6 +75,7 @@ class ApiState:
             fallback=replace(FallbackContent.from_file(settings.api_fallback_file),
                              saved=snapshots.load_saved(settings.var_dir)),
             keys=KeyCache(settings.apikey_cache_seconds),
+            tracing=setup_tracing(settings, "decisions-api"),
         )
         for name in ("redis", "postgres", "kafka"):
             state.breakers[name] = CircuitBreaker(
@@ -109,6 +113,8 @@ class ApiState:
         if self.producer is not None:
             producer, self.producer = self.producer, None
             await anyio.to_thread.run_sync(producer.close)
+        if self.tracing is not None:
+            await anyio.to_thread.run_sync(self.tracing.shutdown)
         self.engine.dispose()
 
     async def _refresh_loop(self) -> None:
@@ -176,17 +182,24 @@ class ApiState:
         breaker.success()
         return result
 
-    async def produce(self, records: list[tuple[str, dict[str, Any]]]) -> None:
-        """Send to the events topic and return once the broker acknowledged every record."""
+    async def produce(self, records: list[tuple[str, dict[str, Any]]],
+                      traceparent: bytes | None = None) -> None:
+        """Send to the events topic and return once the broker acknowledged every record.
+        ``traceparent``: the W3C header every record carries (tracing on)."""
         breaker = self.kafka_breaker
         if not breaker.allow():
             raise ServiceUnavailable("Kafka", reason="circuit open",
                                      retry_after=breaker.retry_after())
         try:
             producer = await self._producer()
+            headers = None
+            if traceparent is not None:
+                traced = [(TRACEPARENT, traceparent)]
+                headers = lambda _value: traced  # noqa: E731
             await anyio.to_thread.run_sync(
                 lambda: producer.send_many(self.settings.events_topic, records,
-                                           timeout=self.settings.kafka_ack_timeout_seconds)
+                                           timeout=self.settings.kafka_ack_timeout_seconds,
+                                           headers=headers)
             )
         except DecisionsError as exc:
             breaker.failure(exc.message)

@@ -120,8 +120,10 @@ SERVER_MODES = {
     "pure-python": ["--loop", "asyncio", "--http", "h11"],
     # DECISIONS_API_SERVER=hypercorn: HTTP/1.1 (wrk) and, with h2load, HTTP/2 (h2c)
     "hypercorn": ["-k", "uvloop"],
+    # granian (Rust HTTP/1.1 and HTTP/2 under an ASGI interface), one worker, uvloop
+    "granian": ["--loop", "uvloop", "--runtime-threads", "1"],
 }
-GROUPS = {"both": ["standard", "pure-python"], "compare": ["standard", "hypercorn"]}
+GROUPS = {"both": ["standard", "pure-python"], "compare": ["standard", "hypercorn", "granian"]}
 
 
 def serve(factory: str, port: int, env: dict[str, str], log: Path,
@@ -129,6 +131,11 @@ def serve(factory: str, port: int, env: dict[str, str], log: Path,
     if mode == "hypercorn":
         command = [PYTHON, "-m", "hypercorn", f"benchmarks.api_serve:{factory}()",
                    "--bind", f"127.0.0.1:{port}", "--workers", "1", "--log-level", "warning",
+                   *SERVER_MODES[mode]]
+    elif mode == "granian":
+        command = [PYTHON, "-m", "granian", "--interface", "asgi", "--factory",
+                   f"benchmarks.api_serve:{factory}", "--host", "127.0.0.1", "--port",
+                   str(port), "--workers", "1", "--log-level", "warning", "--no-access-log",
                    *SERVER_MODES[mode]]
     else:
         command = [PYTHON, "-m", "uvicorn", "--factory", f"benchmarks.api_serve:{factory}",
@@ -287,7 +294,7 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
             rounds["GET recommendations (wrk)"].append(wrk(
                 api_url, recs, key, args.users, args.seconds, args.connections, work,
                 watch))
-        if mode == "hypercorn" and shutil.which("h2load"):
+        if mode in ("hypercorn", "granian") and shutil.which("h2load"):
             for _ in range(args.rounds):
                 rounds.setdefault("GET offers (h2load, h2c)", []).append(h2load(
                     api_url, offers, key, args.users, args.seconds, args.connections, work))
@@ -321,7 +328,7 @@ def run_mode(mode: str, args: argparse.Namespace, env: dict[str, str], key: str,
         proc.terminate()
         proc.wait(10)
 
-    server = "hypercorn" if mode == "hypercorn" else "uvicorn"
+    server = mode if mode in ("hypercorn", "granian") else "uvicorn"
     print(f"\n== server mode: {mode} ({server} {' '.join(SERVER_MODES[mode])}, 1 worker) ==")
     print(f"{'run':<50} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
           f"{'max ms':>8} {'errors':>7}")
@@ -378,7 +385,8 @@ def main() -> None:
                         help="alternating rounds of the three throughput runs")
     parser.add_argument("--server", choices=[*SERVER_MODES, *GROUPS], default="both",
                         help="both: uvicorn standard and pure-python; compare: uvicorn "
-                             "standard and hypercorn (HTTP/1.1 with wrk, h2c with h2load)")
+                             "standard, hypercorn and granian (HTTP/1.1 with wrk, h2c with "
+                             "h2load)")
     parser.add_argument("--redis-timeout-ms", type=int, default=1000,
                         help="the API's Redis timeout (production default: 50)")
     parser.add_argument("--client", choices=["c", "python", "both"], default="c",

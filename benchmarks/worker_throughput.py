@@ -4,6 +4,10 @@ durable_rules rate on the same machine.
 
     .venv/bin/python benchmarks/worker_throughput.py            # full run (a few minutes)
     .venv/bin/python benchmarks/worker_throughput.py --events 20000 --users 2000  # quick
+    # tracing off / on (records carry a traceparent, sampled at 0.1 and 1), 1 process,
+    # alternating rounds; spans go to an OTLP/HTTP sink in this process
+    .venv/bin/python benchmarks/worker_throughput.py --events 30000 --skip raw,durable,w1,w2,latency \
+        --tracing off,0.1,1 --rounds 2
 
 Uses the services named by DECISIONS_DATABASE_URL / DECISIONS_REDIS_URL /
 DECISIONS_KAFKA_BOOTSTRAP when set, else starts the embedded ones under var/bench-worker
@@ -42,6 +46,7 @@ from kafka.structs import TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.otlp_sink import OtlpSink  # noqa: E402
 from decisions.cli import migrate  # noqa: E402
 from decisions.cli.stack.embedded import EmbeddedStack  # noqa: E402
 from decisions.core.db import make_engine  # noqa: E402
@@ -168,12 +173,21 @@ def reset(urls: dict[str, str]) -> None:
         conn.execute("TRUNCATE events, decisions")
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> float:
+def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]],
+            sampled: float | None = None) -> float:
+    """``sampled``: every record carries a W3C traceparent (as the API writes it with tracing
+    on), this share of them with the sampled flag; None: no header (tracing off)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024,
                              acks="all", max_in_flight_requests_per_connection=5)
+    rnd = random.Random(11)
     started = time.perf_counter()
     for key, value in records:
-        producer.send(topic, key=key.encode(), value=value)
+        headers = None
+        if sampled is not None:
+            flags = 1 if rnd.random() < sampled else 0
+            headers = [("traceparent", b"00-%032x-%016x-%02x" % (
+                rnd.getrandbits(128) | 1, rnd.getrandbits(64) | 1, flags))]
+        producer.send(topic, key=key.encode(), value=value, headers=headers)
     producer.flush()
     elapsed = time.perf_counter() - started
     producer.close()
@@ -299,16 +313,18 @@ def tree_cpu(pids: dict[str, int]) -> dict[str, float]:
 
 def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
                 max_seconds: float, log_dir: Path, services: dict[str, int],
-                ) -> tuple[float, int, float, dict[str, float]]:
+                extra_env: dict[str, str] | None = None, tag: str = "",
+                cwd: Path = ROOT) -> tuple[float, int, float, dict[str, float]]:
     """Sustained events/s of N worker processes draining ``total`` records already in
     ``topic``: from the first commit to the last (joins and start-up excluded); and the
     CPU time each process (worker, embedded services) spent per event meanwhile — a
     figure that, unlike the rate, does not depend on what else the box is running."""
     reset(urls)
     group = f"bench-{processes}p-{uuid.uuid4().hex[:6]}"
-    log = open(log_dir / f"worker-{processes}p.log", "wb")
+    log = open(log_dir / f"worker-{processes}p{tag}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "decisions.cli.main", "worker", "--processes",
-                             str(processes)], cwd=ROOT, env=worker_env(urls, topic, group),
+                             str(processes)], cwd=cwd,
+                            env=worker_env(urls, topic, group, **(extra_env or {})),
                             stdout=log, stderr=subprocess.STDOUT)
     watcher = KafkaConsumer(bootstrap_servers=urls["kafka_bootstrap"], group_id=group,
                             enable_auto_commit=False)
@@ -500,6 +516,47 @@ def machine() -> dict[str, Any]:
             "kernel": platform.release()}
 
 
+def tracing_overhead(urls: dict[str, str], settings: Settings, records: list[tuple[str, bytes]],
+                     modes: list[str], rounds: int, max_seconds: float, log_dir: Path,
+                     service_pids: dict[str, int], baseline: Path | None = None,
+                     ) -> dict[str, list[dict[str, Any]]]:
+    """One worker process per mode (``off``, or a share of sampled records; ``base``: the
+    worker of the checkout ``baseline``, e.g. ``git archive <commit> | tar -x -C DIR``,
+    run from there with this interpreter), the modes alternating round after round: CPU
+    per event of the worker beside each other."""
+    from dataclasses import replace
+
+    sink = OtlpSink()
+    topics: dict[str, str] = {}
+    for mode in modes:
+        topic = f"bench-trace-{mode.replace('.', '_')}-{uuid.uuid4().hex[:6]}"
+        ensure_topics(replace(settings, events_topic=topic, actions_topic=topic + ".actions",
+                              dead_letter_topic=topic + ".dlq", topic_partitions=6))
+        produce(urls["kafka_bootstrap"], topic, records,
+                None if mode in ("off", "base") else float(mode))
+        topics[mode] = topic
+    results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for n in range(rounds):
+        for mode in modes:
+            extra = {} if mode == "base" else {"DECISIONS_TRACING": "off"} if mode == "off" \
+                else {"DECISIONS_TRACING": "on", "DECISIONS_OTLP_ENDPOINT": sink.url}
+            before = sink.spans
+            cwd = baseline if mode == "base" and baseline is not None else ROOT
+            rate, done, elapsed, cpu = worker_rate(
+                urls, topics[mode], len(records), 1, max_seconds, log_dir, service_pids,
+                extra, f"-trace-{mode}-{n}", cwd)
+            spans = sink.spans - before
+            results[mode].append({"rate": rate, "done": done, "cpu_us": cpu, "spans": spans})
+            print(f"  tracing {mode:>4}, round {n + 1}: {rate:,.0f} events/s, worker CPU "
+                  f"{cpu.get('worker', 0):,.1f} µs/event, total "
+                  f"{sum(cpu.values()):,.1f} µs/event; {spans:,} spans exported "
+                  f"(load average {load()})")
+    print("tracing overhead, worker CPU per event (median of rounds): " + "; ".join(
+        f"{mode}: {statistics.median(r['cpu_us'].get('worker', 0) for r in rs):,.1f} µs"
+        for mode, rs in results.items()))
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -509,6 +566,12 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=150,
                         help="bound on each throughput phase")
     parser.add_argument("--skip", default="", help="comma list: raw,durable,w1,w2,latency")
+    parser.add_argument("--tracing", default="",
+                        help="comma list of tracing modes to compare with one process: off, "
+                             "or a share of records sampled (e.g. off,0.1,1)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of --tracing")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="with --tracing base,...: a checkout of the commit to compare")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     var = ROOT / "var" / "bench-worker"
@@ -559,6 +622,10 @@ def main() -> int:
             if done:
                 print("  Redis, per event: " + redis_top(urls["redis_url"], done))
                 print("  decisions logged: " + decision_counts(urls["database_url"], done))
+        if args.tracing:
+            out["tracing"] = tracing_overhead(urls, settings, records, args.tracing.split(","),
+                                              args.rounds, args.max_seconds, log_dir,
+                                              service_pids, args.baseline)
         if "latency" not in skip:
             probes: list[tuple[Any, ...]] = []
             lat, lost = latency(urls, records, args.rate, args.latency_seconds, log_dir, probes)

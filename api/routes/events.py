@@ -9,7 +9,8 @@ record (``acks=all``); otherwise 503 with Retry-After, and the client resends th
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from time import time_ns
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -21,8 +22,11 @@ from api.errors import BadRequest, PayloadTooLarge
 from api.responses import json_response
 from api.state import ApiState, get_api
 from api.store import REDIS_ERRORS
-from decisions.core.errors import FieldError, RateLimited, ValidationError
+from decisions.core.errors import DecisionsError, FieldError, RateLimited, ValidationError
 from decisions.core.events import Event, TimeWindow, parse_event
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -121,13 +125,63 @@ def validate(api: ApiState, data: Any) -> list[Event]:
 
 async def post_events(request: Request) -> Response:
     api = get_api(request)
+    if api.tracing is not None:
+        parent = api.tracing.request_parent(request.headers)
+        if parent is not None:
+            return await traced_post_events(api, request, parent)
+    events = await accept(api, request)
+    await api.produce([(e.user_id, e.to_dict()) for e in events])
+    return accepted(request, events)
+
+
+async def accept(api: ApiState, request: Request) -> list[Event]:
     key = await authenticate(api, request, "events:write")
     await check_rate(api, key.prefix)
     body = await read_body(request, api.settings.api_max_body_bytes)
-    events = validate(api, parse_json(body))
-    await api.produce([(e.user_id, e.to_dict()) for e in events])
+    return validate(api, parse_json(body))
+
+
+def accepted(request: Request, events: list[Event]) -> Response:
     return json_response(request, {"accepted": len(events),
                                    "event_ids": [e.event_id for e in events]}, status=202)
+
+
+async def traced_post_events(api: ApiState, request: Request, parent: SpanContext,
+                             ) -> Response:
+    """The same, traced: a server span (continuing the storefront's trace when its request
+    carries a sampled ``traceparent``) and a producer span whose context every record
+    carries in its ``traceparent`` header, for the worker's span of each event. Both are
+    written when the request is answered (``Tracing.record``)."""
+    tracing = api.tracing
+    assert tracing is not None
+    topic = api.settings.events_topic
+    server = tracing.child(parent)
+    publish = tracing.child(server)
+    start, published, status, error, count = time_ns(), 0, 500, "unexpected error", 0
+    try:
+        events = await accept(api, request)
+        count = len(events)
+        published = time_ns()
+        await api.produce([(e.user_id, e.to_dict()) for e in events],
+                          tracing.traceparent(publish))
+        status, error = 202, ""
+        return accepted(request, events)
+    except DecisionsError as exc:
+        status = exc.status
+        error = exc.message if exc.status >= 500 else ""  # a 4xx is the client's
+        raise
+    finally:
+        end = time_ns()
+        if published:
+            tracing.record(f"{topic} publish", publish, server, published, end, {
+                "messaging.system": "kafka", "messaging.operation.type": "send",
+                "messaging.destination.name": topic,
+                "messaging.batch.message_count": count}, tracing.kinds.PRODUCER,
+                error=error)
+        tracing.record("POST /v1/events", server, parent, start, end, {
+            "http.request.method": "POST", "http.route": "/v1/events",
+            "http.response.status_code": status, "decisions.events": count},
+            tracing.kinds.SERVER, error=error)
 
 
 routes = [Route("/v1/events", post_events, methods=["POST"])]

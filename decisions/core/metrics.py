@@ -15,6 +15,11 @@ LATENCY = Histogram(
     "decisions_event_latency_seconds", "Event time to effects stored (processing latency)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+PRODUCE_TO_DECISION = Histogram(
+    "decisions_produce_to_decision_seconds",
+    "Kafka record timestamp (produced) to the decision's effects stored in Redis",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 BATCH_SECONDS = Histogram("decisions_batch_seconds", "Time to process one batch")
 LAG = Gauge("decisions_consumer_lag", "Records behind the end of the assigned partitions")
 PARTITION_LAG = Gauge("decisions_consumer_partition_lag",

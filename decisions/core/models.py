@@ -72,6 +72,8 @@ class Decision(Base):
     model_versions: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     event_ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # the OpenTelemetry trace of the event's decision (tracing on and sampled; else NULL)
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (Index("ix_decisions_rule_time", "ruleset", "rule", "decided_at"),)
 

@@ -101,6 +101,10 @@ class Settings:
     kafka_sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
     kafka_sasl_username: str = ""
     kafka_sasl_password: Secret = field(default_factory=lambda: Secret(""))
+    # --- #21: distributed tracing (decisions.core.tracing; docs/settings.md, "Tracing") ---
+    tracing: str = "off"  # off | on: OpenTelemetry spans exported by OTLP/HTTP
+    tracing_sample_ratio: float = 0.01  # of the POST /v1/events requests (workers follow)
+    otlp_endpoint: str = ""  # e.g. http://jaeger:4318 ("": OTEL_EXPORTER_OTLP_* or :4318)
 
     def __post_init__(self) -> None:
         """The TLS settings of PostgreSQL and Redis live in their URLs (``transport``), so

@@ -20,9 +20,10 @@ from decisions.core import metrics
 from decisions.core.events import Event, TimeWindow, format_ts
 from decisions.core.resp.pipeline import RawPipeline, RawScript
 from decisions.core.settings import Settings
+from decisions.core.tracing import Tracing, record_parent
 from decisions.runtime.active import Runtime
 from decisions.runtime.customers import CustomerCache, queue_fills
-from decisions.runtime.decide import Decider, Fired
+from decisions.runtime.decide import NO_SCORES, Decider, Fired
 from decisions.runtime.kafka import Partition, Producer
 from decisions.runtime.recommend import PopularityBatch, Recommender
 from decisions.runtime.state import Applied, StateStore
@@ -31,6 +32,18 @@ from decisions.runtime.worker.records import parse
 from decisions.runtime.worker.sinks import DecisionLog, Effects, Topics, decision_row
 from decisions.runtime.worker.stats import Stats
 from decisions.runtime.worker.timers import deadlines, queue_deadlines
+from decisions.runtime.worker.traces import BatchTrace, Traced
+
+
+def observe_decided(produced: list[int]) -> None:
+    """``decisions_produce_to_decision_seconds``: from each record's Kafka timestamp (when
+    it was produced) to its batch's effects stored in Redis (what the API serves)."""
+    now_ms = time.time() * 1000
+    observe = metrics.PRODUCE_TO_DECISION.observe
+    for stamp in produced:
+        if stamp > 0:  # -1: a record without a timestamp
+            observe(max(0.0, now_ms - stamp) / 1000)
+
 
 STATE_CHUNKS = 4  # state pipelines per batch: Redis runs the next while rules evaluate this
 STATE_CHUNK_MIN, STATE_CHUNK_MAX = 16, 100  # events per state pipeline
@@ -59,10 +72,12 @@ class BatchSteps:
     _consent_changed: dict[str, bool]
     _producer: Producer | None
     _topics: Topics | None
+    tracing: Tracing | None  # None: DECISIONS_TRACING=off
 
     def _stage(self, records: Sequence[Any]) -> Staged:
         mark = Phases(self.stats.phase_seconds)
         batch = Staged(time.monotonic())
+        tracing = self.tracing
         for record in records:
             tp = Partition(record.topic, record.partition)
             batch.offsets[tp] = max(batch.offsets.get(tp, 0), record.offset + 1)
@@ -71,12 +86,24 @@ class BatchSteps:
                 batch.dead.append((record, reason, detail))
             else:
                 batch.events.append(event)
-        batch.chunks = self._submit_state(batch.events)
+                # (as ``records.parse``: a record without a timestamp or headers is read)
+                batch.produced.append(getattr(record, "timestamp", -1))
+                if tracing is not None and getattr(record, "headers", None):
+                    self._trace_record(batch, tracing, record, event)
+        batch.chunks = self._submit_state(batch.events, batch.trace)
         # customer attributes are read meanwhile too (Redis, PostgreSQL for cache misses)
         batch.customers = self._lookup.submit(self.customers.lookup,
                                               [e.user_id for e in batch.events])
         mark("parse")
         return batch
+
+    @staticmethod
+    def _trace_record(batch: Staged, tracing: Tracing, record: Any, event: Event) -> None:
+        parent = record_parent(tracing, record.headers)
+        if parent is not None:
+            if batch.trace is None:
+                batch.trace = BatchTrace(tracing)
+            batch.trace.add(record, event, parent)
 
     def _decide(self, batch: Staged) -> None:
         assert self._producer is not None and self._topics is not None
@@ -107,28 +134,40 @@ class BatchSteps:
         decision_rows: list[dict[str, Any]] = []
         by_rule: Counter[tuple[str, str]] = Counter()
         versions = {id(f.match): f.model_versions for f in fired}
+        trace, started = batch.trace, time.time_ns()
         for effect in self.decider.act(fired, self.recommender):
             if effect.stored:  # (held-out and superseded ones are only recorded)
                 effects.append(effect)
-            decision_rows.append(decision_row(effect, versions[id(effect.match)]))
+            trace_id = trace.trace_id(effect.event) if trace is not None else None
+            if trace_id is not None:  # the offer served names its trace
+                effect.payload["trace_id"] = trace_id
+            decision_rows.append(decision_row(effect, versions[id(effect.match)], trace_id))
         for f in fired:
             by_rule[(f.match.ruleset, f.match.rule)] += 1
         self.stats.fired += len(fired)
         for (ruleset, rule), n in by_rule.items():
             metrics.DECISIONS.labels(ruleset, rule).inc(n)
         mark("actions")
+        if trace is not None:
+            trace.step("actions", started)
 
         # Three stores written at once, all awaited before anything is marked done or
         # committed: PostgreSQL (archive, decisions) in a helper thread, Redis here first
         # (what the API reads: visible soonest), then Kafka (acknowledged by the
         # producer's I/O thread meanwhile).
-        archived = self._pg.submit(self.decisions.write, [a.event for a in fresh],
-                                   decision_rows)
+        write = self.decisions.write if trace is None \
+            else trace.timed("archive", self.decisions.write)
+        archived = self._pg.submit(write, [a.event for a in fresh], decision_rows)
+        started = time.time_ns()
         now_ms = int(time.time() * 1000)
         for effect in effects:  # one recommendation per user and slot (superseded: above)
             self.effects.queue(pipe, effect, now_ms)
         pipe.execute()
         mark("redis_write")
+        if trace is not None:
+            trace.step("effects", started)
+        observe_decided(batch.produced)
+        started = time.time_ns()
         for record, reason, detail in batch.dead:
             self._topics.dead_letter(record, reason, detail)
             self.stats.dead_lettered += 1
@@ -140,7 +179,7 @@ class BatchSteps:
         # the offsets are committed (on this thread, in batch order) once it has finished.
         durable = InFlight(batch.offsets, fresh, len(effects), batch.started,
                            {(e.event.user_id, e.event.event_id) for e in fresh})
-        durable.tail = self._tail.submit(self._finish, durable, archived)
+        durable.tail = self._tail.submit(self._finish, durable, archived, trace, started)
         self.checkpoint.add(durable)
 
     def _evaluate(self, batch: Staged, customers: dict[str, dict[str, Any]],
@@ -157,6 +196,7 @@ class BatchSteps:
         in_flight = self.checkpoint.in_flight_keys()
         active = self.runtime.active
         evaluate = self.decider.evaluate
+        trace = batch.trace
         for item in self._state_results(batch.chunks):
             event = item.event
             key = (event.user_id, event.event_id)
@@ -180,21 +220,48 @@ class BatchSteps:
                     if ts_ms > latest.get(event.user_id, 0):
                         latest[event.user_id] = ts_ms
             by_type[event.type] += 1
-            fired += evaluate(event, item.snapshot, customer, active).fired
+            traced = trace.events.get(key) if trace is not None else None
+            if traced is None:
+                fired += evaluate(event, item.snapshot, customer, active).fired
+            else:
+                fired += self._evaluate_traced(traced, event, item.snapshot, customer)
         return fresh, fired, latest, popularity, by_type
 
-    def _finish(self, batch: InFlight, archived: Future[None]) -> None:
+    def _evaluate_traced(self, traced: Traced, event: Event, snapshot: dict[str, Any],
+                         customer: dict[str, Any]) -> list[Fired]:
+        """``Decider.evaluate`` with the scores and the rules timed apart (their spans)."""
+        decider = self.decider
+        start = time.time_ns()
+        scoring = decider.scorer is not None and decider.uses_scores \
+            and customer.get("consent") is not False
+        scores = decider.scores(snapshot, customer) if scoring else NO_SCORES
+        scored = time.time_ns()
+        fired = decider.evaluate(event, snapshot, customer, self.runtime.active,
+                                 scores=scores).fired
+        if scoring:  # (no span for scores that no rule reads)
+            traced.scores = (start, scored)
+        traced.rules = (scored, time.time_ns())
+        traced.fired = len(fired)
+        return fired
+
+    def _finish(self, batch: InFlight, archived: Future[None],
+                trace: BatchTrace | None = None, published: int = 0) -> None:
         """The batch's durable half (tail thread): acks, archive, then marked done."""
         assert self._producer is not None
         mark = Phases(self.stats.phase_seconds)
         self._producer.flush()
         mark("publish_ack")
+        if trace is not None:
+            trace.step("publish", published)
         archived.result()
         mark("archive")
         self.state.mark_done([a.event for a in batch.fresh])
         mark("mark_done")
+        if trace is not None:
+            trace.emit()
 
-    def _submit_state(self, events: list[Event]) -> list[Future[list[Applied]]]:
+    def _submit_state(self, events: list[Event], trace: BatchTrace | None = None,
+                      ) -> list[Future[list[Applied]]]:
         """Apply a batch to user state in chunks, in order, on the state thread: Redis runs
         them while this thread decides the previous batch, and the next chunk while rules
         evaluate this one."""
@@ -204,7 +271,9 @@ class BatchSteps:
         models = scorer is not None and bool(getattr(scorer, "versions", None))
         self.state.wanted = (self.runtime.wanted_all if models and self.runtime.uses_scores
                              else self.runtime.wanted)
-        return [self._state_pool.submit(self.state.apply_batch, events[i:i + size])
+        apply = self.state.apply_batch if trace is None \
+            else trace.timed_state(self.state.apply_batch)
+        return [self._state_pool.submit(apply, events[i:i + size])
                 for i in range(0, len(events), size)]
 
     @staticmethod

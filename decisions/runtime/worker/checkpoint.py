@@ -21,6 +21,7 @@ from decisions.core.events import Event
 from decisions.runtime.kafka import Consumer, Partition
 from decisions.runtime.state import Applied
 from decisions.runtime.worker.stats import Stats
+from decisions.runtime.worker.traces import BatchTrace
 
 MAX_TAILS = 2  # durable halves in flight at once; one more waits for the oldest
 
@@ -36,6 +37,8 @@ class Staged:
     chunks: list[Future[list[Applied]]] = field(default_factory=list)
     # customer attributes, and cache entries to write with the batch (CustomerCache.lookup)
     customers: Future[tuple[dict[str, dict[str, Any]], list[tuple[str, bytes]]]] | None = None
+    produced: list[int] = field(default_factory=list)  # each event's record timestamp (ms)
+    trace: BatchTrace | None = None  # tracing on, and a traced event in the batch
 
 
 @dataclass

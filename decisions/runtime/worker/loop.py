@@ -48,6 +48,7 @@ from decisions.core.db import make_engine
 from decisions.core.errors import ServiceUnavailable
 from decisions.core.resp.pipeline import RawScript
 from decisions.core.settings import Settings
+from decisions.core.tracing import setup as setup_tracing
 from decisions.runtime.active import Runtime
 from decisions.runtime.archive import EventArchive
 from decisions.runtime.customers import CustomerCache
@@ -124,6 +125,7 @@ class Worker(BatchSteps):
         self._stop = False
         # records still to decide one at a time after a batch failed on its own data
         self._isolate = 0
+        self.tracing = setup_tracing(settings, "decisions-worker")
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._topics: Topics | None = None
@@ -164,6 +166,8 @@ class Worker(BatchSteps):
         self._state_pool.shutdown(wait=True)
         self.redis.close()
         self.db.dispose()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def run(self, *, max_messages: int | None = None, timeout: float | None = None,
             idle_timeout: float | None = None) -> Stats:

@@ -21,12 +21,12 @@ from decisions.runtime.worker.records import key_of
 # a batch's decision rows travel as one JSON array (see EventArchive.write_batch)
 _INSERT_DECISIONS = text(
     "INSERT INTO decisions (action_id, user_id, event_id, ruleset, ruleset_version, rule, kind,"
-    " payload, reason, model_versions, decided_at, event_ts) "
+    " payload, reason, model_versions, decided_at, event_ts, trace_id) "
     "SELECT r.action_id, r.user_id, r.event_id, r.ruleset, r.ruleset_version, r.rule, r.kind,"
-    " r.payload, r.reason, r.model_versions, now(), r.event_ts "
+    " r.payload, r.reason, r.model_versions, now(), r.event_ts, r.trace_id "
     "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(action_id text, user_id text,"
     " event_id text, ruleset text, ruleset_version integer, rule text, kind text, payload jsonb,"
-    " reason jsonb, model_versions jsonb, event_ts timestamptz) "
+    " reason jsonb, model_versions jsonb, event_ts timestamptz, trace_id text) "
     # a replay in other batch boundaries may produce what the first run superseded: the
     # row then says produced (a row never claims superseded for a published action)
     "ON CONFLICT (action_id) DO UPDATE SET payload = EXCLUDED.payload"
@@ -56,15 +56,20 @@ class DecisionLog:
                 conn.execute(_INSERT_DECISIONS, {"rows": orjson.dumps(decision_rows).decode()})
 
 
-def decision_row(effect: Effect, model_versions: dict[str, int]) -> dict[str, Any]:
+def decision_row(effect: Effect, model_versions: dict[str, int],
+                 trace_id: str | None = None) -> dict[str, Any]:
+    """``trace_id``: of a traced event (tracing on); the column is NULL otherwise."""
     match = effect.match
-    return {
+    row = {
         "action_id": effect.action_id, "user_id": effect.user_id,
         "event_id": effect.event.event_id, "ruleset": match.ruleset,
         "ruleset_version": match.version, "rule": match.rule, "kind": effect.kind,
         "payload": effect.payload, "reason": match.reason, "model_versions": model_versions,
         "event_ts": effect.event.ts,
     }
+    if trace_id is not None:
+        row["trace_id"] = trace_id
+    return row
 
 
 class Effects:

@@ -71,13 +71,21 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                              "event, ruleset and rule always give the same id"},
                 "rule": {"type": "string"},
                 "ruleset": {"type": "string"}, "ruleset_version": {"type": "integer"},
-                "kind": {"type": "string", "enum": ["discount"]},
+                "kind": {"type": "string", "enum": ["discount", "free_shipping"],
+                         "description": "what the offer gives; its terms are under the "
+                                        "field of the same name"},
                 "discount": {"type": "object", "required": ["type", "value"], "properties": {
                     "type": {"type": "string", "enum": ["percent", "amount"]},
                     "value": {"type": "number", "description": "percent off, or an amount "
                               "off in the shop's currency"},
                     "code": {"type": "string"},
                     "min_basket": {"type": "number"}}},
+                "free_shipping": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "min_basket": {"type": "number"}},
+                    "description": "free shipping (kind free_shipping)"},
+                "max_per_user_ever": {"type": "integer", "minimum": 1,
+                                      "description": "most offers of this rule per shopper, "
+                                                     "ever"},
                 "products": {"type": "array", "items": {"type": "string"},
                              "description": "product ids the discount applies to (absent: "
                                             "the whole basket)"},
@@ -127,6 +135,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "rule": {"type": ["string", "null"]},
                 "ruleset": {"type": ["string", "null"]},
                 "ruleset_version": {"type": ["integer", "null"]},
+                "requested_strategy": {
+                    "type": ["string", "null"],
+                    "description": "the strategy the rule asked for (personalized lists)"},
+                "fallback": {"type": "boolean", "description": "the requested strategy found "
+                             "nothing and `strategy` (a fallback) answered"},
                 "products": {"type": "array", "items": {"$ref": "#/components/schemas/Product"}},
             },
         },

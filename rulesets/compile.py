@@ -54,6 +54,8 @@ Predicate = Callable[[dict[str, Any]], bool]
 TypeIndex = tuple[tuple[int, ...], tuple[tuple[str, dict[str, tuple[int, ...]]], ...]]
 NEGATE = {"eq": "ne", "ne": "eq", "gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt",
           "in": "not_in", "not_in": "in"}
+# a rule without conditions (durable_rules needs one): every fact has its event type
+ALWAYS: dict[str, Any] = {"$ex": {"e_type": 1}}
 DURABLE_OP = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte", "ne": "$neq"}
 
 
@@ -418,7 +420,7 @@ def compile_ruleset(document: dict[str, Any], version: int) -> CompiledRuleset:
             if not _indexed(cond) and (chosen is None or i != chosen[0]):
                 conjuncts.extend(_flat(compiled_cond))
         if not conjuncts and chosen is None:  # only event.type conditions: keep them
-            conjuncts = _flat(compiler.node(when))
+            conjuncts = _flat(compiler.node(when)) if top else [ALWAYS]
         weight = math.prod(_paths(c) for c in conjuncts) if conjuncts else 1
         if weight > MAX_PATHS:  # too many alternatives for durable_rules: one Python check
             name = "x_rule_" + hashlib.sha1(  # noqa: S324 - a name, not security

@@ -60,12 +60,15 @@ for _name, _label in (
     ("session_page_views", "Page views this session"),
     ("session_seconds", "Seconds since session start"),
     ("product_view_seconds", "Seconds on product pages this session"),
-    ("since_same_product_view", "Seconds since this product was viewed (−1 if never viewed)"),
+    ("since_same_product_view",
+     "Seconds since this product was last viewed before now (missing on a first view)"),
     ("days_since_first_seen", "Days since first visit"),
     ("days_since_last_purchase", "Days since last purchase (−1 if no purchase yet)"),
     ("distinct_categories_30d", "Categories viewed in 30 days"),
 ):
     _add(f"state.{_name}", NUMBER, _label)
+_add("state.visit_count", NUMBER, "Visits (sessions) ever, this one included")
+_add("state.first_visit_ever", BOOL, "First visit ever (the user's first session we saw)")
 for _name, _label in (
     ("cart_products", "Products in cart"), ("recent_products", "Recently viewed products"),
     ("session_products", "Products clicked this session"),
@@ -89,6 +92,88 @@ _add("time.weekday", NUMBER, "Weekday (0 = Monday, event time)")
 _add("score.purchase_intent", NUMBER, "Purchase-intent score (0-1)")
 _add("score.churn_risk", NUMBER, "Churn-risk score (0-1)")
 
+# -- counts and recency per product, category and page (#23) -----------------------------
+# ``state.count_<type>_<window>[_<scope>]`` and ``state.since_<type>_<scope>``: any window
+# from 1m to 30d (``10m``, ``2h``, ``7d``); scopes: the event's own product, category or
+# page (``this_product``, ``this_category``, ``this_page``) or a named one
+# (``product_<id>``, ``category_<name>``, ``page_<name>``). Computed on demand by the state
+# script (decisions/runtime/state.lua) from the user's per-scope event log, in event time.
+SCOPES = ("this_product", "this_category", "this_page", "product_<id>", "category_<name>",
+          "page_<name>")
+MAX_WINDOW_MS = 30 * 86_400_000  # the event log keeps 30 days
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_TYPES_RE = "|".join(STATE_TYPES)
+_SCOPE_RE = (r"(?P<scope>this_product|this_category|this_page"
+             r"|product_(?P<product>[A-Za-z0-9_\-]{1,60})"
+             r"|category_(?P<category>[a-z0-9_\-]{1,60})|page_(?P<page>[a-z0-9_\-]{1,40}))")
+_COUNT_RE = re.compile(rf"^count_(?P<type>{_TYPES_RE})_(?P<window>[1-9][0-9]{{0,5}}[mhd])"
+                       rf"(?:_{_SCOPE_RE})?$")
+_SINCE_RE = re.compile(rf"^since_(?P<type>{_TYPES_RE})_{_SCOPE_RE}$")
+
+
+@dataclass(frozen=True)
+class Windowed:
+    """A count or recency feature of the open families, parsed from its name."""
+
+    name: str  # the feature (``count_product_view_24h_this_product``)
+    kind: str  # "count" or "since"
+    type: str  # the event type counted
+    window_ms: int  # counts: the window; 0 for recency
+    scope: str  # "" (all events of the type), "this_product", ..., "product", "category", "page"
+    value: str = ""  # the named product / category / page
+
+
+def window_ms(window: str) -> int:
+    """``10m`` -> 600000 (ms)."""
+    return int(window[:-1]) * _UNIT_MS[window[-1]]
+
+
+def windowed(name: str) -> Windowed | None:
+    """The parsed feature of a ``state.`` name of the open families, or None (also for a
+    window longer than 30 days: the log does not reach back that far)."""
+    m = _COUNT_RE.match(name) or _SINCE_RE.match(name)
+    if m is None:
+        return None
+    scope = m["scope"] or ""
+    value = m["product"] or m["category"] or m["page"] or ""
+    if value:
+        scope = scope[: -len(value) - 1]
+    if name.startswith("count_"):
+        ms = window_ms(m["window"])
+        if ms > MAX_WINDOW_MS:
+            return None
+        return Windowed(name, "count", m["type"], ms, scope, value)
+    return Windowed(name, "since", m["type"], 0, scope, value)
+
+
+def window_too_long(name: str) -> bool:
+    m = _COUNT_RE.match(name)
+    return m is not None and window_ms(m["window"]) > MAX_WINDOW_MS
+
+
+# the form builder's picker: a few ready-made ones (any other window or scope is typed in)
+for _t in ("product_view", "click", "add_to_cart", "remove_from_cart"):
+    for _scope, _what in (("this_product", "of this product"),
+                          ("this_category", "in this category")):
+        for _w in (*WINDOWS[:1], "10m", *WINDOWS[1:]):
+            _add(f"state.count_{_t}_{_w}_{_scope}", NUMBER,
+                 f"Count of {_t} {_what} in the last {_w}")
+        _add(f"state.since_{_t}_{_scope}", NUMBER,
+             f"Seconds since the last {_t} {_what} before now (missing if none)")
+for _t in STATE_TYPES:
+    _add(f"state.count_{_t}_10m", NUMBER, f"Count of {_t} in the last 10m")
+
+# Field families with a placeholder, for the form builder and the docs: (template, label)
+FIELD_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("state.count_<type>_<window>", "Count of <type> in the last <window> (1m to 30d)"),
+    ("state.count_<type>_<window>_<scope>",
+     "Count of <type> of a product, category or page in the last <window>"),
+    ("state.since_<type>_<scope>",
+     "Seconds since the last <type> of a product, category or page before now"),
+    ("state.since_page_<page>", "Seconds since the last view of page <page>"),
+    ("score.<model>", "A model's score"),
+)
+
 # Open families: any page name, any model name, any custom customer attribute
 PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^state\.since_page_[a-z0-9_]{1,40}$"), NUMBER),
@@ -99,6 +184,8 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 def field_type(path: str) -> str | None:
     if path in FIELDS:
         return FIELDS[path].type
+    if path.startswith("state.") and windowed(path[6:]) is not None:
+        return NUMBER
     for pattern, type_ in PATTERNS:
         if pattern.match(path):
             return type_
@@ -137,12 +224,21 @@ class ActionParam:
     label: str
     required: bool = False
     in_form: bool = True  # False: the form edits it another way (discount percent/amount)
+    positive: bool = False  # a number above 0 (validation)
+    whole: bool = False  # a whole number (validation)
+    choices: tuple[str, ...] = ()  # the values it takes (validation, the form's options)
 
 
 @dataclass(frozen=True)
 class ActionSpec:
+    """An action: its parameters, and what its handler (decisions/runtime/actions.py, by
+    the same name) makes: ``offer`` (stored like offers, served by GET offers with its
+    ``kind``), ``recommendation`` or ``segment``. A new action is one entry here plus one
+    handler there (a test checks that every entry has its handler)."""
+
     label: str
     params: tuple[ActionParam, ...]
+    effect: str = ""
 
     def param(self, name: str) -> ActionParam | None:
         return next((p for p in self.params if p.name == name), None)
@@ -159,15 +255,31 @@ ACTION_CATALOG: dict[str, ActionSpec] = {
         ActionParam("expires_minutes", NUMBER, "Expires after (minutes)"),
         ActionParam("per_user_cap", NUMBER, "Offers per user in 30 days"),
         ActionParam("products", LIST, "Only for products (ids, comma-separated)"),
-    )),
+        ActionParam("max_per_user_ever", NUMBER, "Offers per user, ever", positive=True,
+                    whole=True),
+    ), effect="offer"),
     "recommend": ActionSpec("Recommendation", (
         ActionParam("strategy", STRING, "Strategy", required=True),
         ActionParam("slot", STRING, "Slot", required=True),
         ActionParam("count", NUMBER, "How many products"),
-    )),
+        ActionParam("category", STRING,
+                    "Category (a name, or this_category: the event's)"),
+        ActionParam("products", LIST, "Products (ids, comma-separated; strategy product_list)"),
+        ActionParam("price", STRING, "Price against the event's product",
+                    choices=("cheaper", "similar")),
+    ), effect="recommendation"),
     "add_segment": ActionSpec("Add to segment", (
         ActionParam("segment", STRING, "Segment", required=True),
-    )),
+    ), effect="segment"),
+    "free_shipping": ActionSpec("Free shipping", (
+        ActionParam("code", STRING, "Code shown to the shopper"),
+        ActionParam("min_basket", NUMBER, "Minimum basket"),
+        ActionParam("expires_minutes", NUMBER, "Expires after (minutes)", positive=True),
+        ActionParam("per_user_cap", NUMBER, "Offers per user in 30 days", positive=True,
+                    whole=True),
+        ActionParam("max_per_user_ever", NUMBER, "Offers per user, ever", positive=True,
+                    whole=True),
+    ), effect="offer"),
 }
 ACTIONS = tuple(ACTION_CATALOG)
 RULE_KEYS = {"name", "description", "priority", "enabled", "active", "when", "then"}
@@ -188,10 +300,7 @@ CAP_PARAMS: tuple[ActionParam, ...] = (
 RULE_KEYS = RULE_KEYS | {"holdout"}
 # A rule's parameter groups (``holdout: {share, experiment}``) as the rule editor shows
 # them, generically: one input per parameter, typed by it. A new group of rule parameters
-# is added here (and to RULE_KEYS) to appear in the form.
-RULE_PARAM_GROUPS: dict[str, tuple[str, tuple[ActionParam, ...]]] = {
-    "holdout": ("Holdout for this rule (optional)", HOLDOUT_PARAMS),
-}
+# is added to RULE_PARAM_GROUPS (below, after budgets) and RULE_KEYS to appear in the form.
 RULESET_KEYS = RULESET_KEYS | {"holdout", "caps"}
 
 # -- offer economics (#19): budgets ------------------------------------------------------
@@ -204,3 +313,7 @@ BUDGET_PARAMS: tuple[ActionParam, ...] = (
 )
 RULE_KEYS = RULE_KEYS | {"budget"}
 RULESET_KEYS = RULESET_KEYS | {"budget"}
+RULE_PARAM_GROUPS: dict[str, tuple[str, tuple[ActionParam, ...]]] = {
+    "holdout": ("Holdout for this rule (optional)", HOLDOUT_PARAMS),
+    "budget": ("Budget of this rule (optional)", BUDGET_PARAMS),
+}

@@ -31,13 +31,14 @@ from rulesets.language import (
     RULESET_KEYS,
     STRING,
     field_type,
+    window_too_long,
 )
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,99}$")
 # decisions.runtime.recommend.STRATEGIES (the runtime sits above the language; a test
 # keeps the two the same)
 STRATEGIES = ("next_click", "covisit", "category_top", "top_sellers", "top_viewed",
-              "recently_viewed")
+              "recently_viewed", "product_list", "similar")
 _TYPE_WORD = {NUMBER: "a number", STRING: "a string", BOOL: "true or false", LIST: "a list"}
 
 
@@ -119,8 +120,8 @@ def _rule(rule: Any, path: str, err: _Collector, seen: dict[str, int]) -> None:
     if "enabled" in rule and not isinstance(rule["enabled"], bool):
         err(f"{path}.enabled", "expected true or false")
     _active(rule.get("active"), f"{path}.active", err)
-    if "when" not in rule:
-        err(f"{path}.when", "required: the conditions")
+    if _always(rule.get("when")):
+        pass  # no conditions: the rule fires on every event (within its active window)
     else:
         bounds: dict[str, list[tuple[str, Any, str]]] = {}
         _node(rule["when"], f"{path}.when", err, bounds)
@@ -130,6 +131,11 @@ def _rule(rule: Any, path: str, err: _Collector, seen: dict[str, int]) -> None:
     else:
         for j, action in enumerate(then):
             _action(action, f"{path}.then[{j}]", err)
+
+
+def _always(when: Any) -> bool:
+    """A rule without conditions: ``when`` left out, ``{}`` or ``{all: []}``."""
+    return when is None or when == {} or when == {"all": []}
 
 
 def _active(active: Any, path: str, err: _Collector) -> None:
@@ -200,6 +206,8 @@ def _leaf(node: dict[str, Any], path: str, err: _Collector, bounds: dict[str, li
         close = difflib.get_close_matches(field, FIELDS, n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         kind = "state feature" if field.startswith("state.") else "field"
+        if window_too_long(field[6:]):
+            hint = " (windows run from 1m to 30d: the event log keeps 30 days)"
         err(f"{path}.field", f'unknown {kind} "{field}"{hint}')
         return
     if op not in OPERATORS:
@@ -308,6 +316,8 @@ def _action(action: Any, path: str, err: _Collector) -> None:
         if isinstance(params.get("strategy"), str) and params["strategy"] not in STRATEGIES:
             err(f"{apath}.strategy", f'unknown strategy "{params["strategy"]}" '
                 f"(expected one of {', '.join(STRATEGIES)})")
+        if params.get("strategy") == "product_list" and not params.get("products"):
+            err(f"{apath}.products", "required by the product_list strategy")
     for key, value in params.items():
         if key not in allowed:
             err(f"{apath}.{key}", f"unknown parameter (expected one of {', '.join(allowed)})")
@@ -322,6 +332,17 @@ def _action(action: Any, path: str, err: _Collector) -> None:
     for key in ("expires_minutes", "per_user_cap", "count"):
         if _is_number(params.get(key)) and params[key] <= 0:
             err(f"{apath}.{key}", "must be above 0")
+    for param in ACTION_CATALOG[name].params:  # the catalog's own constraints
+        given: Any = params.get(param.name)
+        if not _is_number(given) or param.name in ("expires_minutes", "per_user_cap", "count"):
+            if isinstance(given, str) and param.choices and given not in param.choices:
+                err(f"{apath}.{param.name}", f'unknown value "{given}" (expected one of '
+                    f"{', '.join(param.choices)})")
+            continue
+        if param.positive and given <= 0:
+            err(f"{apath}.{param.name}", "must be above 0")
+        elif param.whole and given != int(given):
+            err(f"{apath}.{param.name}", "must be a whole number")
 
 
 def normalise(document: dict[str, Any]) -> dict[str, Any]:
@@ -342,7 +363,7 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
             "enabled": bool(rule.get("enabled", True)),
             "active": {k: (v.isoformat() if isinstance(v, datetime) else v)
                        for k, v in active.items() if v is not None},
-            "when": rule["when"],
+            "when": {"all": []} if _always(rule.get("when")) else rule["when"],
             "then": rule["then"],
         })
     _normalise_economics(document, out)

@@ -104,13 +104,14 @@ def test_marketer_rules_from_the_forms_to_kafka(
         _author_not_rule(page)
         # a source edit the form cannot show is refused, named with its line, kept
         page.get_by_role("link", name="Edit browsing-not-buying").click()
-        typed = page.locator("#source").input_value() + "budget: 100\n"
-        budget_line = typed.count("\n")
+        # (``budget:`` was the example; budgets are in the language now)
+        typed = page.locator("#source").input_value() + "coupon_pool: 100\n"
+        unknown_line = typed.count("\n")
         page.locator("#source").fill(typed)
         page.get_by_role("button", name="Apply source to form").click()
         refusal = page.locator("#f-source-error").all_inner_texts()
         assert refusal[0].startswith("Not applied") and refusal[1].startswith(
-            f"budget (line {budget_line}): unknown field"), refusal
+            f"coupon_pool (line {unknown_line}): unknown field"), refusal
         assert page.locator("#source").input_value() == typed
         shot(page, "23-editor-source-refused")
         page.goto(base + "/rulesets/storefront")

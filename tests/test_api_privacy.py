@@ -75,8 +75,8 @@ def test_erasure_leaves_nothing_behind(
     assert resp.status_code == 200
     erased = resp.json()["erased"]
     assert erased["customers"] == 1 and erased["events"] == 1 and erased["deadlines"] == 2
-    # offers, offrule, recs, st, cart, bought, seg, cust, seen, ts
-    assert erased["redis_keys"] == 10
+    # offers, offrule, ever (grants per rule), recs, st, cart, bought, seg, cust, seen, ts
+    assert erased["redis_keys"] == 11
     assert held(redis_client, clean_db, USER) == []
     # nobody else was touched
     assert len(held(redis_client, clean_db, OTHER)) == len(before)
@@ -100,5 +100,6 @@ def test_export_shows_everything(
     assert data[keys.bought(USER)] == ["p-2"]
     assert data[keys.state(USER)] == {"cart_value": "10", "order_count": "1"}
     assert set(body["redis"]["deadlines"]) == {f"{USER}|abandon", f"{USER}|other"}
-    assert len(data) == 10
+    assert len(data) == 11  # ... and d:ever, the offers each rule ever granted
+    assert data[keys.offers_ever(USER)] == {"promo/a": "1"}
     assert all(OTHER not in k for k in data)

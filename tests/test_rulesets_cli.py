@@ -55,7 +55,7 @@ def test_validate_prints_file_line_path_message(tmp_path: Path,
         f'{bad}:7: rules[0].when.all[1].value: expected a number, got "abc"',
         f'{bad}:9: rules[1].name: duplicate rule name "a" (also rules[0])',
         f'{bad}:11: rules[1].then[0]: unknown action "coupon" (expected one of discount, '
-        "recommend, add_segment)",
+        "recommend, add_segment, free_shipping)",
         "3 error(s)",
     ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,11 +53,13 @@ CASES = [
     pytest.param(one_rule("{field: state.cart_value, op: prefix, value: '1'}"),
                  [(4, "rules[0].when.op", '"prefix" does not apply to state.cart_value (number)')],
                  id="operator-wrong-type"),
-    pytest.param(one_rule("{}"),
-                 [(4, "rules[0].when", "empty condition: give all, any, not, or field/op/value")],
+    # (a rule's conditions left empty, {} or {all: []}, mean "always": #23)
+    pytest.param(one_rule("{not: {}}"),
+                 [(4, "rules[0].when.not",
+                   "empty condition: give all, any, not, or field/op/value")],
                  id="empty-condition"),
-    pytest.param(one_rule("{all: []}"),
-                 [(4, "rules[0].when.all", "empty condition group: add at least one condition")],
+    pytest.param(one_rule("{any: []}"),
+                 [(4, "rules[0].when.any", "empty condition group: add at least one condition")],
                  id="empty-all"),
     pytest.param(one_rule("{all: [{any: []}, {not: {}}]}"),
                  [(4, "rules[0].when.all[0].any",
@@ -112,7 +115,8 @@ CASES = [
                  id="when-not-object"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}", "[{email: {to: me}}]"),
                  [(5, "rules[0].then[0]",
-                   'unknown action "email" (expected one of discount, recommend, add_segment)')],
+                   'unknown action "email" (expected one of discount, recommend, add_segment, '
+                   'free_shipping)')],
                  id="unknown-action"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}", "[]"),
                  [(5, "rules[0].then", "required: a non-empty list of actions")], id="no-actions"),
@@ -133,13 +137,13 @@ CASES = [
                           "[{recommend: {strategy: magic, count: 3}}]"),
                  [(5, "rules[0].then[0].recommend.strategy", 'unknown strategy "magic" (expected '
                    "one of next_click, covisit, category_top, top_sellers, top_viewed, "
-                   "recently_viewed)"),
+                   "recently_viewed, product_list, similar)"),
                   (5, "rules[0].then[0].recommend.slot", "required")],
                  id="recommend-params"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}",
                           "[{discount: {percent: 5}, add_segment: {segment: x}}]"),
                  [(5, "rules[0].then[0]", "expected one action such as {discount: {percent: 10}} "
-                   "(one of discount, recommend, add_segment)")],
+                   "(one of discount, recommend, add_segment, free_shipping)")],
                  id="two-actions-in-one"),
     pytest.param(one_rule("{field: state.cart_value, op: gt, value: 1}",
                           extra="    priority: high\n    enabled: 'yes'\n"),
@@ -240,3 +244,38 @@ def test_model_scores_of_any_name_are_accepted() -> None:
 def test_starter_rulesets_are_valid(path: Path) -> None:
     data, lines = read_file(path)
     assert validate(data, lines)["rules"]
+
+
+def test_a_rule_without_conditions_is_valid_and_always_matches() -> None:
+    from decisions.simulate.dryrun import dry_run
+
+    for when in (None, {}, {"all": []}):
+        rule: dict[str, Any] = {"name": "always", "then": [{"discount": {"percent": 20}}]}
+        if when is not None:
+            rule["when"] = when
+        doc = validate({"name": "storewide", "rules": [rule]})
+        assert doc["rules"][0]["when"] == {"all": []}
+        for etype, props in (("page_view", {"page": "home"}), ("search", {"query": "x"})):
+            result = dry_run(doc, {"type": etype, "properties": props})
+            assert result.fired == ["always"]
+    # an empty group inside conditions is still a mistake
+    with pytest.raises(ValidationError):
+        validate({"name": "x", "rules": [{"name": "r", "when": {"all": [{"any": []}]},
+                                          "then": [{"discount": {"percent": 5}}]}]})
+
+
+def test_recommend_aims_are_checked() -> None:
+    def errors(params: str) -> list[tuple[str, str]]:
+        with pytest.raises(ValidationError) as caught:
+            validate(parse_text(one_rule("{field: event.type, op: eq, value: search}",
+                                         f"[{{recommend: {params}}}]"))[0])
+        return [(e.field, e.message) for e in caught.value.details]
+
+    assert errors("{strategy: product_list, slot: s}") == [
+        ("rules[0].then[0].recommend.products", "required by the product_list strategy")]
+    assert errors("{strategy: similar, slot: s, price: lower}") == [
+        ("rules[0].then[0].recommend.price",
+         'unknown value "lower" (expected one of cheaper, similar)')]
+    assert validate(parse_text(one_rule(
+        "{field: event.type, op: eq, value: search}",
+        "[{recommend: {strategy: category_top, slot: s, category: this_category}}]"))[0])

@@ -247,6 +247,8 @@ async def get_recommendations(api: ApiState, request: ReadRequest) -> dict[str, 
     return {"user_id": user_id, "slot": slot, "personalized": True,
             "strategy": rec.get("strategy"), "rule": rec.get("rule"),
             "ruleset": rec.get("ruleset"), "ruleset_version": rec.get("ruleset_version"),
+            "requested_strategy": rec.get("requested_strategy", rec.get("strategy")),
+            "fallback": bool(rec.get("fallback", False)),
             "products": products}
 
 

@@ -171,10 +171,12 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
             if offers and len(shown) < 3:
                 shown.add(user)
                 o = offers[0]
-                d = o["discount"]
-                amount = f"{d['value']}%" if d["type"] == "percent" else f"${d['value']}"
+                d = o.get("discount") or {}
+                amount = (f"{d['value']}% off" if d.get("type") == "percent"
+                          else f"${d['value']} off" if d else str(o.get("kind")))
+                terms = o.get(str(o.get("kind"))) or {}
                 say(
-                    f"  offer for {user}: {amount} off, code {d.get('code', '-')} "
+                    f"  offer for {user}: {amount}, code {terms.get('code', '-')} "
                     f"(rule {o['rule']}, ruleset {o['ruleset']} v{o['ruleset_version']})"
                 )
         time.sleep(0.5)

@@ -11,13 +11,15 @@ Cluster. Each use has its own prefix.
 | ``d:ts:{uid}:<type>`` | zset | event ids scored by event time (ms), per event type, for windowed counts |
 | ``d:pg:{uid}:<page>`` | zset | page views scored by event time (ms), per page, for "since last <page>" |
 | ``d:pages:{uid}`` | set | the pages the user has visited (which ``d:pg`` keys exist) |
-| ``d:pv:{uid}`` | hash | product views: product_id -> time of the last view (ms) |
+| ``d:pv:{uid}`` | hash | no longer written (until #23: product_id -> time of the last view); expires within 30 days |
+| ``d:sx:{uid}`` | zset | event log per product, category and page, lexicographic (scores 0): ``<type>|<p|c|g><len>:<id>|<ts ms, 13 digits>|<event_id>``; at most 3,000 entries (when full: older than 30 days, then the oldest, go); ``d:st`` ``sx_n`` counts them; expires 31+ days after the last day of use (``sx_exp``) |
 | ``d:rp:{uid}`` / ``d:rc:{uid}`` | zset | recently viewed products / categories scored by event time |
 | ``d:ss:{uid}`` | list | this session's product clicks, newest first, repeats kept (10) |
 | ``d:bought:{uid}`` | set | products the user bought |
 | ``d:seg:{uid}`` | set | segments added by rules |
 | ``d:offers:{uid}`` | hash | offer_id -> offer JSON (see ``decisions.runtime.offers``) |
 | ``d:offrule:{uid}`` | hash | rule key -> offer_id of the active offer of that rule; ``<ruleset>/<rule>|times`` -> grant times of the last 30 days (per-user cap) |
+| ``d:ever:{uid}`` | hash | ``<ruleset>/<rule>`` -> offers the rule ever granted the user (no expiry: ``max_per_user_ever``) |
 | ``d:recs:{uid}`` | hash | slot -> JSON {products, rule, ruleset_version, expires_at, ...} |
 | ``d:cust:{uid}`` | string | cached customer attributes JSON |
 | ``d:erased:{uid}`` | string | tombstone: erased-at (ms); the state script drops the user's events from before it. Expires after ``DECISIONS_ERASURE_TOMBSTONE_DAYS`` |
@@ -66,6 +68,10 @@ def offer_rules(user_id: str) -> str:
     return f"d:offrule:{tag(user_id)}"
 
 
+def offers_ever(user_id: str) -> str:
+    return f"d:ever:{tag(user_id)}"
+
+
 def recs(user_id: str) -> str:
     return f"d:recs:{tag(user_id)}"
 
@@ -86,8 +92,12 @@ def pages(user_id: str) -> str:
     return f"d:pages:{tag(user_id)}"
 
 
-def product_views(user_id: str) -> str:
-    return f"d:pv:{tag(user_id)}"
+def session_products(user_id: str) -> str:
+    return f"d:ss:{tag(user_id)}"
+
+
+def scoped_log(user_id: str) -> str:
+    return f"d:sx:{tag(user_id)}"
 
 
 def recent_products(user_id: str) -> str:
@@ -108,8 +118,8 @@ def page_views(user_id: str, page: str) -> str:
 
 # the keys of a user's profile that the state script reads, besides the per-type timelines
 # and per-page views (written by decisions/runtime/state.lua, which builds the same names)
-PROFILE = (state, cart, product_views, recent_products, recent_categories, pages, bought,
-           segments)
+PROFILE = (state, cart, recent_products, recent_categories, pages, bought, segments,
+           session_products, scoped_log)
 
 
 def erased(user_id: str) -> str:

@@ -20,7 +20,7 @@ from decisions.core import metrics
 from decisions.core.events import Event, format_ts
 from decisions.runtime.engine import Match
 from decisions.runtime.offers import action_id
-from decisions.runtime.recommend import Recommender
+from decisions.runtime.recommend import Aim, Answer, Recommender
 from rulesets.budget import Budget
 
 
@@ -80,14 +80,11 @@ def _reason(match: Match) -> str:
     return f"rule {match.rule}: " + ", ".join(parts)
 
 
-@handler("discount")
-def discount(ctx: Context, params: dict[str, Any]) -> None:
+def _offer(ctx: Context, params: dict[str, Any], kind: str, terms: dict[str, Any]) -> None:
+    """Store an offer of ``kind`` (``terms`` under that name): every offer-making action's
+    common part, stored, capped and served alike (decisions/runtime/offers.py)."""
     minutes = float(params.get("expires_minutes", 60))
     expires = ctx.event.ts + timedelta(minutes=minutes)
-    terms: dict[str, Any] = (
-        {"type": "percent", "value": params["percent"]} if "percent" in params
-        else {"type": "amount", "value": params["amount"]}
-    )
     for key in ("code", "min_basket"):
         if key in params:
             terms[key] = params[key]
@@ -96,8 +93,8 @@ def discount(ctx: Context, params: dict[str, Any]) -> None:
         "rule": ctx.match.rule,
         "ruleset": ctx.match.ruleset,
         "ruleset_version": ctx.match.version,
-        "kind": "discount",
-        "discount": terms,
+        "kind": kind,
+        kind: terms,
         "priority": ctx.match.priority,
         "stackable": ctx.stacking,
         "expires_at": format_ts(expires),
@@ -108,24 +105,61 @@ def discount(ctx: Context, params: dict[str, Any]) -> None:
         # 0 = no 30-day cap; one active offer per rule and user always holds
         "per_user_cap": int(params.get("per_user_cap", 0)),
     }
+    if params.get("max_per_user_ever"):  # offers of this rule per user, ever (0: no cap)
+        offer["max_per_user_ever"] = int(params["max_per_user_ever"])
     if params.get("products"):
         offer["products"] = list(params["products"])
     ctx.add("offer", offer)
+
+
+@handler("discount")
+def discount(ctx: Context, params: dict[str, Any]) -> None:
+    terms: dict[str, Any] = (
+        {"type": "percent", "value": params["percent"]} if "percent" in params
+        else {"type": "amount", "value": params["amount"]}
+    )
+    _offer(ctx, params, "discount", terms)
+
+
+@handler("free_shipping")
+def free_shipping(ctx: Context, params: dict[str, Any]) -> None:
+    _offer(ctx, params, "free_shipping", {})
+
+
+def aim_of(params: dict[str, Any], event: Event, recommender: Recommender | None) -> Aim:
+    """Where the recommend action aims, with the event's product, category and price."""
+    props = event.properties
+    raw_product, raw_category = props.get("product_id"), props.get("category")
+    product = raw_product if isinstance(raw_product, str) else ""
+    category = str(params.get("category") or "")
+    if category == "this_category":  # the event's (else its product's in the catalog)
+        category = raw_category if isinstance(raw_category, str) else ""
+        if not category and recommender is not None:
+            category = recommender.categories.get(product, "")
+    price = props.get("price")
+    return Aim(
+        category=category,
+        products=tuple(params.get("products") or ()),
+        price=str(params.get("price") or ""),
+        reference=product,
+        reference_price=float(price) if isinstance(price, int | float)
+        and not isinstance(price, bool) else None,
+    )
 
 
 @handler("recommend")
 def recommend(ctx: Context, params: dict[str, Any]) -> None:
     count = int(params.get("count", 6))
     strategy = str(params["strategy"])
-    products: list[str] = []
-    used = strategy
+    answer = Answer([], strategy, strategy, ())
     if ctx.recommender is not None:
-        products, used = ctx.recommender.recommend(ctx.event.user_id, ctx.snapshot, strategy, count)
+        answer = ctx.recommender.answer(ctx.event.user_id, ctx.snapshot, strategy, count,
+                                        aim_of(params, ctx.event, ctx.recommender))
     expires = ctx.event.ts + timedelta(hours=24)
-    ctx.add("recommendation", {
+    payload: dict[str, Any] = {
         "slot": params["slot"],
-        "products": products,
-        "strategy": used,
+        "products": answer.products,
+        "strategy": answer.strategy,
         "rule": ctx.match.rule,
         "ruleset": ctx.match.ruleset,
         "ruleset_version": ctx.match.version,
@@ -133,7 +167,15 @@ def recommend(ctx: Context, params: dict[str, Any]) -> None:
         "expires_at": format_ts(expires),
         "expires_ms": int(expires.timestamp() * 1000),
         "reason": _reason(ctx.match),
-    })
+        # which strategy answered: the one asked for, or a fallback (#23)
+        "requested_strategy": strategy,
+        "fallback": answer.fallback,
+        "filled_by": list(answer.filled_by),
+    }
+    for key in ("category", "price"):
+        if params.get(key):
+            payload[key] = params[key]
+    ctx.add("recommendation", payload)
 
 
 @handler("add_segment")

@@ -17,7 +17,7 @@ from typing import Any
 from decisions.core import metrics
 from decisions.runtime.engine import RuleEngine
 from decisions.runtime.recommend import MODELS, models_for
-from decisions.runtime.state import wanted_features
+from decisions.runtime.state import replay_features, wanted_features
 from rulesets.compile import CompiledRuleset, compile_ruleset
 from rulesets.store import RulesetStore
 
@@ -38,6 +38,7 @@ class Runtime:
     uses_scores: bool = False  # some active rule reads score.<model>
     timers: list[tuple[str, int]] = field(default_factory=list)  # idle timers, on reload
     wanted: str = ""  # windowed state features the rules read (decisions.runtime.state spec)
+    wanted_all: str = ""  # the same with every standard feature (while a model reads them)
     models: frozenset[str] = MODELS  # recommendation models the rules' strategies read
 
     def refresh(self, force: bool = False) -> bool:
@@ -67,9 +68,10 @@ class Runtime:
         self.timers = self.idle_timers()
         # What the rules' conditions name; the worker asks for the whole snapshot instead
         # while a model is active (models read most windowed features).
-        self.wanted = wanted_features(
-            path for compiled in active for rule in compiled.rules.values()
-            for path in rule.fields)
+        paths = [path for compiled in active for rule in compiled.rules.values()
+                 for path in rule.fields]
+        self.wanted = wanted_features(paths)
+        self.wanted_all = replay_features(paths)
         self.models = models_for(
             str(params.get("strategy")) for compiled in active
             for rule in compiled.rules.values() for action in rule.actions

@@ -163,7 +163,8 @@ class Decider:
                 for effect in made:
                     if effect.kind == "offer":
                         effect.budgets = f.budgets
-                        effect.cost = cost_cents(effect.payload["discount"],
+                        # free shipping costs a money budget nothing (grants count)
+                        effect.cost = cost_cents(effect.payload.get("discount") or {},
                                                  f.snapshot.get("cart_value"))
             effects.extend(made)
         if recommender is not None:
@@ -188,7 +189,9 @@ def groups(compiled: CompiledRuleset, rule: str, user_id: str) -> tuple[dict[str
 
 def superseded_recommendations(fired: Sequence[Fired]) -> dict[int, dict[int, str]]:
     """The recommend actions that a later one for the same user and slot replaces:
-    index in ``fired`` -> index of the action -> the surviving action's id.
+    index in ``fired`` -> index of the action -> the surviving action's id. Within one
+    event's decision the highest-priority rule's list is the one kept (a later event's
+    replaces it: the slot holds the latest decision).
 
     The survivor's id is its own deterministic one (event, ruleset, rule, kind), so a
     replay of the same batch supersedes the same actions by the same ids."""
@@ -205,6 +208,12 @@ def superseded_recommendations(fired: Sequence[Fired]) -> dict[int, dict[int, st
             previous = last.get(slot)
             # (two recommend actions of one rule share the rule's action id: both stay)
             if previous is not None and previous[0] != n:
+                kept = fired[previous[0]]
+                if kept.event.event_id == f.event.event_id \
+                        and kept.match.priority > f.match.priority:
+                    # one decision: the higher-priority rule keeps the slot (#23)
+                    earlier.append(((n, i), slot))
+                    continue
                 earlier.append((previous, slot))
             last[slot] = (n, i)
     if not earlier:

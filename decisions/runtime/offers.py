@@ -3,13 +3,17 @@
 Offer JSON (the API returns these fields, DESIGN.md):
 ``{"offer_id", "rule", "ruleset", "ruleset_version", "kind": "discount", "discount":
 {"type": "percent"|"amount", "value", "code"?, "min_basket"?}, "products"?, "priority",
-"stackable", "expires_at", "created_at", "reason", "event_id"}``
+"stackable", "expires_at", "created_at", "reason", "event_id"}``; an offer of another
+kind has its terms under its kind's name instead (``"kind": "free_shipping",
+"free_shipping": {"code"?, "min_basket"?}``).
 
 ``offer_id`` is deterministic (event id + ruleset + rule), so a replayed event never
 creates a second offer. Per user and rule (``d:offrule``): while an offer of a rule is
 active (unexpired) the rule makes no other; and an offer carrying ``per_user_cap`` N is
 refused when the rule already made N offers to that user in the last 30 days (their
-creation times are kept in the same hash, field ``<ruleset>/<rule>|times``).
+creation times are kept in the same hash, field ``<ruleset>/<rule>|times``); an offer
+carrying ``max_per_user_ever`` N is refused once the rule made N offers to that user ever
+(``d:ever``: grants per rule, counted for every rule, never expiring; an erasure resets it).
 
 Frequency caps across rules, in the same script (so concurrent workers cannot both pass):
 an offer is refused when the shopper already got ``per_day`` offers in the last 24 hours
@@ -30,12 +34,14 @@ from decisions.core import keys
 from decisions.core.events import format_ts, parse_ts
 from decisions.core.resp.pipeline import RawPipeline, RawScript
 
-# KEYS: offers hash, offer-rule hash. ARGV: offer_id, rule key, offer JSON, now_ms, ttl_s,
-# cap (offers of this rule per user in 30 days; 0: no cap), ruleset, the ruleset's offers
-# per user per day and per week, the global ones (0: no cap). Frequency caps count grants
-# per ruleset (field ``cap|<ruleset>``) and across rulesets (``cap|*``) in the offer-rule
-# hash: grant times (ms) of the last 7 days. Returns 1 stored, 2 stored before (a replay),
-# 0 refused (an active offer of the rule, a cap): a budget reservation is then given back.
+# KEYS: offers hash, offer-rule hash, grants-ever hash. ARGV: offer_id, rule key, offer
+# JSON, now_ms, ttl_s, cap (offers of this rule per user in 30 days; 0: no cap), ruleset,
+# the ruleset's offers per user per day and per week, the global ones (0: no cap), the
+# rule's offers per user ever (0: no cap; ``d:ever`` counts every grant, never expires).
+# Frequency caps count grants per ruleset (field ``cap|<ruleset>``) and across rulesets
+# (``cap|*``) in the offer-rule hash: grant times (ms) of the last 7 days. Returns 1
+# stored, 2 stored before (a replay), 0 refused (an active offer of the rule, a cap): a
+# budget reservation is then given back.
 STORE_OFFER = """
 local now = tonumber(ARGV[4])
 local existing = redis.call('HGET', KEYS[2], ARGV[2])
@@ -47,6 +53,10 @@ if existing and existing ~= ARGV[1] then
   end
 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 2 end  -- stored before
+local ever = tonumber(ARGV[12]) or 0  -- offers of this rule per user, ever (0: no cap)
+if ever > 0 and (tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0') or 0) >= ever then
+  return 0
+end
 local cap = tonumber(ARGV[6]) or 0
 local field = ARGV[2] .. '|times'
 local kept = {}
@@ -81,6 +91,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 if cap > 0 then redis.call('HSET', KEYS[2], field, table.concat(kept, ',')) end
 if rs_times then redis.call('HSET', KEYS[2], 'cap|' .. ARGV[7], table.concat(rs_times, ',')) end
 if all_times then redis.call('HSET', KEYS[2], 'cap|*', table.concat(all_times, ',')) end
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)  -- every grant, so a cap set later counts them
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local keep = math.max(tonumber(ARGV[5]), cap > 0 and 2678400 or 0,
                       (rs_times or all_times) and 691200 or 0)
@@ -110,10 +121,11 @@ class OfferStore:
         ``RawPipeline``), or run it on the client. ``caps``: the ruleset's offers per
         shopper per day and per week (0: none); the global ones are the store's."""
         rule_key = f"{offer['ruleset']}/{offer['rule']}"
-        script_keys = [keys.offers(user_id), keys.offer_rules(user_id)]
+        script_keys = [keys.offers(user_id), keys.offer_rules(user_id),
+                       keys.offers_ever(user_id)]
         args = [offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, ttl_s,
                 int(offer.get("per_user_cap") or 0), offer["ruleset"], caps[0], caps[1],
-                *self.global_caps]
+                *self.global_caps, int(offer.get("max_per_user_ever") or 0)]
         if isinstance(pipe, RawPipeline):
             pipe.script(self._raw_store, script_keys, args)
         else:

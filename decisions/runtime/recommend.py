@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -41,7 +42,42 @@ STRATEGIES = {
     "category_top": ["category_top", "top_sellers"],
     "top_sellers": ["top_sellers"],
     "top_viewed": ["top_viewed", "top_sellers"],
+    # aimed by the rule (#23): its product list; the reference product's category
+    "product_list": ["product_list", "top_sellers"],
+    "similar": ["similar", "category_top", "top_sellers"],
 }
+# steps whose products are the whole answer when they find any (a marketer's list is not
+# padded with best sellers; the fallback answers only when none of it is left)
+WHOLE = frozenset({"product_list"})
+SIMILAR_PRICE = 0.2  # "similar price": within 20 % of the reference price
+
+
+@dataclass(frozen=True)
+class Aim:
+    """Where a rule aims its recommendation (the recommend action's parameters, with the
+    event's product, category and price filled in)."""
+
+    category: str = ""  # category_top / similar: this category (else recent categories)
+    products: tuple[str, ...] = ()  # product_list: these products, in this order
+    price: str = ""  # "cheaper" / "similar" than ``reference``'s price ("" : any)
+    reference: str = ""  # the product prices compare with (the event's)
+    reference_price: float | None = None  # its price (the event's, else the catalog's)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a recommendation holds: the products, the strategy that answered first
+    (``strategy``), every step that filled the list, and whether the requested strategy
+    itself found nothing (``fallback``)."""
+
+    products: list[str]
+    requested: str
+    strategy: str
+    filled_by: tuple[str, ...]
+
+    @property
+    def fallback(self) -> bool:
+        return self.strategy != self.requested
 
 
 # KEYS[1]: a sorted set. ARGV: keep (0: no trim), then member, increment pairs.
@@ -153,11 +189,24 @@ class Recommender:
         self._depth: dict[str, int] = {}  # entries requested per cached sorted set
         self._share: float | None = None  # next_click's return share, read once per batch
         self.out_of_stock: frozenset[str] = frozenset()
+        # the catalog's prices and categories, for aimed recommendations (#23)
+        self.prices: dict[str, float] = {}
+        self.categories: dict[str, str] = {}
+        self.by_category: dict[str, list[str]] = {}
 
     def refresh_stock(self, engine: Engine) -> None:
+        """Re-read the catalog: stock, prices and categories (every reload interval)."""
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT product_id FROM products WHERE NOT in_stock"))
-            self.out_of_stock = frozenset(r.product_id for r in rows)
+            rows = list(conn.execute(text(
+                "SELECT product_id, price, category, in_stock FROM products")))
+        self.out_of_stock = frozenset(r.product_id for r in rows if not r.in_stock)
+        self.prices = {r.product_id: float(r.price) for r in rows if r.price is not None}
+        self.categories = {r.product_id: r.category for r in rows if r.category}
+        by_category: dict[str, list[str]] = {}
+        for r in sorted(rows, key=lambda r: r.product_id):
+            if r.category:
+                by_category.setdefault(r.category, []).append(r.product_id)
+        self.by_category = by_category
 
     # -- batching ----------------------------------------------------------------------
     def prefetch(self, wanted: Iterable[tuple[str, dict[str, Any], str]]) -> None:
@@ -236,22 +285,68 @@ class Recommender:
     def recommend(self, user_id: str, snapshot: dict[str, Any], strategy: str,
                   count: int) -> tuple[list[str], str]:
         """Products for one user and the strategy that produced them (after fallbacks)."""
+        answer = self.answer(user_id, snapshot, strategy, count)
+        return answer.products, answer.strategy
+
+    def answer(self, user_id: str, snapshot: dict[str, Any], strategy: str, count: int,
+               aim: Aim | None = None) -> Answer:
+        """Products for one user, aimed by the rule (``aim``), and which steps answered.
+
+        Never what the user bought, has in the cart, or what is out of stock; with a
+        price aim, never a product of unknown or other price (fallbacks included)."""
+        aim = aim or Aim()
         exclude = set(self._members(keys.bought(user_id)))
         exclude.update(snapshot.get("cart_products", []))
         exclude.update(self.out_of_stock)
+        if aim.reference and (aim.price or strategy == "similar"):
+            exclude.add(aim.reference)  # an alternative to it, never itself
+        allowed = self._price_filter(aim)
         chosen: list[str] = []
-        used = strategy
+        filled: list[str] = []
         for step in STRATEGIES.get(strategy, ["top_sellers"]):
-            found = [p for p in self._products(step, snapshot, count * 3)
-                     if p not in exclude and p not in chosen]
-            if found and not chosen:
-                used = step
+            found = [p for p in self._products(step, snapshot, count * 3, aim)
+                     if p not in exclude and p not in chosen and (allowed is None or allowed(p))]
+            found = list(dict.fromkeys(found))
+            if found:
+                filled.append(step)
             chosen.extend(found[: count - len(chosen)])
-            if len(chosen) >= count:
+            if len(chosen) >= count or (found and step in WHOLE):
                 break
-        return chosen, used
+        return Answer(chosen, strategy, filled[0] if filled else strategy, tuple(filled))
 
-    def _products(self, step: str, snapshot: dict[str, Any], n: int) -> list[str]:
+    def _price_filter(self, aim: Aim) -> Any:
+        ref = aim.reference_price
+        if ref is None and aim.reference:
+            ref = self.prices.get(aim.reference)
+        if not aim.price:
+            return None
+        if ref is None:  # nothing to compare with: nothing qualifies
+            return lambda product: False
+        prices = self.prices
+        if aim.price == "cheaper":
+            return lambda product: prices.get(product, ref) < ref
+        low, high = ref * (1 - SIMILAR_PRICE), ref * (1 + SIMILAR_PRICE)
+        return lambda product: product in prices and low <= prices[product] <= high
+
+    def _products(self, step: str, snapshot: dict[str, Any], n: int,
+                  aim: Aim | None = None) -> list[str]:
+        aim = aim or Aim()
+        if step == "product_list":
+            return list(aim.products)
+        if step == "similar":
+            # the category's catalog products: its top sellers first, then the rest by
+            # closeness in price to the reference
+            category = aim.category or self.categories.get(aim.reference, "")
+            if not category:
+                return []
+            top = [p for p, _ in self._ranked(keys.top_category(category), n)]
+            ref = aim.reference_price or self.prices.get(aim.reference)
+            rest = self.by_category.get(category, [])
+            if ref is not None:
+                rest = sorted(rest, key=lambda p: abs(self.prices.get(p, 0.0) - ref))
+            return top + rest
+        if step == "category_top" and aim.category:
+            return [p for p, _ in self._ranked(keys.top_category(aim.category), n)]
         if step == "next_click":
             return next_click.rank(list(snapshot.get("session_products", [])),
                                    self.return_share(), self._ranked, n)

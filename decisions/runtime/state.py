@@ -28,6 +28,7 @@ import redis
 from decisions.core import keys, metrics
 from decisions.core.events import Event
 from decisions.core.resp.pipeline import RawPipeline, RawScript
+from rulesets.language import windowed
 
 LUA = resources.files("decisions.runtime").joinpath("state.lua").read_text()
 LIST_FEATURES = ("cart_products", "recent_products", "session_products", "recent_categories",
@@ -106,45 +107,72 @@ class StateStore:
 
 
 WINDOWED = re.compile(
-    r"^(?:count_(?P<ctype>[a-z_]+)_(?P<window>5m|1h|24h|30d)|since_page_(?P<page>[a-z0-9_]+)"
+    r"^(?:count_(?P<ctype>[a-z_]+)_(?P<window>5m|1h|24h|30d)"
     r"|since_(?P<stype>page_view|product_view|click|add_to_cart|remove_from_cart|purchase"
-    r"|search))$"
+    r"|search)|since_page_(?P<page>[a-z0-9_]+))$"
 )
+# the script's codes for the scopes of rulesets.language.windowed
+_SCOPE_CODES = {"": "", "this_product": "tp", "this_category": "tc", "this_page": "tg",
+                "product": "p", "category": "c", "page": "g"}
+ALL = "*"  # a spec token: every standard windowed feature (as the empty spec)
 
 
 def wanted_features(paths: Iterable[str]) -> str:
     """The script's spec for the windowed state features among ``paths`` (``state.*``).
 
-    Windowed features (counts per type and window, seconds since a type or a page) are
-    most of the script's cost, so the worker asks only for those its rules read. A spec
-    is never empty (that means "all"): with none wanted it names a harmless placeholder.
+    Windowed features (counts per type and window, seconds since a type or a page; counts
+    and recency per product, category or page over any window) are most of the script's
+    cost, so the worker asks only for those its rules read. A spec is never empty (that
+    means "all standard ones"): with none wanted it names a harmless placeholder.
     """
     tokens: set[str] = set()
     for path in paths:
         if not path.startswith("state."):
             continue
-        m = WINDOWED.match(path[len("state."):])
-        if m is None:
+        name = path[len("state."):]
+        if name == "since_same_product_view":
+            tokens.add("sp")
             continue
-        if m["ctype"]:
-            tokens.add(f"c:{m['ctype']}:{m['window']}")
-        elif m["page"]:
-            tokens.add(f"p:{m['page']}")
-        elif m["stype"]:
-            tokens.add(f"s:{m['stype']}")
+        w = windowed(name)  # first: since_page_view_this_page is not the page "view_this_page"
+        m = WINDOWED.match(name) if w is None or w.scope == "" else None
+        if m is not None:
+            if m["ctype"]:
+                tokens.add(f"c:{m['ctype']}:{m['window']}")
+            elif m["stype"]:
+                tokens.add(f"s:{m['stype']}")
+            elif m["page"]:
+                tokens.add(f"p:{m['page']}")
+            continue
+        if w is None:
+            continue
+        code = _SCOPE_CODES[w.scope]
+        if w.kind == "count":
+            tokens.add(f"n:{name}:{w.type}:{w.window_ms}:{code}:{w.value}")
+        else:
+            tokens.add(f"r:{name}:{w.type}:{code}:{w.value}")
     return ",".join(sorted(tokens)) or "none:-"
 
 
+def replay_features(paths: Iterable[str]) -> str:
+    """The spec of a replay (backtests, Try it): every standard feature, plus the counts
+    and recency per product / category / page that ``paths`` read."""
+    extra = [t for t in wanted_features(paths).split(",") if t[:2] in ("n:", "r:")]
+    return ",".join([ALL, *extra])
+
+
 def replay(
-    events: Iterable[Event], client: redis.Redis, prefix: str, batch: int = 500
+    events: Iterable[Event], client: redis.Redis, prefix: str, batch: int = 500,
+    wanted: str = "",
 ) -> Iterator[tuple[Event, dict[str, Any]]]:
     """Run history through the same Lua code under scratch user ids (``prefix`` + user id).
 
     Used to build training tables and backtests: the snapshot of each event is exactly
     what the live worker computed for it. The caller deletes the scratch keys afterwards
-    (``clear_scratch``).
+    (``clear_scratch``). ``wanted``: the spec ("" = every standard feature; see
+    ``replay_features`` for what a ruleset's rules also read).
     """
     store = StateStore(client, dedup_ttl_seconds=3600)
+    store.wanted = wanted
     chunk: list[Event] = []
 
     def flush() -> Iterator[tuple[Event, dict[str, Any]]]:

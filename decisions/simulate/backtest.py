@@ -37,9 +37,10 @@ from decisions.runtime.archive import EventArchive
 from decisions.runtime.customers import load_customers
 from decisions.runtime.decide import NO_SCORES, Decider
 from decisions.runtime.engine import RuleEngine
-from decisions.runtime.state import clear_scratch, replay
+from decisions.runtime.state import clear_scratch, replay, replay_features
 from rulesets.budget import Budget, cost_cents, money
 from rulesets.compile import compile_ruleset
+from rulesets.language import ACTION_CATALOG
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -54,7 +55,7 @@ class RuleTally:
     discount: float = 0.0
     users: set[str] = field(default_factory=set)
     held_out: int = 0  # fires for shoppers in a holdout's control group (shown nothing)
-    capped: int = 0  # offers a frequency cap of the ruleset refused
+    capped: int = 0  # offers a frequency cap of the ruleset (or max_per_user_ever) refused
     budget_refused: int = 0  # offers a spent budget refused
 
 
@@ -189,9 +190,12 @@ class Runner:
                 run.budgets.setdefault(budget.campaign, BudgetTally(scope, budget))
         holding: dict[tuple[str, str], int] = {}  # (user, rule) -> offer expiry (ms)
         self._granted: dict[str, list[int]] = {}  # user -> offer times (ms), for the caps
+        self._ever: dict[tuple[str, str], int] = {}  # (user, rule) -> offers in the period
         customers: dict[str, dict[str, Any]] = {}
         pending: list[tuple[Event, dict[str, Any]]] = []
-        for item in replay(archive.read(run.start, run.end), self.client, prefix, batch=BATCH):
+        spec = replay_features(path for rule in compiled.rules.values() for path in rule.fields)
+        for item in replay(archive.read(run.start, run.end), self.client, prefix, batch=BATCH,
+                           wanted=spec):
             if run.cancel.is_set():
                 return
             pending.append(item)
@@ -221,11 +225,15 @@ class Runner:
                         tally.held_out += 1
                         continue
                     for action in match.actions:
-                        params = action.get("discount")
-                        if params is None:
+                        ((name, params),) = action.items()
+                        if ACTION_CATALOG[name].effect != "offer":
                             continue
                         key = (event.user_id, match.rule)
                         if holding.get(key, 0) > event.ts_ms:
+                            continue
+                        ever = int(params.get("max_per_user_ever") or 0)
+                        if ever and self._ever.get(key, 0) >= ever:
+                            tally.capped += 1
                             continue
                         if capped(granted.setdefault(event.user_id, []), compiled.caps,
                                   event.ts_ms):
@@ -236,6 +244,7 @@ class Runner:
                                 cost_cents(terms(params), snapshot.get("cart_value"))):
                             tally.budget_refused += 1
                             continue
+                        self._ever[key] = self._ever.get(key, 0) + 1
                         holding[key] = event.ts_ms + int(
                             float(params.get("expires_minutes", 60)) * 60_000)
                         tally.offers += 1

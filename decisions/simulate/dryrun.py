@@ -31,15 +31,15 @@ from decisions.core import keys
 from decisions.core.errors import FieldError, ValidationError
 from decisions.core.events import Event, format_ts, parse_event, parse_time, parse_ts
 from decisions.runtime.actions import Effect
-from decisions.runtime.customer_records import NAME as CUSTOM_ATTRIBUTE
 from decisions.runtime.budgets import would_refuse
+from decisions.runtime.customer_records import NAME as CUSTOM_ATTRIBUTE
 from decisions.runtime.decide import Decider, Evaluation
 from decisions.runtime.engine import Match, RuleEngine
 from decisions.runtime.offers import select_offers
 from rulesets.compile import CompiledRuleset, compile_ruleset, digest
 from rulesets.explain import explain
 from rulesets.facts import build_fact, readable
-from rulesets.language import FIELDS, LIST, NUMBER, STATE_TYPES, WINDOWS, field_type
+from rulesets.language import BOOL, FIELDS, LIST, NUMBER, STATE_TYPES, WINDOWS, field_type, windowed
 from rulesets.validate import validate
 
 DRAFT = 0  # the version number a draft is compiled under
@@ -171,12 +171,18 @@ def blank_state() -> dict[str, Any]:
         source, _, name = path.partition(".")
         if source != "state" or name.startswith("since_page_"):
             continue
+        scoped = windowed(name)
+        if name == "since_same_product_view" or (scoped and scoped.kind == "since"):
+            continue  # recency of a product / category / page: missing when never
         if f.type == LIST:
             out[name] = []
+        elif f.type == BOOL:  # first_visit_ever: a user never seen is on their first visit
+            out[name] = True
         elif name.startswith("since_") or name == "days_since_last_purchase":
             out[name] = -1
         else:
             out[name] = 0
+    out["visit_count"] = 1
     out["segments"] = []
     return out
 
@@ -225,7 +231,8 @@ def state_at(state: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
         elif name == "session_start":
             snap["session_seconds"] = seconds or 0.0
         elif name == "product_viewed":
-            snap["since_same_product_view"] = -1 if seconds is None else seconds
+            if seconds is not None:
+                snap["since_same_product_view"] = seconds
         elif name.startswith("last_page_"):
             if seconds is not None:
                 snap[f"since_page_{name[10:]}"] = seconds
@@ -242,6 +249,8 @@ def state_at(state: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
             errors.append(FieldError(where, "unknown state feature"))
         elif ftype == NUMBER and (isinstance(value, bool) or not isinstance(value, int | float)):
             errors.append(FieldError(where, f"expected a number, got {value!r}"))
+        elif ftype == BOOL and not isinstance(value, bool):
+            errors.append(FieldError(where, f"expected true or false, got {value!r}"))
         elif ftype == LIST and not (isinstance(value, list)
                                      and all(isinstance(v, str) for v in value)):
             errors.append(FieldError(where, "expected a list of strings"))
@@ -398,14 +407,37 @@ def _traces(compiled: CompiledRuleset, document: dict[str, Any] | None, event: E
 SCRATCH_TTL_MS = 60_000
 
 
-def live_state(client: redis.Redis, user_id: str, event: Event) -> dict[str, Any]:
-    """The snapshot the worker would compute for ``event`` on the user's current profile.
+def condition_fields(document_or_compiled: Mapping[str, Any] | CompiledRuleset) -> list[str]:
+    """The field paths a ruleset's conditions read (a draft need not be valid)."""
+    if isinstance(document_or_compiled, CompiledRuleset):
+        return [p for rule in document_or_compiled.rules.values() for p in rule.fields]
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("field"), str):
+                out.append(node["field"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for rule in document_or_compiled.get("rules") or []:
+        walk(rule.get("when") if isinstance(rule, dict) else None)
+    return out
+
+
+def live_state(client: redis.Redis, user_id: str, event: Event,
+               fields: Iterable[str] = ()) -> dict[str, Any]:
+    """The snapshot the worker would compute for ``event`` on the user's current profile,
+    with the counts and recency per product / category / page that ``fields`` read.
 
     The profile is read, never changed: its keys are copied (DUMP/RESTORE) under a scratch
     user id, the event is applied there by the worker's own Lua script, and the scratch
     keys are deleted (they also expire within a minute if this process dies meanwhile).
     """
-    from decisions.runtime.state import StateStore
+    from decisions.runtime.state import StateStore, replay_features
 
     scratch_id = f"dry-run-{uuid.uuid4().hex}"
     pages = [p.decode() for p in client.smembers(keys.pages(user_id))]  # type: ignore[union-attr]
@@ -422,7 +454,9 @@ def live_state(client: redis.Redis, user_id: str, event: Event) -> dict[str, Any
                 pipe.restore(dst_name, SCRATCH_TTL_MS, raw, replace=True)
         pipe.execute()
         scratch = Event(event.event_id, event.type, scratch_id, event.ts, event.properties)
-        applied = StateStore(client, dedup_ttl_seconds=60).apply_batch([scratch])[0]
+        store = StateStore(client, dedup_ttl_seconds=60)
+        store.wanted = replay_features(fields)
+        applied = store.apply_batch([scratch])[0]
         return dict(applied.snapshot)
     finally:
         touched = {str(event.properties.get("page")), *pages}
@@ -451,6 +485,6 @@ def dry_run_live(
 ) -> DryRunResult:
     """``dry_run`` on the user's live state in Redis, read-only (see ``live_state``)."""
     ev, _ = _event({**event, "user_id": user_id}, now)
-    snapshot = live_state(client, user_id, ev)
+    snapshot = live_state(client, user_id, ev, condition_fields(document_or_compiled))
     return dry_run(document_or_compiled, ev.to_dict(), state=snapshot, customer=customer,
                    scores=scores)

@@ -20,7 +20,7 @@ from decisions.core.errors import FieldError, ValidationError
 from decisions.core.events import format_ts, parse_event
 from decisions.runtime.budgets import BudgetStore
 from decisions.runtime.customers import load_customers
-from decisions.simulate.dryrun import DryRunResult, dry_run, live_state
+from decisions.simulate.dryrun import DryRunResult, condition_fields, dry_run, live_state
 
 SAMPLE_EVENT = {"type": "add_to_cart", "user_id": "u-try",
                 "properties": {"product_id": "p-1", "price": 250.0, "quantity": 1}}
@@ -60,7 +60,8 @@ def try_event(document: dict[str, Any], event: Any, profile: dict[str, dict[str,
     if user_id and client is not None and db is not None:
         event["user_id"] = user_id
         parsed = parse_event({**event, "ts": format_ts(now)}, prefix="event.", internal=True)
-        state = {**live_state(client, user_id, parsed), **(state or {})}
+        state = {**live_state(client, user_id, parsed, condition_fields(document)),
+                 **(state or {})}
         customer = {**load_customers(db, [user_id]).get(user_id, {}), **(customer or {})}
     spent = None
     if client is not None and (document.get("budget")

@@ -276,7 +276,8 @@ class BatchSteps:
         # only the windowed features rules read, unless a model scores (it reads most)
         scorer = self.decider.scorer
         models = scorer is not None and bool(getattr(scorer, "versions", None))
-        self.state.wanted = "" if models and self.runtime.uses_scores else self.runtime.wanted
+        self.state.wanted = (self.runtime.wanted_all if models and self.runtime.uses_scores
+                             else self.runtime.wanted)
         apply = self.state.apply_batch if trace is None \
             else trace.timed_state(self.state.apply_batch)
         return [self._state_pool.submit(apply, events[i:i + size])

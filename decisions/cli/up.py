@@ -28,6 +28,7 @@ from decisions.cli.stack.process import Child, free_port, port_open
 from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine, redact
 from decisions.core.errors import ConfigError, DecisionsError, ServiceUnavailable
+from decisions.core.resp import cluster
 from decisions.core.settings import Settings
 from decisions.runtime.kafka import check_reachable, ensure_topics
 
@@ -148,7 +149,7 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
         say(f"  demo: {load_catalog(engine)} products in the catalog")
     finally:
         engine.dispose()
-    client = redis.Redis.from_url(str(settings.redis_url))
+    client = cluster.connect(str(settings.redis_url), settings.redis_cluster)
     if reset_shoppers(client, demo_users()):
         say("  demo: cleared the demo shoppers' state and offers of an earlier run")
     events = sample_events()

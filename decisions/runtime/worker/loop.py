@@ -46,6 +46,7 @@ from sqlalchemy.exc import OperationalError
 from decisions.core import metrics
 from decisions.core.db import make_engine
 from decisions.core.errors import ServiceUnavailable
+from decisions.core.resp import cluster
 from decisions.core.resp.pipeline import RawScript
 from decisions.core.settings import Settings
 from decisions.runtime.active import Runtime
@@ -87,8 +88,8 @@ class Worker(BatchSteps):
         ``scorer_factory``, called once the first active rule reads a score (the model
         stack is heavy to import: a worker whose rules need no scores never loads it)."""
         self.settings = settings
-        self.redis = redis.Redis.from_url(str(settings.redis_url), socket_timeout=5,
-                                          socket_connect_timeout=2)
+        self.redis = cluster.connect(str(settings.redis_url), settings.redis_cluster,
+                                     socket_timeout=5, socket_connect_timeout=2)
         self.db: Engine = make_engine(str(settings.database_url))
         self.state = StateStore(self.redis, settings.dedup_ttl_seconds)
         self.offers = OfferStore(self.redis, settings.offer_cap_per_day,

@@ -1,0 +1,110 @@
+"""The product on a three-node Valkey Cluster: worker, API and offers end to end, a worker
+killed and restarted, a node restarted (reads answer fallbacks meanwhile, never 5xx)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from decisions.cli.stack.cluster import EmbeddedCluster
+from decisions.core import keys
+from decisions.core.resp import cluster
+from decisions.core.resp.pipeline import RawPipeline
+from decisions.core.settings import Settings
+from tests import test_end_to_end, test_worker_processes
+from tests.api_helpers import KeyMaker, auth, offer, store_offer
+
+pytest_plugins = ["tests.api_fixtures"]
+
+
+def test_the_cluster_is_found_from_one_node(redis_cluster: EmbeddedCluster,
+                                            cluster_client: redis.Redis) -> None:
+    for node in redis_cluster.nodes:
+        assert cluster.is_cluster(node.url, "auto")
+        assert cluster.is_cluster(node.url, "yes")
+        assert not cluster.is_cluster(node.url, "no")
+    client = cluster.connect(redis_cluster.nodes[1].url, "auto")
+    assert cluster.is_cluster_client(client)
+    # users' keys land on every node: no node holds all the state
+    for i in range(300):
+        client.hset(keys.state(f"u{i}"), "x", 1)
+    held = [redis.Redis(port=n.port).dbsize() for n in redis_cluster.nodes]
+    assert sum(held) == 300 and min(held) > 50, held
+
+
+def test_raw_pipeline_routes_by_slot_and_splits_mget(cluster_client: redis.Redis) -> None:
+    users = [f"user-{i}" for i in range(50)]
+    pipe = RawPipeline(cluster_client)
+    for user in users:
+        pipe.command("SET", keys.customer(user), user)
+    pipe.command("MGET", *[keys.customer(u) for u in users], keys.customer("nobody"))
+    pipe.command("HINCRBY", keys.RETURNS, "next", 1)
+    replies = pipe.execute()
+    assert replies[:50] == [b"OK"] * 50
+    assert replies[50] == [u.encode() for u in users] + [None]
+    assert replies[51] == 1
+
+
+def test_high_value_cart_offer_end_to_end_on_the_cluster(
+        cluster_settings: Settings, cluster_client: redis.Redis) -> None:
+    test_end_to_end.test_high_value_cart_offer_end_to_end(cluster_settings, cluster_client)
+
+
+def test_sigkill_and_restart_on_the_cluster(
+        cluster_settings: Settings, clean_db: Engine, cluster_client: redis.Redis,
+        tmp_path: Path) -> None:
+    test_worker_processes.\
+        test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
+            cluster_settings, clean_db, cluster_client, tmp_path)
+
+
+def _get(client: TestClient, path: str, key: str) -> dict[str, Any]:
+    resp = client.get(path, headers=auth(key))
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+def test_api_reads_on_the_cluster_and_through_a_node_restart(
+        cluster_settings: Settings, demo_catalog: object, make_key: KeyMaker,
+        redis_cluster: EmbeddedCluster, cluster_client: redis.Redis) -> None:
+    users = [f"shopper-{i}" for i in range(12)]  # on every node
+    for user in users:
+        store_offer(cluster_client, user, offer(user, "a"))
+    nodes = {cluster_client.keyslot(keys.offers(u)) // (16384 // 3) for u in users}
+    assert len(nodes) == 3
+    key = make_key("offers:read")
+    settings = replace(cluster_settings, rate_limit_per_second=1000.0, rate_limit_burst=1000,
+                       breaker_reset_seconds=0.2, redis_timeout_ms=200)
+    with TestClient(create_app(settings)) as client:
+        for user in users:
+            body = _get(client, f"/v1/users/{user}/offers", key)
+            assert body["personalized"] is True and body["offers"][0]["rule"] == "a"
+        redis_cluster.stop_node(1)
+        fallbacks = 0
+        try:
+            for _ in range(3):
+                for user in users:  # every read answers: offers, or the fallback
+                    body = _get(client, f"/v1/users/{user}/offers", key)
+                    assert body["personalized"] is False or body["offers"]
+                    fallbacks += not body["personalized"]
+                recs = _get(client, f"/v1/users/{users[0]}/recommendations", key)
+                assert "products" in recs
+        finally:
+            redis_cluster.restart_node(1)
+        assert fallbacks >= 3  # at least the stopped node's users, each round
+        redis_cluster.wait_ok()
+        deadline = time.monotonic() + 20
+        while True:  # the service resumes by itself: every user's offers again
+            bodies = [_get(client, f"/v1/users/{u}/offers", key) for u in users]
+            if all(b["personalized"] for b in bodies) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert all(b["personalized"] and b["offers"][0]["rule"] == "a" for b in bodies)

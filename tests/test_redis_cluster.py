@@ -18,7 +18,7 @@ from decisions.core import keys
 from decisions.core.resp import cluster
 from decisions.core.resp.pipeline import RawPipeline
 from decisions.core.settings import Settings
-from tests import test_end_to_end, test_worker_processes
+from tests import test_end_to_end, test_worker_processes, test_worker_support
 from tests.api_helpers import KeyMaker, auth, offer, store_offer
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -108,3 +108,55 @@ def test_api_reads_on_the_cluster_and_through_a_node_restart(
                 break
             time.sleep(0.2)
         assert all(b["personalized"] and b["offers"][0]["rule"] == "a" for b in bodies)
+
+
+def _exits_with_one_line(proc: Any, log: Path, *needles: str) -> str:
+    try:
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            test_worker_support.stop(proc)
+    text = log.read_text()
+    assert code == 2, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    for needle in needles:
+        assert needle in text, text[-3000:]
+    return text
+
+
+def test_a_worker_told_no_cluster_stops_with_one_line(
+        cluster_settings: Settings, clean_db: Engine, tmp_path: Path) -> None:
+    settings = test_worker_support.fast(replace(cluster_settings, redis_cluster="no"))
+    test_worker_support.publish(settings, test_worker_support.offer_ruleset())
+    events, _ = test_worker_processes.shop_stream("m", 30)  # users on every node
+    log = tmp_path / "worker.log"
+    worker = test_worker_support.start_worker(settings, log)
+    test_worker_support.produce(settings, events)
+    text = _exits_with_one_line(worker, log, "the worker stops: Redis:",
+                                "check DECISIONS_REDIS_CLUSTER")
+    assert "dead-lettered" not in text  # no record paid for the misconfiguration
+
+
+def test_a_worker_told_cluster_on_a_single_redis_stops_with_one_line(
+        settings: Settings, tmp_path: Path) -> None:
+    settings = test_worker_support.fast(replace(settings, redis_cluster="yes"))
+    log = tmp_path / "worker.log"
+    worker = test_worker_support.start_worker(settings, log)
+    _exits_with_one_line(worker, log, "DECISIONS_REDIS_CLUSTER=yes", "is no cluster node")
+
+
+def test_the_api_told_no_cluster_serves_fallbacks_and_says_why_once(
+        cluster_settings: Settings, demo_catalog: object, make_key: KeyMaker,
+        cluster_client: redis.Redis, caplog: Any) -> None:
+    users = [f"shopper-{i}" for i in range(12)]
+    for user in users:
+        store_offer(cluster_client, user, offer(user, "a"))
+    key = make_key("offers:read")
+    settings = replace(cluster_settings, redis_cluster="no", rate_limit_per_second=1000.0,
+                       rate_limit_burst=1000)
+    with TestClient(create_app(settings)) as client:
+        bodies = [_get(client, f"/v1/users/{u}/offers", key) for u in users * 2]
+    assert any(not b["personalized"] and b["reason"] == "redis_unavailable" for b in bodies)
+    lines = [r.getMessage() for r in caplog.records if "check DECISIONS_REDIS_CLUSTER" in
+             r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("API: Redis:"), lines

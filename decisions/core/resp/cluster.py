@@ -26,6 +26,7 @@ import redis
 from redis.crc import key_slot
 
 from decisions.core.errors import ConfigError
+from decisions.core.resp.multiplexed import RespError
 
 MODES = ("auto", "yes", "no")
 SETTING = "DECISIONS_REDIS_CLUSTER"
@@ -66,8 +67,22 @@ def connect(url: str, mode: str = "auto", **options: Any) -> redis.Redis:
     Typed as ``redis.Redis``: ``RedisCluster`` offers the same commands (it is no
     subclass), and the product only calls commands that exist on both."""
     if is_cluster(url, mode):
-        return cast(redis.Redis, redis.RedisCluster.from_url(_no_db(url), **options))
+        try:
+            return cast(redis.Redis, redis.RedisCluster.from_url(_no_db(url), **options))
+        except redis.RedisClusterException as exc:
+            raise _cluster_failure(url, exc) from None
     return redis.Redis.from_url(url, **options)
+
+
+def _cluster_failure(url: str, exc: Exception) -> Exception:
+    from decisions.core.db import redact
+    from decisions.core.errors import ServiceUnavailable
+
+    if "Cluster mode is not enabled" in str(exc):
+        return ConfigError(f"{SETTING}=yes, but the Redis at {redact(url)} is no cluster "
+                           f"node: set {SETTING}=no (or auto)")
+    reason = str(exc).rsplit(": ", 1)[-1]
+    return ServiceUnavailable("Redis Cluster", redact(url), "DECISIONS_REDIS_URL", reason)
 
 
 def connect_async(url: str, mode: str = "auto", **options: Any) -> Any:
@@ -149,7 +164,7 @@ def misconfiguration(exc: BaseException) -> str | None:
     if isinstance(exc, redis.AuthenticationError):
         return (f"Redis refused the connection ({text.splitlines()[0] if text else 'auth'});"
                 " check the user and password in DECISIONS_REDIS_URL")
-    if not isinstance(exc, redis.ResponseError):
+    if not isinstance(exc, redis.ResponseError | RespError):
         return None
     for prefix, reason in _MISCONFIGURED.items():
         if text.startswith(prefix):

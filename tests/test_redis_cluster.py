@@ -57,12 +57,13 @@ def test_high_value_cart_offer_end_to_end_on_the_cluster(
     test_end_to_end.test_high_value_cart_offer_end_to_end(cluster_settings, cluster_client)
 
 
-def test_sigkill_and_restart_on_the_cluster(
+def test_workers_killed_and_restarted_on_the_cluster(
         cluster_settings: Settings, clean_db: Engine, cluster_client: redis.Redis,
         tmp_path: Path) -> None:
-    test_worker_processes.\
-        test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
-            cluster_settings, clean_db, cluster_client, tmp_path)
+    """Three workers on eight partitions, one SIGKILLed mid-batch and one stopped, both
+    started again: nothing lost or doubled, with the state on the cluster."""
+    test_worker_processes.three_workers_killed_and_restarted(
+        cluster_settings, clean_db, cluster_client, tmp_path)
 
 
 def _get(client: TestClient, path: str, key: str) -> dict[str, Any]:

@@ -50,8 +50,9 @@ def check_redis(url: str) -> None:
         ) from None
 
 
-def start_services(settings: Settings, stack: EmbeddedStack) -> Settings:
-    """Use each configured service (checking it answers), start the others embedded."""
+def start_services(settings: Settings, stack: EmbeddedStack, redis_nodes: int = 0) -> Settings:
+    """Use each configured service (checking it answers), start the others embedded
+    (``redis_nodes``: an embedded Redis Cluster of that many nodes instead of one Redis)."""
     if settings.database_url:
         check_database(make_engine(settings.database_url, pool_size=1), settings.database_url)
         db = settings.database_url
@@ -61,6 +62,9 @@ def start_services(settings: Settings, stack: EmbeddedStack) -> Settings:
     if settings.redis_url:
         check_redis(settings.redis_url)
         rd = settings.redis_url
+    elif redis_nodes:
+        say(f"  starting a Redis Cluster (embedded Valkey, {redis_nodes} nodes) ...")
+        rd = stack.start_redis_cluster(redis_nodes)
     else:
         say("  starting Redis (embedded Valkey) ...")
         rd = stack.start_redis()
@@ -232,8 +236,10 @@ def _demo_recommendations(client: redis.Redis, users: list[str],
 
 
 class Up:
-    def __init__(self, settings: Settings, *, with_demo: bool, host: str, port: int) -> None:
+    def __init__(self, settings: Settings, *, with_demo: bool, host: str, port: int,
+                 redis_nodes: int = 0) -> None:
         self.settings = settings
+        self.redis_nodes = redis_nodes
         self.with_demo = with_demo
         self.host = host
         self.port = port
@@ -278,7 +284,7 @@ class Up:
             )
         say("decisions: starting")
         self._started = True
-        settings = start_services(self.settings, self.stack)
+        settings = start_services(self.settings, self.stack, self.redis_nodes)
         say("  migrating the schema (alembic upgrade head) ...")
         migrate.upgrade(str(settings.database_url))
         ensure_topics(settings)

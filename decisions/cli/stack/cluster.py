@@ -4,6 +4,7 @@ What ``decisions up --redis-cluster N`` and the tests' ``redis_cluster`` fixture
 run the product as it runs on a Redis or Valkey Cluster across machines (here on one host,
 on free ports). No replicas: a node that stops leaves its slots uncovered until it is back
 (it keeps its ``nodes.conf`` and data under its directory, so a restart rejoins by itself).
+A new ``start`` begins empty: the nodes' ports are new each time.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class EmbeddedCluster:
         return self.nodes[0].url
 
     def start(self, size: int = 3, children: list[Child] | None = None) -> str:
+        """A fresh cluster: nodes of an earlier start (other ports) are wiped first."""
+        import shutil
+
+        shutil.rmtree(self.var_dir, ignore_errors=True)
         self.var_dir.mkdir(parents=True, exist_ok=True)
         for i in range(size):
             node = ClusterNode(free_port(HOST), (self.var_dir / f"node{i}").resolve())

@@ -142,8 +142,17 @@ class ClusterFastRedis:
         replies: list[Any] = [None] * count
         todo = list(range(count))
         asking: dict[int, str] = {}
+        whole = self._one_node(commands)
         for _attempt in range(3):
-            await self._send(commands, todo, asking, replies)
+            if whole is not None:  # every command on one node: the payload as it is
+                try:
+                    replies = list(await whole.request(payload, count))
+                except (OSError, TimeoutError):
+                    self._stale = True
+                    raise
+                whole = None
+            else:
+                await self._send(commands, todo, asking, replies)
             todo, asking, moved = [], {}, False
             for i, reply in enumerate(replies):
                 if isinstance(reply, hiredis.ReplyError):
@@ -159,6 +168,21 @@ class ClusterFastRedis:
             if moved:
                 await self.refresh()
         return replies  # still redirected: the error replies stand
+
+    def _one_node(self, commands: list[Any]) -> FastRedis | None:
+        """The node of every command, when they share one (and none is ``SCRIPT``)."""
+        table = self._table
+        node = None
+        for args in commands:
+            slot = cluster.command_slot(args)
+            if slot is None:
+                return None
+            target = table[slot]
+            if node is None:
+                node = target
+            elif target is not node:
+                return None
+        return node
 
     async def _send(self, commands: list[Any], todo: list[int], asking: dict[int, str],
                     replies: list[Any]) -> None:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
@@ -15,7 +16,9 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from decisions.cli.stack.cluster import EmbeddedCluster
 from decisions.core import keys
+from decisions.core.errors import ConfigError
 from decisions.core.resp import cluster
+from decisions.core.resp.multiplexed import RespError
 from decisions.core.resp.pipeline import RawPipeline
 from decisions.core.settings import Settings
 from tests import test_end_to_end, test_worker_processes, test_worker_support
@@ -133,8 +136,7 @@ def test_a_worker_told_no_cluster_stops_with_one_line(
     log = tmp_path / "worker.log"
     worker = test_worker_support.start_worker(settings, log)
     test_worker_support.produce(settings, events)
-    text = _exits_with_one_line(worker, log, "the worker stops: Redis:",
-                                "check DECISIONS_REDIS_CLUSTER")
+    text = _exits_with_one_line(worker, log, "is a cluster node, but DECISIONS_REDIS_CLUSTER=no")
     assert "dead-lettered" not in text  # no record paid for the misconfiguration
 
 
@@ -143,7 +145,8 @@ def test_a_worker_told_cluster_on_a_single_redis_stops_with_one_line(
     settings = test_worker_support.fast(replace(settings, redis_cluster="yes"))
     log = tmp_path / "worker.log"
     worker = test_worker_support.start_worker(settings, log)
-    _exits_with_one_line(worker, log, "DECISIONS_REDIS_CLUSTER=yes", "is no cluster node")
+    _exits_with_one_line(worker, log, "DECISIONS_REDIS_CLUSTER=yes", "is no cluster node",
+                         "set DECISIONS_REDIS_CLUSTER=no")
 
 
 def test_the_api_told_no_cluster_serves_fallbacks_and_says_why_once(
@@ -161,3 +164,39 @@ def test_the_api_told_no_cluster_serves_fallbacks_and_says_why_once(
     lines = [r.getMessage() for r in caplog.records if "check DECISIONS_REDIS_CLUSTER" in
              r.getMessage()]
     assert len(lines) == 1 and lines[0].startswith("API: Redis:"), lines
+
+
+@pytest.mark.parametrize(("error", "setting"), [
+    (redis.ResponseError("CROSSSLOT Keys in request don't hash to the same slot"),
+     "DECISIONS_REDIS_CLUSTER"),
+    (redis.ResponseError("MOVED 3999 127.0.0.1:7001"), "DECISIONS_REDIS_CLUSTER"),
+    (RespError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+     "DECISIONS_REDIS_URL"),
+    (redis.AuthenticationError("invalid username-password pair"), "DECISIONS_REDIS_URL"),
+    (redis.ResponseError("NOAUTH Authentication required."), "DECISIONS_REDIS_URL"),
+])
+def test_misconfigurations_name_the_setting(error: Exception, setting: str) -> None:
+    line = cluster.misconfiguration(error)
+    assert line is not None and line.endswith(setting) and "\n" not in line
+
+
+@pytest.mark.parametrize("error", [
+    redis.ConnectionError("Connection refused"), redis.TimeoutError("timed out"),
+    redis.ResponseError("CLUSTERDOWN The cluster is down"),
+    redis.ResponseError("TRYAGAIN Multiple keys request during rehashing of slot"),
+    redis.ResponseError("LOADING Redis is loading the dataset in memory"),
+    RespError("ERR Error running script: attempt to compare nil with number"),
+])
+def test_passing_outages_and_record_faults_are_no_misconfiguration(error: Exception) -> None:
+    assert cluster.misconfiguration(error) is None
+
+
+def test_a_worker_that_meets_crossslot_stops_with_one_line() -> None:
+    """A cross-slot reply mid-run stops the worker with one line (the loop calls this
+    before it sorts an error into outage or a record's fault)."""
+    from decisions.runtime.worker import loop
+
+    with pytest.raises(ConfigError, match="the worker stops: Redis: .*CROSSSLOT.*check "
+                                          "DECISIONS_REDIS_CLUSTER"):
+        loop._stop_if_misconfigured(redis.ResponseError("CROSSSLOT Keys in request"))
+    loop._stop_if_misconfigured(redis.ConnectionError("refused"))  # an outage: goes on

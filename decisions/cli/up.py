@@ -61,6 +61,7 @@ def start_services(settings: Settings, stack: EmbeddedStack, redis_nodes: int = 
         db = stack.start_postgres()
     if settings.redis_url:
         check_redis(settings.redis_url)
+        cluster.verify(settings.redis_url, settings.redis_cluster)
         rd = settings.redis_url
     elif redis_nodes:
         say(f"  starting a Redis Cluster (embedded Valkey, {redis_nodes} nodes) ...")

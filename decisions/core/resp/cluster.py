@@ -46,13 +46,18 @@ def is_cluster(url: str, mode: str = "auto") -> bool:
     mode = check_mode(mode)
     if mode != "auto":
         return mode == "yes"
+    return bool(_server_says(url))
+
+
+def _server_says(url: str) -> bool | None:
+    """``INFO cluster``'s answer, once per URL; None when the server cannot be asked."""
     if url in _detected:
         return _detected[url]
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         info = client.info("cluster")
     except redis.ConnectionError:
-        return False  # not cached: asked again next time
+        return None  # not cached: asked again next time
     except redis.ResponseError:  # a proxy or a server without INFO cluster
         info = {}
     finally:
@@ -61,11 +66,30 @@ def is_cluster(url: str, mode: str = "auto") -> bool:
     return found
 
 
+def verify(url: str, mode: str) -> None:
+    """ConfigError, naming the setting, when ``DECISIONS_REDIS_CLUSTER`` contradicts the
+    server (``no`` on a cluster node, ``yes`` on a plain Redis)."""
+    from decisions.core.db import redact
+
+    mode = check_mode(mode)
+    if mode == "auto":
+        return
+    says = _server_says(url)
+    if says is None or says == (mode == "yes"):
+        return
+    if says:
+        raise ConfigError(f"the Redis at {redact(url)} is a cluster node, but {SETTING}=no: "
+                          f"set {SETTING}=auto (or yes)")
+    raise ConfigError(f"{SETTING}=yes, but the Redis at {redact(url)} is no cluster node: "
+                      f"set {SETTING}=no (or auto)")
+
+
 def connect(url: str, mode: str = "auto", **options: Any) -> redis.Redis:
     """A redis-py client for ``url``: a ``RedisCluster`` when it names a cluster node.
 
     Typed as ``redis.Redis``: ``RedisCluster`` offers the same commands (it is no
     subclass), and the product only calls commands that exist on both."""
+    verify(url, mode)
     if is_cluster(url, mode):
         try:
             return cast(redis.Redis, redis.RedisCluster.from_url(_no_db(url), **options))

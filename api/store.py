@@ -245,13 +245,19 @@ class RedisStore:
         await self.slow_client.set(keys.erased(user_id), ms, ex=max(1, ttl_seconds))
 
     async def user_deadlines(self, user_id: str) -> list[tuple[bytes, float]]:
+        return [(m, s) for _, m, s in await self._user_deadlines(user_id)]
+
+    async def _user_deadlines(self, user_id: str) -> list[tuple[str, bytes, float]]:
+        """(key, member, score) of the user's timers: in their shard, and in the one key of
+        before #20."""
         escaped = "".join("\\" + c if c in "*?[]\\" else c for c in user_id)
-        members: list[tuple[bytes, float]] = []
-        async for member, score in self.slow_client.zscan_iter(
-            keys.DEADLINES, match=escaped + "|*", count=1000
-        ):
-            if member.startswith(user_id.encode() + b"|"):
-                members.append((member, score))
+        members: list[tuple[str, bytes, float]] = []
+        for key in (keys.deadlines(user_id), keys.DEADLINES):
+            async for member, score in self.slow_client.zscan_iter(
+                key, match=escaped + "|*", count=1000
+            ):
+                if member.startswith(user_id.encode() + b"|"):
+                    members.append((key, member, score))
         return members
 
     async def erase_user(self, user_id: str) -> dict[str, int]:
@@ -261,11 +267,14 @@ class RedisStore:
         deleted = 0
         for start in range(0, len(found), 500):
             deleted += int(await self.slow_client.delete(*found[start : start + 500]))
-        deadlines = [m for m, _ in await self.user_deadlines(user_id)]
         removed = 0
-        for start in range(0, len(deadlines), 500):
-            chunk = deadlines[start : start + 500]
-            removed += int(await self.slow_client.zrem(keys.DEADLINES, *chunk))
+        by_key: dict[str, list[bytes]] = {}
+        for key, member, _ in await self._user_deadlines(user_id):
+            by_key.setdefault(key, []).append(member)
+        for key, deadlines in by_key.items():
+            for start in range(0, len(deadlines), 500):
+                chunk = deadlines[start : start + 500]
+                removed += int(await self.slow_client.zrem(key, *chunk))
         return {"redis_keys": deleted, "deadlines": removed}
 
     async def export_user(self, user_id: str) -> dict[str, Any]:

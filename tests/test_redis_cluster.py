@@ -200,3 +200,41 @@ def test_a_worker_that_meets_crossslot_stops_with_one_line() -> None:
                                           "DECISIONS_REDIS_CLUSTER"):
         loop._stop_if_misconfigured(redis.ResponseError("CROSSSLOT Keys in request"))
     loop._stop_if_misconfigured(redis.ConnectionError("refused"))  # an outage: goes on
+
+
+class _Sent:
+    """The producer's one call the timer firer makes (a narrow stand-in: what it was
+    asked to send is all this test checks)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any]]] = []
+
+    def send_many(self, topic: str, records: list[tuple[str, dict[str, Any]]],
+                  headers: Any = None) -> None:
+        self.records.extend(records)
+
+
+def _fires_from_every_shard(client: redis.Redis) -> None:
+    from decisions.runtime.worker.timers import TimerFirer
+
+    future = int(time.time() * 1000) + 3_600_000
+    for i in range(40):  # users in every shard
+        client.zadd(keys.deadlines(f"u-{i}"), {f"u-{i}|idle_30m": 1000 + i})
+    client.zadd(keys.DEADLINES, {"u-old|idle_30m": 500})  # the one key of before #20
+    client.zadd(keys.deadlines("u-later"), {"u-later|idle_30m": future})
+    sent = _Sent()
+    assert TimerFirer(client, "events").fire_due(sent, limit=1000) == 41  # type: ignore[arg-type]
+    assert [u for u, _ in sent.records] == ["u-old", *[f"u-{i}" for i in range(40)]]
+    assert sum(client.zcard(k) for k in keys.ALL_DEADLINE_KEYS) == 1  # only u-later's left
+    assert client.zscore(keys.deadlines("u-later"), "u-later|idle_30m") == future
+
+
+def test_timers_fire_from_every_shard_on_one_redis(redis_client: redis.Redis) -> None:
+    _fires_from_every_shard(redis_client)
+
+
+def test_timers_fire_from_every_shard_on_the_cluster(cluster_client: redis.Redis) -> None:
+    # the shards' hash tags put them on every node
+    per = 16384 // 3
+    assert {min(2, cluster_client.keyslot(k) // per) for k in keys.DEADLINE_KEYS} == {0, 1, 2}
+    _fires_from_every_shard(cluster_client)

@@ -26,12 +26,12 @@ from urllib.parse import urlsplit, urlunsplit
 import hiredis
 
 from decisions.core.resp import cluster
-from decisions.core.resp.multiplexed import FastRedis, RespError, pack
+from decisions.core.resp.multiplexed import Calls, FastRedis, RespError, pack
 
 SLOTS = 16384
 
 
-class ClusterFastRedis:
+class ClusterFastRedis(Calls):
     def __init__(self, url: str, *, timeout: float, connections: int = 1,
                  detect: bool = False) -> None:
         """``detect``: the server may be no cluster node (``DECISIONS_REDIS_CLUSTER=auto``);
@@ -110,19 +110,6 @@ class ClusterFastRedis:
         return urlunsplit(parts._replace(netloc=address, path=""))
 
     # -- calls -------------------------------------------------------------------------
-
-    async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        return await self.pipeline_packed(b"".join(pack(c) for c in commands), len(commands))
-
-    async def pipeline_packed(self, payload: bytes, count: int) -> list[Any]:
-        replies = await self.request(payload, count)
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise RespError(str(reply))
-        return replies
-
-    async def execute(self, *args: Any) -> Any:
-        return (await self.pipeline([args]))[0]
 
     def request(self, payload: bytes, count: int) -> Awaitable[list[Any]]:
         """The raw replies of ``count`` packed commands (error replies included)."""

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from admin.throttle import LoginThrottle
 from decisions.core.db import make_engine
 from decisions.core.errors import ConfigError
+from decisions.core.resp import cluster
 from decisions.core.settings import Settings
 from decisions.runtime.engine import RuleEngine
 from decisions.simulate.backtest import BacktestRegistry
@@ -51,8 +52,9 @@ class AdminServices:
                 if not self.settings.redis_url:
                     raise ConfigError("the admin needs DECISIONS_REDIS_URL "
                                       "(or a running `decisions up`)")
-                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
-                                                   socket_connect_timeout=2)
+                self._redis = cluster.connect(self.settings.redis_url,
+                                              self.settings.redis_cluster, socket_timeout=5,
+                                              socket_connect_timeout=2)
             return self._redis
 
     @cached_property

@@ -21,6 +21,7 @@ from api.snapshot import FallbackContent, Snapshot, load_database
 from api.store import REDIS_ERRORS, RedisStore
 from decisions.core.db import sqlalchemy_url
 from decisions.core.errors import DecisionsError, ServiceUnavailable
+from decisions.core.resp.cluster import misconfiguration
 from decisions.core.settings import Settings
 from decisions.core.tracing import TRACEPARENT, Tracing
 from decisions.core.tracing import setup as setup_tracing
@@ -63,6 +64,8 @@ class ApiState:
     _producer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # API key lookups in flight (api.auth), one per key
     verifying: dict[str, asyncio.Future[KeyInfo | None]] = field(default_factory=dict)
+    # Redis errors no retry fixes (decisions.core.resp.cluster.misconfiguration), logged once
+    _redis_faults: set[str] = field(default_factory=set)
 
     @classmethod
     def open(cls, settings: Settings, metrics: Metrics | None = None) -> ApiState:
@@ -166,6 +169,19 @@ class ApiState:
         breaker.success()
         return result
 
+    def redis_fault(self, exc: BaseException) -> str:
+        """Why a Redis call failed, for a 503's message: the error's type for a passing
+        outage; for one no retry fixes (a misconfiguration: CROSSSLOT, WRONGTYPE, auth,
+        cluster mode), the line naming the setting to change, also logged once."""
+        fault = misconfiguration(exc)
+        if fault is None:
+            return type(exc).__name__
+        kind = fault.split(" (", 1)[0]  # not the reply's detail (slot, node)
+        if kind not in self._redis_faults:
+            self._redis_faults.add(kind)
+            log.error("API: %s", fault)
+        return fault
+
     async def call_redis(self, call: Any) -> Any:
         """Await a Redis coroutine behind the breaker; ServiceUnavailable when it is down."""
         breaker = self.redis_breaker
@@ -177,7 +193,7 @@ class ApiState:
             result = await call
         except REDIS_ERRORS as exc:
             breaker.failure(exc)
-            raise ServiceUnavailable("Redis", reason=type(exc).__name__,
+            raise ServiceUnavailable("Redis", reason=self.redis_fault(exc),
                                      retry_after=breaker.retry_after()) from None
         breaker.success()
         return result

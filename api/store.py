@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from hiredis import ReplyError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -26,7 +25,8 @@ from redis.exceptions import RedisError
 
 from api.ratelimit import ALLOW, BUCKET_SCRIPT, LEASE_MS, Lease, Verdict, bucket_key, lease_size
 from decisions.core import keys
-from decisions.core.resp.multiplexed import FastRedis, RespError, pack
+from decisions.core.resp import cluster, multiplexed_cluster
+from decisions.core.resp.multiplexed import RespError, pack
 from decisions.core.settings import Settings
 from decisions.runtime.customers import CACHE_TTL
 
@@ -53,21 +53,34 @@ class RedisStore:
         timeout = settings.redis_timeout_ms / 1000
         self.rate = settings.rate_limit_per_second
         self.burst = settings.rate_limit_burst
-        self.client = FastRedis(str(settings.redis_url), timeout=timeout)
+        self.settings_url = str(settings.redis_url)
+        self.cluster_mode = settings.redis_cluster
+        # one multiplexed connection, or one per node of a Redis Cluster
+        self.client = multiplexed_cluster.make(str(settings.redis_url),
+                                               settings.redis_cluster, timeout=timeout)
         # Admin paths (erasure, export) may scan many keys: they get a roomier timeout.
-        self.slow_client = aioredis.Redis.from_url(
-            str(settings.redis_url), socket_timeout=max(timeout, 2.0),
-            socket_connect_timeout=max(timeout, 1.0), retry=Retry(NoBackoff(), 0),
-        )
+        self._slow_options = {
+            "socket_timeout": max(timeout, 2.0), "socket_connect_timeout": max(timeout, 1.0),
+            "retry": Retry(NoBackoff(), 0)}
+        self._slow_client: Any = None
         self.lease_size = lease_size(self.rate, self.burst)
         self._leases: dict[str, Lease] = {}
         self._clock = time.monotonic
         self._bucket_sha = ""
         self._bucket_commands: dict[tuple[str, int], bytes] = {}
 
+    @property
+    def slow_client(self) -> Any:
+        """redis-py's asyncio client (a ``RedisCluster`` on a cluster), made on first use."""
+        if self._slow_client is None:
+            self._slow_client = cluster.connect_async(
+                self.settings_url, self.cluster_mode, **self._slow_options)
+        return self._slow_client
+
     async def close(self) -> None:
         await self.client.close()
-        await self.slow_client.aclose()
+        if self._slow_client is not None:
+            await self._slow_client.aclose()
 
     async def ping(self) -> None:
         await self.client.execute("PING")
@@ -238,13 +251,19 @@ class RedisStore:
         await self.slow_client.set(keys.erased(user_id), ms, ex=max(1, ttl_seconds))
 
     async def user_deadlines(self, user_id: str) -> list[tuple[bytes, float]]:
+        return [(m, s) for _, m, s in await self._user_deadlines(user_id)]
+
+    async def _user_deadlines(self, user_id: str) -> list[tuple[str, bytes, float]]:
+        """(key, member, score) of the user's timers: in their shard, and in the one key of
+        before #20."""
         escaped = "".join("\\" + c if c in "*?[]\\" else c for c in user_id)
-        members: list[tuple[bytes, float]] = []
-        async for member, score in self.slow_client.zscan_iter(
-            keys.DEADLINES, match=escaped + "|*", count=1000
-        ):
-            if member.startswith(user_id.encode() + b"|"):
-                members.append((member, score))
+        members: list[tuple[str, bytes, float]] = []
+        for key in (keys.deadlines(user_id), keys.DEADLINES):
+            async for member, score in self.slow_client.zscan_iter(
+                key, match=escaped + "|*", count=1000
+            ):
+                if member.startswith(user_id.encode() + b"|"):
+                    members.append((key, member, score))
         return members
 
     async def erase_user(self, user_id: str) -> dict[str, int]:
@@ -254,11 +273,14 @@ class RedisStore:
         deleted = 0
         for start in range(0, len(found), 500):
             deleted += int(await self.slow_client.delete(*found[start : start + 500]))
-        deadlines = [m for m, _ in await self.user_deadlines(user_id)]
         removed = 0
-        for start in range(0, len(deadlines), 500):
-            chunk = deadlines[start : start + 500]
-            removed += int(await self.slow_client.zrem(keys.DEADLINES, *chunk))
+        by_key: dict[str, list[bytes]] = {}
+        for key, member, _ in await self._user_deadlines(user_id):
+            by_key.setdefault(key, []).append(member)
+        for key, deadlines in by_key.items():
+            for start in range(0, len(deadlines), 500):
+                chunk = deadlines[start : start + 500]
+                removed += int(await self.slow_client.zrem(key, *chunk))
         return {"redis_keys": deleted, "deadlines": removed}
 
     async def export_user(self, user_id: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""Stream worker benchmark: throughput for 1 and 2 worker processes, produce-to-offer
-latency at a fixed rate, beside the raw kafka-python consume rate and the raw
-durable_rules rate on the same machine.
+"""Stream worker benchmark: throughput for 1, 2 (or more) worker processes, on one Redis
+and on a Redis Cluster, produce-to-offer latency at a fixed rate, beside the raw
+kafka-python consume rate and the raw durable_rules rate on the same machine.
 
     .venv/bin/python benchmarks/worker_throughput.py            # full run (a few minutes)
     .venv/bin/python benchmarks/worker_throughput.py --events 20000 --users 2000  # quick
@@ -8,6 +8,10 @@ durable_rules rate on the same machine.
     # alternating rounds; spans go to an OTLP/HTTP sink in this process
     .venv/bin/python benchmarks/worker_throughput.py --events 30000 --skip raw,durable,w1,w2,latency \
         --tracing off,0.1,1 --rounds 2
+    # processes x Redis, side by side (the cluster: 3 embedded Valkey nodes, see
+    # decisions/cli/stack/cluster.py; or DECISIONS_REDIS_CLUSTER_URL, one node's URL)
+    .venv/bin/python benchmarks/worker_throughput.py --redis single,cluster \
+        --processes 1,2,4 --partitions 12 --skip raw,durable,latency
 
 Uses the services named by DECISIONS_DATABASE_URL / DECISIONS_REDIS_URL /
 DECISIONS_KAFKA_BOOTSTRAP when set, else starts the embedded ones under var/bench-worker
@@ -48,9 +52,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.otlp_sink import OtlpSink  # noqa: E402
 from decisions.cli import migrate  # noqa: E402
+from decisions.cli.stack.cluster import EmbeddedCluster  # noqa: E402
 from decisions.cli.stack.embedded import EmbeddedStack  # noqa: E402
 from decisions.core.db import make_engine  # noqa: E402
 from decisions.core.events import parse_event  # noqa: E402
+from decisions.core.resp import cluster as cluster_mode  # noqa: E402
 from decisions.core.settings import Settings  # noqa: E402
 from decisions.runtime.engine import RuleEngine  # noqa: E402
 from decisions.runtime.kafka import ensure_topics  # noqa: E402
@@ -165,10 +171,22 @@ def services(var: Path) -> tuple[dict[str, str], EmbeddedStack | None]:
     return urls, stack
 
 
+def redis_nodes(url: str) -> list[redis.Redis]:
+    """One client per primary of the Redis behind ``url`` (itself when no cluster)."""
+    if not cluster_mode.is_cluster(url):
+        return [redis.Redis.from_url(url)]
+    rc = redis.RedisCluster.from_url(url)
+    try:
+        return [redis.Redis(host=n.host, port=n.port) for n in rc.get_primaries()]
+    finally:
+        rc.close()
+
+
 def reset(urls: dict[str, str]) -> None:
-    client = redis.Redis.from_url(urls["redis_url"])
-    client.flushdb()
-    client.config_resetstat()  # commandstats count from here (redis_top)
+    for client in redis_nodes(urls["redis_url"]):
+        client.flushdb()
+        client.config_resetstat()  # commandstats count from here (redis_top)
+        client.close()
     with psycopg.connect(urls["database_url"], autocommit=True) as conn:
         conn.execute("TRUNCATE events, decisions")
 
@@ -260,7 +278,8 @@ def durable_rates(records: list[tuple[str, bytes]], n: int = 30000) -> tuple[flo
     return raw, ours
 
 
-def worker_env(urls: dict[str, str], topic: str, group: str, **extra: str) -> dict[str, str]:
+def worker_env(urls: dict[str, str], topic: str, group: str, partitions: int = 6,
+               **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DECISIONS_")}
     env.update({
         "DECISIONS_DATABASE_URL": urls["database_url"], "DECISIONS_REDIS_URL": urls["redis_url"],
@@ -268,7 +287,7 @@ def worker_env(urls: dict[str, str], topic: str, group: str, **extra: str) -> di
         "DECISIONS_ACTIONS_TOPIC": topic + ".actions", "DECISIONS_DEAD_LETTER_TOPIC": topic + ".dlq",
         "DECISIONS_GROUP_ID": group, "DECISIONS_SESSION_TIMEOUT_MS": "2000",
         "DECISIONS_HEARTBEAT_INTERVAL_MS": "500", "DECISIONS_LOG_LEVEL": "WARNING",
-        "DECISIONS_TOPIC_PARTITIONS": "6",
+        "DECISIONS_TOPIC_PARTITIONS": str(partitions),
     })
     # BENCH_WORKER_<SETTING>=value tunes the measured workers (e.g. BENCH_WORKER_BATCH_SIZE)
     env.update({"DECISIONS_" + k[len("BENCH_WORKER_"):]: v for k, v in os.environ.items()
@@ -313,7 +332,7 @@ def tree_cpu(pids: dict[str, int]) -> dict[str, float]:
 
 def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
                 max_seconds: float, log_dir: Path, services: dict[str, int],
-                extra_env: dict[str, str] | None = None, tag: str = "",
+                extra_env: dict[str, str] | None = None, partitions: int = 6, tag: str = "",
                 cwd: Path = ROOT) -> tuple[float, int, float, dict[str, float]]:
     """Sustained events/s of N worker processes draining ``total`` records already in
     ``topic``: from the first commit to the last (joins and start-up excluded); and the
@@ -324,7 +343,7 @@ def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
     log = open(log_dir / f"worker-{processes}p{tag}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "decisions.cli.main", "worker", "--processes",
                              str(processes)], cwd=cwd,
-                            env=worker_env(urls, topic, group, **(extra_env or {})),
+                            env=worker_env(urls, topic, group, partitions, **(extra_env or {})),
                             stdout=log, stderr=subprocess.STDOUT)
     watcher = KafkaConsumer(bootstrap_servers=urls["kafka_bootstrap"], group_id=group,
                             enable_auto_commit=False)
@@ -336,7 +355,7 @@ def worker_rate(urls: dict[str, str], topic: str, total: int, processes: int,
     cpu_end: dict[str, float] = {}
     try:
         while time.monotonic() < deadline:
-            done = committed(watcher, topic, 6)
+            done = committed(watcher, topic, partitions)
             now = time.perf_counter()
             if done and first_at is None:
                 first_at, first_count = now, done
@@ -475,9 +494,15 @@ def latency(urls: dict[str, str], records: list[tuple[str, bytes]], rate: int, s
 def redis_top(url: str, events: int, n: int = 8) -> str:
     """Where Redis spent its time since the last reset: µs per event by command
     (commands called by scripts are counted under their own name too)."""
-    stats = redis.Redis.from_url(url).info("commandstats")
-    rows = sorted(((v["usec"], k.removeprefix("cmdstat_"), v["calls"]) for k, v in stats.items()),
-                  reverse=True)[:n]
+    totals: Counter[str] = Counter()
+    calls_by: Counter[str] = Counter()
+    for client in redis_nodes(url):  # every node of a cluster, summed
+        for k, v in client.info("commandstats").items():
+            totals[k] += v["usec"]
+            calls_by[k] += v["calls"]
+        client.close()
+    rows = sorted(((usec, k.removeprefix("cmdstat_"), calls_by[k])
+                   for k, usec in totals.items()), reverse=True)[:n]
     return ", ".join(f"{name} {usec / events:.1f} µs ({calls / events:.2f}/event)"
                      for usec, name, calls in rows)
 
@@ -544,7 +569,7 @@ def tracing_overhead(urls: dict[str, str], settings: Settings, records: list[tup
             cwd = baseline if mode == "base" and baseline is not None else ROOT
             rate, done, elapsed, cpu = worker_rate(
                 urls, topics[mode], len(records), 1, max_seconds, log_dir, service_pids,
-                extra, f"-trace-{mode}-{n}", cwd)
+                extra, tag=f"-trace-{mode}-{n}", cwd=cwd)
             spans = sink.spans - before
             results[mode].append({"rate": rate, "done": done, "cpu_us": cpu, "spans": spans})
             print(f"  tracing {mode:>4}, round {n + 1}: {rate:,.0f} events/s, worker CPU "
@@ -572,6 +597,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of --tracing")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="with --tracing base,...: a checkout of the commit to compare")
+    parser.add_argument("--processes", default="1,2",
+                        help="comma list of worker process counts to measure (default 1,2)")
+    parser.add_argument("--redis", default="single",
+                        help="comma list: single (one Redis), cluster (a 3-node Redis Cluster;"
+                             " DECISIONS_REDIS_CLUSTER_URL or embedded); each count is run "
+                             "on each, alternating")
+    parser.add_argument("--partitions", type=int, default=6,
+                        help="partitions of the events topic (default 6)")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     var = ROOT / "var" / "bench-worker"
@@ -589,6 +622,17 @@ def main() -> int:
     urls, stack = services(var / "stack")
     service_pids = {} if stack is None else {
         c.name.split(" ")[0]: c.pid for c in stack.children}
+    redis_modes = [m for m in args.redis.split(",") if m]
+    redis_urls = {"single": urls["redis_url"]}
+    cluster = None
+    if "cluster" in redis_modes:
+        redis_urls["cluster"] = os.environ.get("DECISIONS_REDIS_CLUSTER_URL", "")
+        if not redis_urls["cluster"]:
+            cluster = EmbeddedCluster(var / "cluster")
+            redis_urls["cluster"] = cluster.start(3)
+            for i, node in enumerate(cluster.nodes):
+                assert node.child is not None
+                service_pids[f"Redis-node{i}"] = node.child.pid
     out: dict[str, Any] = {"machine": info, "events": len(records), "users": args.users,
                            "mix": dict(mix)}
     try:
@@ -596,7 +640,8 @@ def main() -> int:
         settings = Settings.from_env({}).with_services(**urls)
         from dataclasses import replace
         ensure_topics(replace(settings, events_topic=topic, actions_topic=topic + ".actions",
-                              dead_letter_topic=topic + ".dlq", topic_partitions=6))
+                              dead_letter_topic=topic + ".dlq",
+                              topic_partitions=args.partitions))
         out["produce_rate"] = produce(urls["kafka_bootstrap"], topic, records)
         print(f"produce (kafka-python, acks=all): {out['produce_rate']:,.0f} events/s")
         if "raw" not in skip:
@@ -607,21 +652,31 @@ def main() -> int:
             out["raw_durable_rate"], out["engine_rate"] = raw, ours
             print(f"raw durable_rules (2 rules, assert+retract): {raw:,.0f} facts/s; "
                   f"our engine, starter rulesets (6 rules): {ours:,.0f} events/s")
-        for n in (1, 2):
+        counts = [int(n) for n in args.processes.split(",") if n]
+        for n in counts:
             if f"w{n}" in skip:
                 continue
-            rate, done, elapsed, cpu = worker_rate(urls, topic, len(records), n,
-                                                   args.max_seconds, log_dir, service_pids)
-            out[f"worker_{n}p_rate"] = rate
-            out[f"worker_{n}p_cpu_us_per_event"] = cpu
-            print(f"worker, {n} process{'es' if n > 1 else ''}: {rate:,.0f} events/s sustained "
-                  f"({done:,} committed in {elapsed:.1f}s; load average {load()})")
-            if cpu:
-                print("  CPU per event: " + ", ".join(f"{k} {v:,.0f} µs" for k, v in cpu.items())
-                      + f" (total {sum(cpu.values()):,.0f} µs)")
-            if done:
-                print("  Redis, per event: " + redis_top(urls["redis_url"], done))
-                print("  decisions logged: " + decision_counts(urls["database_url"], done))
+            for mode in redis_modes:  # alternating: drift of the box hits each alike
+                phase = {**urls, "redis_url": redis_urls[mode]}
+                pids = {k: v for k, v in service_pids.items()  # this phase's Redis only
+                        if k not in (("Redis",) if mode == "cluster" else ())
+                        and (mode == "cluster" or not k.startswith("Redis-node"))}
+                name = f"worker_{n}p" + ("" if mode == "single" else f"_{mode}")
+                rate, done, elapsed, cpu = worker_rate(
+                    phase, topic, len(records), n, args.max_seconds, log_dir, pids,
+                    partitions=args.partitions, tag="" if mode == "single" else f"-{mode}")
+                out[f"{name}_rate"] = rate
+                out[f"{name}_cpu_us_per_event"] = cpu
+                print(f"worker, {n} process{'es' if n > 1 else ''}, Redis {mode}: {rate:,.0f} "
+                      f"events/s sustained ({done:,} committed in {elapsed:.1f}s; "
+                      f"load average {load()})")
+                if cpu:
+                    print("  CPU per event: "
+                          + ", ".join(f"{k} {v:,.0f} µs" for k, v in cpu.items())
+                          + f" (total {sum(cpu.values()):,.0f} µs)")
+                if done:
+                    print("  Redis, per event: " + redis_top(phase["redis_url"], done))
+                    print("  decisions logged: " + decision_counts(urls["database_url"], done))
         if args.tracing:
             out["tracing"] = tracing_overhead(urls, settings, records, args.tracing.split(","),
                                               args.rounds, args.max_seconds, log_dir,
@@ -641,6 +696,9 @@ def main() -> int:
                       f"p99 {out['latency_ms']['p99']:.1f} ms, max {max(lat) * 1000:.1f} ms "
                       f"({len(lat)} probes; load average {load()})")
     finally:
+        if cluster is not None:
+            cluster.stop()
+            shutil.rmtree(var / "cluster", ignore_errors=True)
         if stack is not None:
             stack.stop()
             shutil.rmtree(var / "stack", ignore_errors=True)

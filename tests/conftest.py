@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from decisions.cli import migrate
+from decisions.cli.stack.cluster import EmbeddedCluster
 from decisions.cli.stack.embedded import EmbeddedStack
 from decisions.core.db import make_engine
 from decisions.core.settings import Settings
@@ -106,3 +107,34 @@ def settings(
         topic_partitions=3,
         var_dir=tmp_path / "var",
     )
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedCluster]:
+    """A three-node Valkey Cluster (slots split evenly, no replicas) for the session, from
+    the embedded binary on free ports; tests may stop and restart its nodes."""
+    var = ROOT / "var" / f"test-cluster-{os.getpid()}"
+    cluster = EmbeddedCluster(var)
+    try:
+        cluster.start(3)
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(var, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: EmbeddedCluster) -> Iterator[redis.Redis]:
+    """redis-py's cluster client, every node emptied first."""
+    redis_cluster.wait_ok()  # a test before may have restarted a node
+    client = redis.RedisCluster.from_url(redis_cluster.url)
+    client.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
+    yield client  # type: ignore[misc]
+    client.close()
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, redis_cluster: EmbeddedCluster,
+                     cluster_client: redis.Redis) -> Settings:
+    """``settings`` with Redis on the cluster (found from its first node's URL, ``auto``)."""
+    return replace(settings, redis_url=redis_cluster.url, redis_cluster="auto")

@@ -33,7 +33,8 @@ def seed(redis_client: redis.Redis, engine: Engine, user: str) -> None:
     redis_client.set(keys.customer(user), orjson.dumps({"tier": "gold"}))
     redis_client.set(keys.seen(user, "e-1"), "done")
     redis_client.zadd(f"d:ts:{keys.tag(user)}:add_to_cart", {"e-1": 1})
-    redis_client.zadd(keys.DEADLINES, {f"{user}|abandon": 1, f"{user}|other": 2})
+    redis_client.zadd(keys.deadlines(user), {f"{user}|abandon": 1, f"{user}|other": 2})
+    redis_client.zadd(keys.DEADLINES, {f"{user}|before-20": 3})  # the one key of before
     now = datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(insert(Customer).values(user_id=user, tier="gold"))
@@ -53,8 +54,9 @@ def held(redis_client: redis.Redis, engine: Engine, user: str) -> list[str]:
     tombstone, kept on purpose: see tests/test_erasure.py)."""
     found = [k.decode() for k in redis_client.scan_iter(count=1000) if user.encode() in k
              and k != keys.erased(user).encode()]
-    members: Any = redis_client.zrange(keys.DEADLINES, 0, -1)
-    found += [m.decode() for m in members if m.decode().startswith(user + "|")]
+    for key in keys.ALL_DEADLINE_KEYS:
+        members: Any = redis_client.zrange(key, 0, -1)
+        found += [m.decode() for m in members if m.decode().startswith(user + "|")]
     with engine.connect() as conn:
         for table in ("customers", "decisions", "offer_feedback", "events"):
             count = conn.execute(text(f"SELECT count(*) FROM {table} WHERE user_id = :u"),
@@ -74,7 +76,7 @@ def test_erasure_leaves_nothing_behind(
     resp = client.delete(PATH, headers=admin)
     assert resp.status_code == 200
     erased = resp.json()["erased"]
-    assert erased["customers"] == 1 and erased["events"] == 1 and erased["deadlines"] == 2
+    assert erased["customers"] == 1 and erased["events"] == 1 and erased["deadlines"] == 3
     # offers, offrule, ever (grants per rule), recs, st, cart, bought, seg, cust, seen, ts
     assert erased["redis_keys"] == 11
     assert held(redis_client, clean_db, USER) == []
@@ -99,7 +101,8 @@ def test_export_shows_everything(
     data = body["redis"]["keys"]
     assert data[keys.bought(USER)] == ["p-2"]
     assert data[keys.state(USER)] == {"cart_value": "10", "order_count": "1"}
-    assert set(body["redis"]["deadlines"]) == {f"{USER}|abandon", f"{USER}|other"}
+    assert set(body["redis"]["deadlines"]) == {f"{USER}|abandon", f"{USER}|other",
+                                               f"{USER}|before-20"}
     assert len(data) == 11  # ... and d:ever, the offers each rule ever granted
     assert data[keys.offers_ever(USER)] == {"promo/a": "1"}
     assert all(OTHER not in k for k in data)

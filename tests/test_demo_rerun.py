@@ -16,13 +16,15 @@ def test_reset_forgets_only_the_demo_shoppers(redis_client: redis.Redis) -> None
         redis_client.hset(keys.offers(user), "o1", '{"rule": "high-value-cart"}')
         redis_client.hset(keys.offer_rules(user), "storefront/high-value-cart", "o1")
         redis_client.hset(keys.state(user), "cart_value", 250)
-        redis_client.zadd(keys.DEADLINES, {f"{user}|abandon": 1})
+        redis_client.zadd(keys.deadlines(user), {f"{user}|abandon": 1})
+        redis_client.zadd(keys.DEADLINES, {f"{user}|before-20": 1})  # the key of before
     redis_client.zadd(keys.TOP, {"p-1": 3})
 
     assert reset_shoppers(redis_client, users) == 3
     assert not redis_client.exists(keys.offers("demo-12"), keys.offer_rules("demo-12"),
                                    keys.state("demo-12"))
-    assert redis_client.zrange(keys.DEADLINES, 0, -1) == [b"u-42|abandon"]
+    assert redis_client.zrange(keys.deadlines("u-42"), 0, -1) == [b"u-42|abandon"]
+    assert redis_client.zrange(keys.DEADLINES, 0, -1) == [b"u-42|before-20"]
     # other shoppers and the aggregates are not the demo's to clear
     assert redis_client.exists(keys.offers("u-42"), keys.offer_rules("u-42"),
                                keys.state("u-42")) == 3

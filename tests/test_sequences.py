@@ -77,6 +77,6 @@ def test_idle_cart_fires_the_abandonment_timer(settings: Settings,
     assert offered == ["cart-abandonment"]
     assert rules_offered(redis_client, "u-bought") == []
     assert rules_offered(redis_client, "u-active") == []
-    due = redis_client.zscore(keys.DEADLINES, "u-active|idle_30m")
+    due = redis_client.zscore(keys.deadlines("u-active"), "u-active|idle_30m")
     assert due is not None and abs(due - (t + minutes(29)).timestamp() * 1000) < 1000
-    assert redis_client.zscore(keys.DEADLINES, "u-idle|idle_30m") is None  # fired, removed
+    assert redis_client.zscore(keys.deadlines("u-idle"), "u-idle|idle_30m") is None  # fired

@@ -146,6 +146,60 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
     assert "worker stopped" in log.read_text()
 
 
+def topic_partitions(settings: Settings) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        return len(consumer.partitions_for_topic(settings.events_topic) or ())
+    finally:
+        consumer.close()
+
+
+def three_workers_killed_and_restarted(settings: Settings, engine: Engine,
+                                       client: redis.Redis, tmp_path: Path) -> None:
+    """More partitions (8) than workers (3): one worker SIGKILLed mid-batch and started
+    again, another stopped (SIGTERM) and started again, while events keep coming; every
+    event is applied once and every offer made once (effectively-once)."""
+    settings = fast(settings, batch_size=50, topic_partitions=8)
+    publish(settings, offer_ruleset())
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    workers = [start_worker(settings, log) for log in logs]
+    assert topic_partitions(settings) == 8  # created with DECISIONS_TOPIC_PARTITIONS
+    all_events: list[dict[str, Any]] = []
+    all_first: dict[str, str] = {}
+
+    def send(prefix: str, users: int) -> None:
+        events, first = shop_stream(prefix, users)
+        all_events.extend(events)
+        all_first.update(first)
+        produce(settings, events)
+
+    def archived() -> int:
+        return count(engine, "SELECT count(*) FROM events")
+
+    try:
+        send("x", 200)
+        wait_for(lambda: archived() >= 300, interval=0.01)
+        workers[0].send_signal(signal.SIGKILL)  # mid-batch: effects partly written
+        workers[0].wait(10)
+        assert archived() < len(all_events), "the workers finished before the kill"
+        send("y", 100)
+        assert stop(workers[1]) == 0  # leaves cleanly: finishes its batch, commits
+        workers[0] = start_worker(settings, logs[0])
+        workers[1] = start_worker(settings, logs[1])
+        send("z", 100)
+        wait_for(lambda: archived() == len(all_events), timeout=60)
+        wait_for(lambda: committed_total(settings) == len(all_events), timeout=30)
+    finally:
+        codes = [stop(w) for w in workers]
+    assert codes == [0, 0, 0], [log.read_text()[-2000:] for log in logs]
+    assert_exactly_once(engine, client, settings, all_events, all_first)
+
+
+def test_three_workers_on_eight_partitions_join_and_leave_effectively_once(
+        settings: Settings, clean_db: Engine, redis_client: redis.Redis, tmp_path: Path) -> None:
+    three_workers_killed_and_restarted(settings, clean_db, redis_client, tmp_path)
+
+
 def test_processes_share_partitions_and_rebalance_without_loss(
         settings: Settings, clean_db: Engine, redis_client: redis.Redis, tmp_path: Path) -> None:
     settings = fast(settings, batch_size=100, topic_partitions=4)

@@ -98,6 +98,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DECISIONS_")}
     values = {
         "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+        "REDIS_CLUSTER": settings.redis_cluster,
         "KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "EVENTS_TOPIC": settings.events_topic,
         "ACTIONS_TOPIC": settings.actions_topic,
         "DEAD_LETTER_TOPIC": settings.dead_letter_topic, "GROUP_ID": settings.group_id,

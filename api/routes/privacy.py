@@ -4,7 +4,8 @@ Erasure first writes the user's tombstone in Redis (``d:erased:{uid}``: from the
 worker drops the user's events from before the erasure, in flight or replayed), then
 erases the PostgreSQL rows (``decisions.runtime.erasure``: tombstone row, a withdrawn
 consent kept), then every Redis key of the user (``keys.claimants``) and the user's
-``d:deadlines`` members. It is idempotent: repeating it after a failure finishes the job.
+deadline members (``keys.deadlines``). It is idempotent: repeating it after a failure
+finishes the job.
 Both need the ``admin`` scope and both dependencies (503 otherwise).
 """
 

@@ -173,6 +173,7 @@ async def get_offers(api: ApiState, request: ReadRequest) -> dict[str, Any]:
         view = await api.redis.offers_view(key.prefix, user_id)
     except REDIS_ERRORS as exc:
         breaker.failure(exc)
+        api.redis_fault(exc)  # a misconfiguration is logged (once)
         return fallback("redis_unavailable")
     breaker.success()
     _check_rate(api, view.verdict)
@@ -230,6 +231,7 @@ async def get_recommendations(api: ApiState, request: ReadRequest) -> dict[str, 
         view = await api.redis.recs_view(key.prefix, user_id, slot)
     except REDIS_ERRORS as exc:
         breaker.failure(exc)
+        api.redis_fault(exc)  # a misconfiguration is logged (once)
         return fallback("redis_unavailable")
     breaker.success()
     _check_rate(api, view.verdict)

@@ -69,16 +69,17 @@ def reset_shoppers(client: redis.Redis, users: list[str]) -> int:
     Each ``decisions up --demo`` replays the same stream: without this, a second run
     would find the offers of the first still active (so the rules make none) and show
     those as if they were new. Only the demo shoppers' keys are touched (``keys.user_pattern``
-    and their ``d:deadlines`` members); aggregates such as top sellers stay."""
+    and their deadlines, ``keys.deadlines``); aggregates such as top sellers stay."""
     removed = 0
     for user in users:
         found = list(client.scan_iter(match=keys.user_pattern(user), count=500))
         if found:
             removed += int(client.delete(*found))
-        members = cast(list[bytes], client.zrange(keys.DEADLINES, 0, -1))
-        stale = [m for m in members if m.startswith(user.encode() + b"|")]
-        if stale:
-            client.zrem(keys.DEADLINES, *stale)
+        for key in (keys.deadlines(user), keys.DEADLINES):
+            members = cast(list[bytes], client.zrange(key, 0, -1))
+            stale = [m for m in members if m.startswith(user.encode() + b"|")]
+            if stale:
+                client.zrem(key, *stale)
     return removed
 
 

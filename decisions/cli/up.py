@@ -28,6 +28,7 @@ from decisions.cli.stack.process import Child, free_port, port_open
 from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine, redact
 from decisions.core.errors import ConfigError, DecisionsError, ServiceUnavailable
+from decisions.core.resp import cluster
 from decisions.core.settings import Settings
 from decisions.runtime.kafka import check_reachable, ensure_topics
 
@@ -49,8 +50,9 @@ def check_redis(url: str) -> None:
         ) from None
 
 
-def start_services(settings: Settings, stack: EmbeddedStack) -> Settings:
-    """Use each configured service (checking it answers), start the others embedded."""
+def start_services(settings: Settings, stack: EmbeddedStack, redis_nodes: int = 0) -> Settings:
+    """Use each configured service (checking it answers), start the others embedded
+    (``redis_nodes``: an embedded Redis Cluster of that many nodes instead of one Redis)."""
     if settings.database_url:
         check_database(make_engine(settings.database_url, pool_size=1), settings.database_url)
         db = settings.database_url
@@ -59,7 +61,11 @@ def start_services(settings: Settings, stack: EmbeddedStack) -> Settings:
         db = stack.start_postgres()
     if settings.redis_url:
         check_redis(settings.redis_url)
+        cluster.verify(settings.redis_url, settings.redis_cluster)
         rd = settings.redis_url
+    elif redis_nodes:
+        say(f"  starting a Redis Cluster (embedded Valkey, {redis_nodes} nodes) ...")
+        rd = stack.start_redis_cluster(redis_nodes)
     else:
         say("  starting Redis (embedded Valkey) ...")
         rd = stack.start_redis()
@@ -151,7 +157,7 @@ def demo(settings: Settings, api_url: str, key: str) -> None:
             "(tier, country, signup date, lifetime value; demo-1 and demo-2 are gold)")
     finally:
         engine.dispose()
-    client = redis.Redis.from_url(str(settings.redis_url))
+    client = cluster.connect(str(settings.redis_url), settings.redis_cluster)
     if reset_shoppers(client, demo_users()):
         say("  demo: cleared the demo shoppers' state and offers of an earlier run")
     events = sample_events()
@@ -236,8 +242,10 @@ def _demo_recommendations(client: redis.Redis, users: list[str],
 
 
 class Up:
-    def __init__(self, settings: Settings, *, with_demo: bool, host: str, port: int) -> None:
+    def __init__(self, settings: Settings, *, with_demo: bool, host: str, port: int,
+                 redis_nodes: int = 0) -> None:
         self.settings = settings
+        self.redis_nodes = redis_nodes
         self.with_demo = with_demo
         self.host = host
         self.port = port
@@ -282,7 +290,7 @@ class Up:
             )
         say("decisions: starting")
         self._started = True
-        settings = start_services(self.settings, self.stack)
+        settings = start_services(self.settings, self.stack, self.redis_nodes)
         say("  migrating the schema (alembic upgrade head) ...")
         migrate.upgrade(str(settings.database_url))
         ensure_topics(settings)

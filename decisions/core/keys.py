@@ -23,7 +23,7 @@ Cluster. Each use has its own prefix.
 | ``d:recs:{uid}`` | hash | slot -> JSON {products, rule, ruleset_version, expires_at, ...} |
 | ``d:cust:{uid}`` | string | cached customer attributes JSON |
 | ``d:erased:{uid}`` | string | tombstone: erased-at (ms); the state script drops the user's events from before it. Expires after ``DECISIONS_ERASURE_TOMBSTONE_DAYS`` |
-| ``d:deadlines`` | zset | ``<uid>|<timer>`` scored by due event time (ms) |
+| ``d:deadlines:s{dl<n>}`` | zset | ``<uid>|<timer>`` scored by due event time (ms); 16 shards (``deadlines(uid)``: by a hash of the user id), each its own hash tag, so a cluster spreads them; ``d:deadlines`` (one key, before #20) is still read and drained |
 | ``d:covis:<product_id>`` | zset | co-visited products with counts |
 | ``d:sr:<product_id>`` | zset | products clicked up to 5 clicks after it in a session, weighted 1/distance (sequential rules) |
 | ``d:returns`` | hash | ``next``: product clicks after a session's first; ``return``: those back to a product of the session |
@@ -42,6 +42,7 @@ miss it). ``claimants`` tells whose a key is.
 from __future__ import annotations
 
 import re
+import zlib
 
 
 def tag(user_id: str) -> str:
@@ -160,7 +161,17 @@ def claimants(key: str, user_id: str) -> list[str] | None:
             if c == "}" and suffix[i + 1:i + 2] == ":"]
 
 
-DEADLINES = "d:deadlines"
+DEADLINES = "d:deadlines"  # the one deadlines key before #20: still read, drained
+DEADLINE_SHARDS = 16
+# ``s{dl<n>}``, not ``{dl<n>}``: no user's key pattern (``user_pattern``) may match a shard
+DEADLINE_KEYS = tuple(f"d:deadlines:s{{dl{n}}}" for n in range(DEADLINE_SHARDS))
+ALL_DEADLINE_KEYS = (*DEADLINE_KEYS, DEADLINES)
+
+
+def deadlines(user_id: str) -> str:
+    """The deadlines shard holding ``user_id``'s timers (CRC-32 of the id)."""
+    return DEADLINE_KEYS[zlib.crc32(user_id.encode(errors="surrogateescape"))
+                         % DEADLINE_SHARDS]
 TOP = "d:top"
 RETURNS = "d:returns"
 VIEWED = "d:viewed"

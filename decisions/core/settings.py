@@ -53,6 +53,7 @@ class Settings:
     secret_key: Secret = field(default_factory=lambda: Secret("dev-insecure-change-me"))
     max_batch_events: int = 500
     redis_timeout_ms: int = 50
+    redis_cluster: str = "auto"  # #20: auto | yes | no (decisions.core.resp.cluster)
     cors_origins: tuple[str, ...] = ()
     rate_limit_per_second: float = 200.0
     rate_limit_burst: int = 400

@@ -24,6 +24,7 @@ from decisions.core import stackfile
 from decisions.core.db import check_database, make_engine, redact
 from decisions.core.errors import ConfigError, DecisionsError, ServiceUnavailable
 from decisions.core.events import parse_time
+from decisions.core.resp import cluster
 from decisions.core.settings import Settings
 from decisions.runtime.ml.dataset import CHURN_RISK
 from decisions.runtime.ml.features import MODEL_NAMES
@@ -144,7 +145,7 @@ def _services(settings: Settings, need_redis: bool = True) -> Iterator[tuple[Eng
         check_database(engine, url)
         if need_redis:
             redis_url = stackfile.require(settings, "redis_url")
-            client = redis.Redis.from_url(redis_url, socket_timeout=30)
+            client = cluster.connect(redis_url, settings.redis_cluster, socket_timeout=30)
             try:
                 client.ping()
             except redis.RedisError as exc:

@@ -24,6 +24,7 @@ import redis
 
 from decisions.core.db import redact
 from decisions.core.errors import ConfigError, ServiceUnavailable, ValidationError
+from decisions.core.resp import cluster
 from decisions.core.settings import Settings
 from decisions.runtime.recommend import STRATEGIES
 from decisions.simulate.clicklog import Session, read_sessions
@@ -102,7 +103,7 @@ class Bar:
 def _private_redis(args: argparse.Namespace, settings: Settings) -> Iterator[redis.Redis]:
     url = args.redis_url or settings.redis_url
     if url:
-        client = redis.Redis.from_url(url, socket_timeout=60)
+        client = cluster.connect(url, settings.redis_cluster, socket_timeout=60)
         try:
             held = int(client.dbsize())
         except redis.RedisError as exc:

@@ -26,6 +26,11 @@ def register(sub: Any) -> None:
         help="ASGI server of the API (DECISIONS_API_SERVER; hypercorn speaks HTTP/2: h2c, "
              "and h2 with DECISIONS_API_TLS_CERTFILE/KEYFILE)",
     )
+    up.add_argument(
+        "--redis-cluster", type=int, default=0, metavar="NODES",
+        help="with no DECISIONS_REDIS_URL: start an embedded Redis Cluster of NODES Valkey "
+             "primaries (slots split evenly) instead of one Redis (docs/scaling.md)",
+    )
     up.set_defaults(handler=cmd_up)
 
     mig = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade head)")
@@ -45,7 +50,13 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         settings = replace(settings, api_server=args.server)
     host = args.host or settings.api_host
     port = settings.api_port if args.port is None else args.port
-    return Up(settings, with_demo=args.demo, host=host, port=port).run()
+    if args.redis_cluster < 0 or args.redis_cluster in (1, 2):
+        from decisions.core.errors import ConfigError
+
+        raise ConfigError("--redis-cluster needs at least 3 nodes (a cluster of fewer "
+                          "cannot elect; 0 = one plain Redis)")
+    return Up(settings, with_demo=args.demo, host=host, port=port,
+              redis_nodes=args.redis_cluster).run()
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

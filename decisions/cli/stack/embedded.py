@@ -32,6 +32,14 @@ class EmbeddedStack:
         self.redis_url = start_redis(self.var_dir / "redis", self.children)
         return self.redis_url
 
+    def start_redis_cluster(self, nodes: int = 3) -> str:
+        """A Redis Cluster of ``nodes`` embedded Valkey primaries (``cluster.py``)."""
+        from decisions.cli.stack.cluster import EmbeddedCluster
+
+        self.redis_url = EmbeddedCluster(self.var_dir / "redis-cluster").start(
+            nodes, self.children)
+        return self.redis_url
+
     def start_kafka(self) -> str:
         self.kafka_bootstrap = start_tansu(self.var_dir / "kafka", self.children)
         return self.kafka_bootstrap

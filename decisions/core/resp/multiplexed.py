@@ -173,7 +173,30 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
 
 
-class FastRedis:
+class Calls:
+    """``pipeline``, ``pipeline_packed`` and ``execute`` on top of a client's ``request``
+    (the raw replies of packed commands): shared by ``FastRedis`` and ``ClusterFastRedis``."""
+
+    def request(self, payload: bytes, count: int) -> Awaitable[list[Any]]:
+        raise NotImplementedError
+
+    async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run commands in one round trip; an error reply raises RespError."""
+        return await self.pipeline_packed(b"".join(pack(c) for c in commands), len(commands))
+
+    async def pipeline_packed(self, payload: bytes, count: int) -> list[Any]:
+        """``count`` commands already packed with :func:`pack`."""
+        replies = await self.request(payload, count)
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise RespError(str(reply))
+        return replies
+
+    async def execute(self, *args: Any) -> Any:
+        return (await self.pipeline([args]))[0]
+
+
+class FastRedis(Calls):
     """``await client.pipeline([("GET", k), ("HVALS", h)])`` → the replies, in order.
 
     One connection by default: Redis runs commands one at a time anyway, and one
@@ -196,21 +219,6 @@ class FastRedis:
         self._slots: list[_Protocol | None] = [None] * max(1, connections)
         self._connecting: list[asyncio.Future[_Protocol] | None] = [None] * len(self._slots)
         self._next = 0
-
-    async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Run commands in one round trip; an error reply raises RespError."""
-        return await self.pipeline_packed(b"".join(pack(c) for c in commands), len(commands))
-
-    async def pipeline_packed(self, payload: bytes, count: int) -> list[Any]:
-        """``count`` commands already packed with :func:`pack`."""
-        replies = await self.request(payload, count)
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise RespError(str(reply))
-        return replies
-
-    async def execute(self, *args: Any) -> Any:
-        return (await self.pipeline([args]))[0]
 
     def request(self, payload: bytes, count: int) -> Awaitable[list[Any]]:
         """The raw replies of ``count`` packed commands (error replies included), awaitable.

@@ -45,7 +45,8 @@ from sqlalchemy.exc import OperationalError
 
 from decisions.core import metrics
 from decisions.core.db import make_engine
-from decisions.core.errors import ServiceUnavailable
+from decisions.core.errors import ConfigError, ServiceUnavailable
+from decisions.core.resp import cluster
 from decisions.core.resp.pipeline import RawScript
 from decisions.core.settings import Settings
 from decisions.core.tracing import setup as setup_tracing
@@ -88,8 +89,8 @@ class Worker(BatchSteps):
         ``scorer_factory``, called once the first active rule reads a score (the model
         stack is heavy to import: a worker whose rules need no scores never loads it)."""
         self.settings = settings
-        self.redis = redis.Redis.from_url(str(settings.redis_url), socket_timeout=5,
-                                          socket_connect_timeout=2)
+        self.redis = cluster.connect(str(settings.redis_url), settings.redis_cluster,
+                                     socket_timeout=5, socket_connect_timeout=2)
         self.db: Engine = make_engine(str(settings.database_url))
         self.state = StateStore(self.redis, settings.dedup_ttl_seconds)
         self.offers = OfferStore(self.redis, settings.offer_cap_per_day,
@@ -230,6 +231,7 @@ class Worker(BatchSteps):
                 self.stats.rebalances += 1
                 log.info("commit refused after a rebalance (%s); continuing", exc)
             except Exception as exc:  # noqa: BLE001 - sorted here: outage or a record's fault
+                _stop_if_misconfigured(exc)
                 if is_outage(exc):
                     backoff = self._retry(exc, backoff)
                 else:
@@ -352,6 +354,7 @@ class Worker(BatchSteps):
             except GroupRebalanced:
                 raise
             except Exception as exc:
+                _stop_if_misconfigured(exc)
                 if is_outage(exc):
                     raise
                 self._abandon()
@@ -378,6 +381,15 @@ class Worker(BatchSteps):
     def fire_due_timers(self, limit: int = 500) -> int:
         assert self._producer is not None
         return self.timers.fire_due(self._producer, limit)
+
+
+def _stop_if_misconfigured(exc: BaseException) -> None:
+    """A Redis error no retry fixes and no record causes (CROSSSLOT, WRONGTYPE, auth, the
+    wrong cluster mode) would dead-letter every record, or retry for ever: the worker stops
+    with one line naming the setting to change (nothing uncommitted is lost: it replays)."""
+    fault = cluster.misconfiguration(exc)
+    if fault is not None:
+        raise ConfigError(f"the worker stops: {fault}") from None
 
 
 def run_worker(settings: Settings) -> int:

@@ -1,4 +1,9 @@
-"""Absences become events: deadlines per user in one sorted set, fired as timer events.
+"""Absences become events: deadlines per user in sorted sets, fired as timer events.
+
+The deadlines are spread over ``keys.DEADLINE_SHARDS`` sorted sets by a hash of the user
+id, each its own hash tag (a Redis Cluster spreads their writes over its nodes); the
+firer reads every shard, and the one key of before (``keys.DEADLINES``) until it is
+drained.
 
 Every idle timer of the active rules (``idle_30m``: no activity for 30 minutes) is due its
 delay after the user's newest event; ``ZADD GT`` keeps a later deadline already set, so a
@@ -12,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -37,12 +43,13 @@ def deadlines(latest: dict[str, int], timers: list[tuple[str, int]]) -> dict[str
 
 
 def queue_deadlines(pipe: RawPipeline, due: dict[str, int]) -> None:
-    """One command for the batch; GT: a late event never pulls a deadline earlier."""
-    if due:
-        flat: list[str | int] = []
-        for member, at in due.items():
-            flat += (at, member)
-        pipe.command("ZADD", keys.DEADLINES, "GT", *flat)
+    """One command per shard the batch's users fall in; GT: a late event never pulls a
+    deadline earlier."""
+    shards: dict[str, list[str | int]] = {}
+    for member, at in due.items():
+        shards.setdefault(keys.deadlines(member.rpartition("|")[0]), []).extend((at, member))
+    for key, flat in shards.items():
+        pipe.command("ZADD", key, "GT", *flat)
 
 
 class TimerFirer:
@@ -61,12 +68,18 @@ class TimerFirer:
         Produced before removal: a crash in between re-fires the timer with the same
         deterministic event id, which dedup drops."""
         now_ms = int(time.time() * 1000)
-        due: list[tuple[bytes, float]] = self.redis.zrangebyscore(  # type: ignore[assignment]
-            keys.DEADLINES, "-inf", now_ms, start=0, num=limit, withscores=True)
-        if not due:
+        read = RawPipeline(self.redis)
+        for key in keys.ALL_DEADLINE_KEYS:
+            read.command("ZRANGEBYSCORE", key, "-inf", now_ms, "WITHSCORES", "LIMIT", 0, limit)
+        found: list[tuple[float, bytes, str]] = []
+        for key, reply in zip(keys.ALL_DEADLINE_KEYS, read.execute(), strict=True):
+            found.extend((score, member, key) for member, score in _scored(reply))
+        if not found:
             return 0
+        found.sort()
+        due = [(member, score, key) for score, member, key in found[:limit]]
         records = []
-        for member, score in due:
+        for member, score, _ in due:
             user_id, _, name = member.decode().rpartition("|")
             due_ts = datetime.fromtimestamp(score / 1000, UTC)
             records.append((user_id, {
@@ -76,8 +89,15 @@ class TimerFirer:
             }))
         producer.send_many(self.events_topic, records, headers=self.headers)
         pipe = RawPipeline(self.redis)
-        for member, score in due:
+        for member, score, key in due:
             # only if unchanged: another worker may have pushed the deadline meanwhile
-            pipe.script(self._drop, (keys.DEADLINES,), (member, int(score)))
+            pipe.script(self._drop, (key,), (member, int(score)))
         pipe.execute()
         return len(records)
+
+
+def _scored(reply: list[Any]) -> list[tuple[bytes, float]]:
+    """``ZRANGEBYSCORE … WITHSCORES``: RESP3 gives pairs, RESP2 a flat list."""
+    if reply and isinstance(reply[0], list):
+        return [(m, float(s)) for m, s in reply]
+    return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply), 2)]

@@ -147,7 +147,7 @@ def test_the_rendered_form_shows_every_valid_rule(signed_in: SignIn, starter: Ru
 
 
 UNSHOWABLE = [
-    ("budget: 100\n", "budget (line 2): unknown field"),
+    ("coupon_pool: 100\n", "coupon_pool (line 2): unknown field"),
     ("description: 'two\n\n  lines'\n",
      "description (line 2): a one-line box cannot hold a line break"),
     ("active: {from: '2026-12-24T10:00:30Z'}\n",
@@ -238,7 +238,7 @@ def test_save_refuses_source_edits_not_applied_to_the_form(
     the form alone saves once the source is back to what the form writes."""
     client, _ = signed_in("editor")
     fields = form_fields(client.get(EDITOR).text)
-    typed = fields["source"] + "budget: 100\n"
+    typed = fields["source"] + "coupon_pool: 100\n"
     refused = client.post(EDITOR, data={**fields, "source": typed, "action": "save"})
     assert refused.status_code == 422 and "Not saved: the source has edits" in refused.text
     again = form_fields(refused.text)

@@ -110,7 +110,9 @@ def trial(request: Request, form: Form) -> Response:
     if not errors and now is not None:
         try:
             result = try_event(document, event_data, parse_profile(profile), now,
-                               user_id=values["user_id"], client=svc.redis, db=svc.db)
+                               user_id=values["user_id"], client=svc.redis, db=svc.db,
+                               global_caps=(svc.settings.offer_cap_per_day,
+                                            svc.settings.offer_cap_per_week))
             context["result"] = result
             context["label"] = label
             context["effects"] = {}

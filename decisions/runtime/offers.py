@@ -37,7 +37,8 @@ from decisions.core.resp.pipeline import RawPipeline, RawScript
 # KEYS: offers hash, offer-rule hash, grants-ever hash. ARGV: offer_id, rule key, offer
 # JSON, now_ms, ttl_s, cap (offers of this rule per user in 30 days; 0: no cap), ruleset,
 # the ruleset's offers per user per day and per week, the global ones (0: no cap), the
-# rule's offers per user ever (0: no cap; ``d:ever`` counts every grant, never expires).
+# rule's offers per user ever (0: no cap; ``d:ever`` counts every grant, never expires),
+# and ``check`` to only say whether it would be stored (``OfferStore.check_offer``).
 # Frequency caps count grants per ruleset (field ``cap|<ruleset>``) and across rulesets
 # (``cap|*``) in the offer-rule hash: grant times (ms) of the last 7 days. Returns 1
 # stored, 2 stored before (a replay), or why it was refused (``REFUSALS``: an active offer
@@ -86,6 +87,7 @@ local rs_times, rs_full = capped('cap|' .. (ARGV[7] or ''), tonumber(ARGV[8]) or
 if rs_full then return 5 end
 local all_times, all_full = capped('cap|*', tonumber(ARGV[10]) or 0, tonumber(ARGV[11]) or 0)
 if all_full then return 6 end
+if ARGV[13] == 'check' then return 1 end  -- Try it: would be stored, nothing written
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 if cap > 0 then redis.call('HSET', KEYS[2], field, table.concat(kept, ',')) end
@@ -155,6 +157,18 @@ class OfferStore:
             pipe.script(self._raw_store, script_keys, args)
         else:
             self._store(keys=script_keys, args=args, client=pipe)
+
+    def check_offer(self, user_id: str, offer: dict[str, Any], now_ms: int,
+                    caps: tuple[int, int] = (0, 0)) -> str:
+        """Why the shopper's live offers and caps would refuse ``offer`` now, or "" (it
+        would be stored); the store's own script, writing nothing (Try it)."""
+        rule_key = f"{offer['ruleset']}/{offer['rule']}"
+        reply = self._store(
+            keys=[keys.offers(user_id), keys.offer_rules(user_id), keys.offers_ever(user_id)],
+            args=[offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, 0,
+                  int(offer.get("per_user_cap") or 0), offer["ruleset"], caps[0], caps[1],
+                  *self.global_caps, int(offer.get("max_per_user_ever") or 0), "check"])
+        return refusal(reply, offer, caps, self.global_caps)
 
     def store_recommendation(
         self, pipe: Any, user_id: str, slot: str, rec: dict[str, Any], ttl_s: int

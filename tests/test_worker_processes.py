@@ -184,7 +184,7 @@ def three_workers_killed_and_restarted(settings: Settings, engine: Engine,
 
     try:
         send("x", 200)
-        wait_for(lambda: archived() >= 300, interval=0.01)
+        wait_for(lambda: archived() >= 300, timeout=90, interval=0.01)  # 3 starting up
         workers[0].send_signal(signal.SIGKILL)  # mid-batch: effects partly written
         workers[0].wait(10)
         assert archived() < len(all_events), "the workers finished before the kill"
@@ -194,6 +194,10 @@ def three_workers_killed_and_restarted(settings: Settings, engine: Engine,
         workers[1] = start_worker(settings, logs[1])
         send("z", 100)
         wait_for(lambda: archived() == len(all_events), timeout=60)
+        # the third worker may have done it all: both restarted ones must be up (their
+        # rulesets loaded, signal handlers set) before they are stopped
+        wait_for(lambda: all(log.read_text().count("rulesets active") >= 2
+                             for log in logs[:2]), timeout=60)
         wait_for(lambda: committed_total(settings) == len(all_events), timeout=30)
     finally:
         codes = [stop(w) for w in workers]

@@ -32,7 +32,7 @@ from starlette.testclient import TestClient
 from api.app import create_app as create_api
 from decisions.core.settings import Settings
 from decisions.runtime import apikeys
-from tests.helpers import event, minutes, now, running_worker, wait_for
+from tests.helpers import event, minutes, now, put_catalog, running_worker, wait_for
 from tests.test_admin_browser import browser, served, shot, sign_in  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
@@ -308,12 +308,7 @@ def test_six_marketer_rules_from_the_forms_to_kafka(
         browser: Any, served: str, settings: Settings,  # noqa: F811 - fixtures
         clean_db: Engine, redis_client: redis.Redis) -> None:
     base = served
-    with clean_db.begin() as conn:
-        conn.execute(text("DELETE FROM products"))
-        conn.execute(text(
-            "INSERT INTO products (product_id, name, price, category, in_stock, updated_at) "
-            "VALUES " + ", ".join(f"('{p}', '{p}', {price}, '{c}', true, now())"
-                                  for p, price, c in CATALOG)))
+    put_catalog(clean_db, CATALOG)
     key, _ = apikeys.create_key(clean_db, "shop", ["events:write", "offers:read"])
     headers = {"Authorization": f"Bearer {key}"}
     context = browser.new_context(viewport={"width": 1366, "height": 900})

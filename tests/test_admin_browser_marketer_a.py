@@ -259,6 +259,9 @@ def _try_them(page: Any) -> None:
     _not_fired(page, "viewed-again-within-a-day")
     quiet = _words(page.locator(".quiet-rules .card", has_text="viewed-again-within-a-day"))
     assert "between 1 and 86400 — unknown" in quiet, quiet
+    page.locator(".quiet-rules > summary").click()  # unfolded, as a marketer would look
+    expect(page.locator(".quiet-rules .card", has_text="viewed-again-within-a-day")
+           ).to_be_visible()
     shot(page, "23-a2-try-it-first-view")
 
     # 3. a profile with three running-shoes views in 10 minutes and no add to cart

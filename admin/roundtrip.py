@@ -20,6 +20,7 @@ from typing import Any
 
 from admin.forms import (
     ACTION_PARAMS,
+    field_choice,
     parse_rule,
     range_text,
     renderable,
@@ -49,7 +50,10 @@ def _select(text: str, options: Any) -> str:
 
 def _leaf_values(node: dict[str, Any], path: str, out: dict[str, str]) -> None:
     field = str(node.get("field") or "")
-    out[f"{path}.field"] = field
+    chosen, attribute = field_choice(field, FIELDS)  # "another customer attribute", named
+    out[f"{path}.field"] = chosen
+    if attribute:
+        out[f"{path}.attribute"] = _line(attribute)
     out[f"{path}.op"] = str(node.get("op") or "")
     spec = FIELDS.get(field)
     ftype = spec.type if spec else STRING

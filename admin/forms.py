@@ -118,6 +118,8 @@ def parse_leaf(form: Form, path: str) -> dict[str, Any]:
     op = _text(form, f"{path}.op")
     leaf: dict[str, Any] = {"field": field, "op": op}
     ftype = field_type(field)
+    if ftype is None and field.startswith("customer."):
+        ftype = ANY  # a name validation refuses: its value read as for a good one
     kind = OPERATORS[op][1] if op in OPERATORS else "same"
     if kind == "none":
         return leaf
@@ -248,7 +250,7 @@ def attribute_fields(attributes: Mapping[str, str]) -> dict[str, Field]:
            for name, kind in sorted(attributes.items())
            if custom_attribute(f"customer.{name}") is not None}
     out[ATTRIBUTE_PLACEHOLDER] = Field(ATTRIBUTE_PLACEHOLDER, ANY,
-                                       "Another customer attribute (type its name)…")
+                                       "Other customer attribute…")
     return out
 
 

@@ -99,6 +99,8 @@ def _author_holiday(page: Any, start: datetime, end: datetime) -> None:
     # no conditions: remove the one a new rule starts with
     page.locator('button[value="remove:rules[2].when.all[0]"]').click()
     expect(page.locator(f"{p}-when-all-0-field")).to_have_count(0)
+    # the empty "When" says what it means
+    expect(page.locator(".no-conditions")).to_contain_text("fires on every event")
     page.locator(f"{p}-active-from").fill(_local(start))
     page.locator(f"{p}-active-until").fill(_local(end))
     page.locator(f"{p}-then-0-discount-_value").fill("20")
@@ -213,17 +215,27 @@ def test_marketer_rules_b_from_the_forms_to_kafka(
         _author_first_visit(page)
         _author_pro_plan(page)
         shot(page, "23-b-ruleset")
+        rows = {name: " ".join(page.locator("tr", has_text=name).inner_text().split())
+                for name in ("storewide-20", "first-order-bonus", "free-shipping-over-50")}
+        assert "Every event (no conditions)" in rows["storewide-20"], rows
+        assert "$10.00 off (code FIRST10); at most 1 per shopper, ever" in \
+            rows["first-order-bonus"], rows
+        assert "Free shipping on orders of $50.00 or more (code SHIPFREE)" in \
+            rows["free-shipping-over-50"], rows
 
         # -- Try it: each fires and names the values it read ---------------------------
         page.get_by_role("link", name="Try it").click()
         _try(page, "add_to_cart", {"product_id": "p-1", "price": "60", "quantity": "1"},
              profile={"state": {"cart_value": 60}})
         words = _fired(page, "free-shipping-over-50")
-        assert "Cart value ≥ 50 — is 60" in words and "free shipping" in words, words
+        assert "Cart value ≥ 50 — is 60" in words, words
+        assert "Would offer free shipping on orders of $50.00 or more with code SHIPFREE" in \
+            words, words
         shot(page, "23-b-try-it-free-shipping")
         words = _fired(page, "first-order-bonus")
         assert "Orders placed is 0 — is 0" in words and "FIRST10" in words, words
         words = _fired(page, "storewide-20")  # no conditions, now is in its window
+        assert "No conditions: it fires on every event while it is active" in words
         assert "20% off" in words and "HOLIDAY20" in words, words
         _try(page, "page_view", {"page": "home"})
         words = _fired(page, "welcome")

@@ -84,6 +84,13 @@ def _author_free_shipping(page: Any) -> None:
     p = _new_rule(page, 1, "free-shipping-over-50", "Free shipping once the cart is $50",
                   30)
     _add_condition(page, p, 1, "state.cart_value", "gte", "50")
+    # (a look at the recommendation's form on the way: its price is a choice)
+    page.locator(f"{p}-then-0-kind").select_option("recommend")
+    price = page.locator(f"{p}-then-0-recommend-price")
+    assert price.evaluate("el => [el.tagName, [...el.options].map(o => o.value)]") == [
+        "SELECT", ["", "cheaper", "similar"]]
+    price.select_option("cheaper")
+    shot(page, "23-b-editor-recommend-price")
     page.locator(f"{p}-then-0-kind").select_option("free_shipping")
     page.locator(f"{p}-then-0-free_shipping-code").fill("SHIPFREE")
     page.locator(f"{p}-then-0-free_shipping-min_basket").fill("50")

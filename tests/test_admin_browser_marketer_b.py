@@ -59,6 +59,12 @@ def _new_rule(page: Any, i: int, name: str, description: str, priority: int) -> 
     return p
 
 
+def _fill(page: Any, p: str, values: dict[str, str]) -> None:
+    """Fill the rule's inputs by id (``then-0-discount-code`` under ``#f-rules-<i>``)."""
+    for name, value in values.items():
+        page.locator(f"{p}-{name}").fill(value)
+
+
 def _add_condition(page: Any, p: str, n: int, field: str, op: str, value: str | None) -> None:
     page.get_by_role("button", name="+ Condition").first.click()
     row = f"{p}-when-all-{n}"
@@ -92,9 +98,11 @@ def _author_free_shipping(page: Any) -> None:
     price.select_option("cheaper")
     shot(page, "23-b-editor-recommend-price")
     page.locator(f"{p}-then-0-kind").select_option("free_shipping")
-    page.locator(f"{p}-then-0-free_shipping-code").fill("SHIPFREE")
-    page.locator(f"{p}-then-0-free_shipping-min_basket").fill("50")
-    page.locator(f"{p}-then-0-free_shipping-expires_minutes").fill("1440")
+    _fill(page, p, {
+        "then-0-free_shipping-code": "SHIPFREE",
+        "then-0-free_shipping-min_basket": "50",
+        "then-0-free_shipping-expires_minutes": "1440",
+    })
     expect(page.locator("#source")).to_have_value(re.compile(
         r"- free_shipping:\s+code: SHIPFREE\s+min_basket: 50\s+expires_minutes: 1440"))
     shot(page, "23-b-editor-free-shipping")
@@ -110,9 +118,11 @@ def _author_holiday(page: Any, start: datetime, end: datetime) -> None:
     expect(page.locator(".no-conditions")).to_contain_text("fires on every event")
     page.locator(f"{p}-active-from").fill(_local(start))
     page.locator(f"{p}-active-until").fill(_local(end))
-    page.locator(f"{p}-then-0-discount-_value").fill("20")
-    page.locator(f"{p}-then-0-discount-code").fill("HOLIDAY20")
-    page.locator(f"{p}-then-0-discount-expires_minutes").fill("1440")
+    _fill(page, p, {
+        "then-0-discount-_value": "20",
+        "then-0-discount-code": "HOLIDAY20",
+        "then-0-discount-expires_minutes": "1440",
+    })
     expect(page.locator("#source")).to_have_value(re.compile(
         r"active:\s+from: '?" + _local(start) + r"(.|\n)*when:\s+all: \[\]"))
     shot(page, "23-b-editor-holiday")
@@ -124,10 +134,12 @@ def _author_once_ever(page: Any) -> None:
                   10)
     _add_condition(page, p, 1, "state.order_count", "eq", "0")
     page.locator(f"{p}-then-0-discount-_type").select_option("amount")
-    page.locator(f"{p}-then-0-discount-_value").fill("10")
-    page.locator(f"{p}-then-0-discount-code").fill("FIRST10")
-    page.locator(f"{p}-then-0-discount-expires_minutes").fill("1440")
-    page.locator(f"{p}-then-0-discount-max_per_user_ever").fill("1")
+    _fill(page, p, {
+        "then-0-discount-_value": "10",
+        "then-0-discount-code": "FIRST10",
+        "then-0-discount-expires_minutes": "1440",
+        "then-0-discount-max_per_user_ever": "1",
+    })
     expect(page.locator("#source")).to_have_value(re.compile(r"max_per_user_ever: 1"))
     shot(page, "23-b-editor-once-ever")
     _save(page, "first-order-bonus")
@@ -137,10 +149,12 @@ def _author_first_visit(page: Any) -> None:
     p = _new_rule(page, 4, "welcome", "15 % on a shopper's first visit ever", 20)
     page.locator(f"{p}-when-all-0-value").select_option("page_view")
     _add_condition(page, p, 1, "state.first_visit_ever", "eq", "true")
-    page.locator(f"{p}-then-0-discount-_value").fill("15")
-    page.locator(f"{p}-then-0-discount-code").fill("HELLO15")
-    page.locator(f"{p}-then-0-discount-expires_minutes").fill("60")
-    page.locator(f"{p}-then-0-discount-max_per_user_ever").fill("1")
+    _fill(page, p, {
+        "then-0-discount-_value": "15",
+        "then-0-discount-code": "HELLO15",
+        "then-0-discount-expires_minutes": "60",
+        "then-0-discount-max_per_user_ever": "1",
+    })
     expect(page.locator("#source")).to_have_value(re.compile(
         r"field: state.first_visit_ever\s+op: eq\s+value: true"))
     _save(page, "welcome")
@@ -167,9 +181,11 @@ def _author_pro_plan(page: Any) -> None:
         '"Seats" is not a customer attribute name')
     shot(page, "23-b-editor-attribute-error")
     page.locator(f"{row}-attribute").fill("seats")
-    page.locator(f"{p}-then-0-discount-_value").fill("25")
-    page.locator(f"{p}-then-0-discount-code").fill("PROTEAM25")
-    page.locator(f"{p}-then-0-discount-expires_minutes").fill("1440")
+    _fill(page, p, {
+        "then-0-discount-_value": "25",
+        "then-0-discount-code": "PROTEAM25",
+        "then-0-discount-expires_minutes": "1440",
+    })
     expect(page.locator("#source")).to_have_value(re.compile(
         r"field: customer.plan\s+op: eq\s+value: pro\s+- field: customer.seats\s+op: gte"
         r"\s+value: 10"))

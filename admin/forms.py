@@ -24,6 +24,8 @@ import yaml
 from rulesets.language import (
     ACTION_CATALOG,
     ACTIONS,
+    ANY,
+    ATTRIBUTE_PLACEHOLDER,
     BOOL,
     FIELD_FAMILIES,
     FIELDS,
@@ -35,14 +37,16 @@ from rulesets.language import (
     STATE_TYPES,
     STRING,
     Field,
+    custom_attribute,
     field_type,
 )
 
 Form = Mapping[str, Any]
-# action -> (param, type, label) shown as fields; discount's percent/amount is the
-# _type/_value pair. From the language's action catalog (rulesets.language).
-ACTION_PARAMS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    name: tuple((p.name, p.type, p.label) for p in spec.params if p.in_form)
+# action -> (param, type, label, choices) shown as fields (a select where the param has
+# choices); discount's percent/amount is the _type/_value pair. From the language's
+# action catalog (rulesets.language).
+ACTION_PARAMS: dict[str, tuple[tuple[str, str, str, tuple[str, ...]], ...]] = {
+    name: tuple((p.name, p.type, p.label, p.choices) for p in spec.params if p.in_form)
     for name, spec in ACTION_CATALOG.items()}
 ACTION_LABELS = {name: spec.label for name, spec in ACTION_CATALOG.items()}
 SOURCES = (("event", "Event"), ("state", "User state"), ("customer", "Customer"),
@@ -70,7 +74,16 @@ def number(raw: str) -> Any:
         else value
 
 
+_ANY_NUMBER = re.compile(r"^-?\d{1,16}(\.\d{1,16})?([eE][+-]?\d{1,3})?$")
+
+
 def typed(ftype: str | None, raw: str) -> Any:
+    if ftype == ANY:  # a custom customer attribute: read as the customer import reads a cell
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            return raw[1:-1]  # "12" in quotes: the text 12
+        if _ANY_NUMBER.match(raw):
+            return number(raw)
+        return {"true": True, "false": False}.get(raw, raw)
     if ftype == NUMBER:
         return number(raw)
     if ftype == BOOL:
@@ -105,9 +118,14 @@ def parse_leaf(form: Form, path: str) -> dict[str, Any]:
     field = _text(form, f"{path}.field")
     if field in FAMILIES:  # a family picked in the field picker: its parts name the field
         field = compose(form, path, FAMILIES[field])
+    elif field == ATTRIBUTE_PLACEHOLDER:  # "another customer attribute": its name typed in
+        name = _text(form, f"{path}.attribute")
+        field = f"customer.{name}" if name else field
     op = _text(form, f"{path}.op")
     leaf: dict[str, Any] = {"field": field, "op": op}
     ftype = field_type(field)
+    if ftype is None and field.startswith("customer."):
+        ftype = ANY  # a name validation refuses: its value read as for a good one
     kind = OPERATORS[op][1] if op in OPERATORS else "same"
     if kind == "none":
         return leaf
@@ -205,15 +223,41 @@ def parse_settings(form: Form) -> dict[str, Any]:
 
 # -- rendering helpers ---------------------------------------------------------------
 def value_text(node: dict[str, Any]) -> str:
-    """The text a single value input shows (lists comma-separated, booleans lower case)."""
+    """The text a single value input shows (lists comma-separated, booleans lower case;
+    for a custom customer attribute, text that would read as a number or true/false in
+    quotes)."""
     value = node.get("value")
     if value is None:
         return ""
     if isinstance(value, list):
-        return ", ".join(value_text({"value": v}) for v in value)
+        return ", ".join(value_text({"field": node.get("field"), "value": v}) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and isinstance(node.get("field"), str) \
+            and field_type(node["field"]) == ANY and typed(ANY, value) != value:
+        return f'"{value}"'
     return str(value)
+
+
+def field_choice(field: str, shown: Mapping[str, Any]) -> tuple[str, str]:
+    """What the field picker selects for ``field`` (``shown``: the fields it offers), and
+    the attribute name its "another customer attribute" box holds: a customer field the
+    picker does not offer is that entry with the name typed in."""
+    if field in shown or not field.startswith("customer.") or field == ATTRIBUTE_PLACEHOLDER:
+        return field, ""
+    return ATTRIBUTE_PLACEHOLDER, field[len("customer."):]
+
+
+def attribute_fields(attributes: Mapping[str, str]) -> dict[str, Field]:
+    """The picker's entries for custom customer attributes: those seen in the customers
+    table (``decisions.runtime.customers.seen_attributes``: name -> type) and the entry
+    where another name is typed in."""
+    out = {f"customer.{name}": Field(f"customer.{name}", kind, f"{name} (customer attribute)")
+           for name, kind in sorted(attributes.items())
+           if custom_attribute(f"customer.{name}") is not None}
+    out[ATTRIBUTE_PLACEHOLDER] = Field(ATTRIBUTE_PLACEHOLDER, ANY,
+                                       "Other customer attribute…")
+    return out
 
 
 def range_text(node: dict[str, Any], i: int) -> str:
@@ -273,24 +317,34 @@ def to_source(rule: dict[str, Any], fmt: str = "yaml") -> str:
     return yaml.safe_dump(rule, sort_keys=False, allow_unicode=True, width=88)
 
 
-def field_catalog() -> list[dict[str, Any]]:
-    """The field picker's groups: every field the language knows, by source."""
+def picker_fields(attributes: Mapping[str, str] | None = None) -> dict[str, Field]:
+    """Every field the picker offers: the language's, then the customer attributes."""
+    return {**FIELDS, **attribute_fields(attributes or {})}
+
+
+def field_catalog(attributes: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The field picker's groups: every field the language knows, by source (customer
+    attributes seen in the customers table with the customer's)."""
+    fields = picker_fields(attributes)
     groups = []
     for source, label in SOURCES:
-        items = [f for f in FIELDS.values() if f.path.startswith(source + ".")]
+        items = [f for f in fields.values() if f.path.startswith(source + ".")]
         groups.append({"label": label, "fields": items})
     return groups
 
 
-def catalog_json() -> str:
+def catalog_json(attributes: Mapping[str, str] | None = None) -> str:
     """Field types and choices, the families' parts, and which operators apply to which
-    types, for editor.js."""
-    fields = {f.path: {"type": f.type, "choices": list(f.choices)} for f in FIELDS.values()}
+    types, for editor.js (a field of type ``any``, a custom attribute, takes every
+    operator)."""
+    fields = {f.path: {"type": f.type, "choices": list(f.choices)}
+              for f in picker_fields(attributes).values()}
     fields |= {t: {"type": f.type, "choices": []} for t, f in FAMILIES.items()}
     return json.dumps({
         "fields": fields,
         "families": {t: {"parts": list(f.parts), "name_label": f.name_label}
                      for t, f in FAMILIES.items()},
+        "placeholder": ATTRIBUTE_PLACEHOLDER,
         "operators": {op: {"types": list(types), "kind": kind, "label": OPERATOR_LABELS[op]}
                       for op, (types, kind) in OPERATORS.items()},
     })

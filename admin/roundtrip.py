@@ -22,6 +22,7 @@ from admin.forms import (
     ACTION_PARAMS,
     SCOPE_CHOICES,
     family_of,
+    field_choice,
     field_spec,
     parse_rule,
     range_text,
@@ -30,7 +31,15 @@ from admin.forms import (
     value_text,
 )
 from admin.wording import datetime_local
-from rulesets.language import ACTIONS, BOOL, NUMBER, RULE_PARAM_GROUPS, STATE_TYPES, STRING
+from rulesets.language import (
+    ACTIONS,
+    BOOL,
+    FIELDS,
+    NUMBER,
+    RULE_PARAM_GROUPS,
+    STATE_TYPES,
+    STRING,
+)
 
 _HTML_NUMBER = re.compile(r"-?(\d+(\.\d+)?|\.\d+)([eE][+-]?\d+)?")
 _LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
@@ -52,7 +61,10 @@ def _select(text: str, options: Any) -> str:
 
 def _leaf_values(node: dict[str, Any], path: str, out: dict[str, str]) -> None:
     field = str(node.get("field") or "")
-    out[f"{path}.field"] = field
+    chosen, attribute = field_choice(field, FIELDS)  # "another customer attribute", named
+    out[f"{path}.field"] = chosen
+    if attribute:
+        out[f"{path}.attribute"] = _line(attribute)
     # a family's field: its template in the picker, its parts in their inputs (every
     # row has them, hidden when its field is not a family's)
     found = family_of(field)

@@ -8,6 +8,7 @@ first request that needs PostgreSQL or Redis opens the client.
 from __future__ import annotations
 
 import threading
+import time
 from functools import cached_property
 
 import redis
@@ -19,9 +20,12 @@ from decisions.core.db import make_engine
 from decisions.core.errors import ConfigError
 from decisions.core.resp import cluster
 from decisions.core.settings import Settings
+from decisions.runtime.customers import seen_attributes
 from decisions.runtime.engine import RuleEngine
 from decisions.simulate.backtest import BacktestRegistry
 from rulesets.store import RulesetStore
+
+ATTRIBUTES_TTL = 10.0  # seconds the field picker's list of customer attributes is kept
 
 
 class AdminServices:
@@ -34,6 +38,16 @@ class AdminServices:
         # hosts never overlap, but one host's assert/retract pair must): backtests hold this
         self.engine_lock = threading.Lock()
         self.backtests = BacktestRegistry()
+        self._attributes: tuple[float, dict[str, str]] = (-ATTRIBUTES_TTL, {})
+
+    def customer_attributes(self) -> dict[str, str]:
+        """Custom customer attributes seen in the customers table (name -> type), for the
+        rule editor's field picker; read again after ``ATTRIBUTES_TTL`` seconds."""
+        read_at, found = self._attributes
+        if time.monotonic() - read_at >= ATTRIBUTES_TTL:
+            found = seen_attributes(self.db)
+            self._attributes = (time.monotonic(), found)
+        return found
 
     @property
     def db(self) -> Engine:

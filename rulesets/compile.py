@@ -43,10 +43,17 @@ import orjson
 
 from decisions.core.events import parse_time
 from rulesets.budget import Budget, budget_of
-from rulesets.explain import holds
+from rulesets.explain import holds, typed_holds
 from rulesets.facts import fact_key
 from rulesets.holdout import Holdout, holdout_of
-from rulesets.language import EVENT_TYPE_CHOICES, FIELDS, LIST, STRING, field_type
+from rulesets.language import (
+    EVENT_TYPE_CHOICES,
+    FIELDS,
+    LIST,
+    STRING,
+    field_type,
+    from_attributes,
+)
 
 Predicate = Callable[[dict[str, Any]], bool]
 # per event type: the chunks every event of the type meets, and per indexed fact key the
@@ -172,6 +179,10 @@ class _Compiler:
         if path == "event.timer" and op in ("eq", "in") and not negate:
             self.timers.extend(value if isinstance(value, list) else [value])
         key = fact_key(path)
+        if from_attributes(path) and op != "exists":
+            # a customer attribute may hold any type: durable_rules would compare text
+            # with numbers (``"pro" > 3`` holds there), so a typed check decides
+            return self.derive(key, op, value, negate, typed=True)
         if op == "between":
             lo, hi = value
             inner = {"$and": [{"$gte": {key: lo}}, {"$lte": {key: hi}}]}
@@ -198,11 +209,13 @@ class _Compiler:
             return nots[0] if len(nots) == 1 else {"$and": nots}
         return self.derive(key, op, value, negate)
 
-    def derive(self, key: str, op: str, value: Any, negate: bool) -> dict[str, Any]:
+    def derive(self, key: str, op: str, value: Any, negate: bool,
+               typed: bool = False) -> dict[str, Any]:
         name = "x_" + hashlib.sha1(  # noqa: S324 - a name, not security
-            json.dumps([key, op, value, negate]).encode()
+            json.dumps([key, op, value, negate, typed]).encode()
         ).hexdigest()[:12]
-        self.derived[name] = _check(key, op, value, negate)
+        self.derived[name] = _typed(key, op, value, negate) if typed \
+            else _check(key, op, value, negate)
         if name not in self.used:
             self.used.append(name)
         return {name: 1}
@@ -238,6 +251,14 @@ def _check(key: str, op: str, value: Any, negate: bool) -> Predicate:
         return fact.get(key) is not None and negate
 
     return other
+
+
+def _typed(key: str, op: str, value: Any, negate: bool) -> Predicate:
+    """A leaf on a customer attribute of any type (``rulesets.explain.typed_holds``)."""
+    def typed(fact: dict[str, Any]) -> bool:
+        return typed_holds(op, fact.get(key), value, negate)
+
+    return typed
 
 
 _CONTAINERS = (list, str)  # a tuple: ``list | str`` would build a union on every call

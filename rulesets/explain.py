@@ -5,6 +5,8 @@ Pure Python, with exactly the semantics the compiled durable_rules form has:
 - a condition on a value the fact does not have (no model, no such page visit, a
   customer without a tier) is false — and stays false under ``not``: an unknown value
   never makes a rule fire; only ``exists`` tests presence (``not exists``: missing);
+- a custom customer attribute's value of another type than the condition's (text where
+  a number is compared) is false in the same way: customers' attributes are not typed;
 - ``not`` is pushed down to the leaves (De Morgan), as the compiler does.
 
 The decision itself always comes from durable_rules; this module explains it (the admin's
@@ -16,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from rulesets.facts import fact_key
+from rulesets.language import from_attributes
 
 
 def holds(node: dict[str, Any], fact: dict[str, Any], negate: bool = False) -> bool:
@@ -44,9 +47,43 @@ def explain(node: dict[str, Any], fact: dict[str, Any], negate: bool = False) ->
     elif actual is None:
         out["result"] = False
         out["missing"] = True
+    elif from_attributes(path) and not comparable(op, actual, value):
+        out["result"] = False  # a customer's value of another type: as if unknown
+        out["mismatch"] = True
     else:
         out["result"] = _compare(op, actual, value) != negate
     return out
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else "other"
+
+
+def comparable(op: str, actual: Any, value: Any) -> bool:
+    """Whether ``actual`` has the type the condition compares: a number for ``gt`` or
+    ``between``, text for ``contains`` and ``prefix``, else the type of the value (of the
+    list's first item for ``in``). For fields whose values may be of any type (custom
+    customer attributes): a value of another type matches nothing, negated or not."""
+    if op in ("contains", "prefix"):
+        wanted = "string"
+    elif op in ("between", "within"):
+        wanted = "number"
+    elif op in ("in", "not_in"):
+        wanted = _kind(value[0]) if isinstance(value, list) and value else "other"
+    else:
+        wanted = _kind(value)
+    return _kind(actual) == wanted
+
+
+def typed_holds(op: str, actual: Any, value: Any, negate: bool) -> bool:
+    """A leaf on a field of any type: false when unknown or of another type (``not`` or
+    not), else the comparison."""
+    return actual is not None and comparable(op, actual, value) \
+        and _compare(op, actual, value) != negate
 
 
 def _compare(op: str, actual: Any, value: Any) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from decisions.core.events import EVENT_TYPES
 
@@ -180,6 +181,52 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^score\.[a-z][a-z0-9_]{0,40}$"), NUMBER),
 )
 
+# -- custom customer attributes (#23) ------------------------------------------------------
+# ``customer.<name>``: any attribute a customer record carries besides its columns (the CRM
+# import and ``PUT /v1/customers/{id}``, decisions/runtime/customer_records.py, which takes
+# its names from here). Its type is not declared anywhere: a condition's value says it
+# (``customer.plan eq "pro"`` compares text, ``customer.orders gt 3`` numbers), and a
+# customer whose value is of another type (or who has none) does not match, negated or not.
+ANY = "any"
+ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+ATTRIBUTE_PLACEHOLDER = "customer.<attribute>"  # the form builder's "type its name" entry
+# customer.<name> that are not attributes a rule can read, and what to use instead
+NOT_ATTRIBUTES = {
+    "signup_date": "use customer.signup_days (days since signup)",
+    "segments": "use user.segments", "user_id": "the user is the event's user",
+    "id": "the user is the event's user", "attributes": "name the attribute itself",
+    "updated_at": "not readable by rules",
+}
+# customer fields read from the record's free attributes (not typed columns)
+ATTRIBUTE_FIELDS = frozenset({"customer.lifetime_value"})
+
+
+def custom_attribute(path: str) -> str | None:
+    """``customer.plan`` -> ``plan`` for a custom attribute a rule can read, else None."""
+    if not path.startswith("customer.") or path in FIELDS:
+        return None
+    name = path[9:]
+    return name if ATTRIBUTE_NAME.match(name) and name not in NOT_ATTRIBUTES else None
+
+
+def attribute_problem(path: str) -> str | None:
+    """Why ``customer.<name>`` is not a field a rule can read (None: it is one)."""
+    if not path.startswith("customer.") or path in FIELDS or custom_attribute(path):
+        return None
+    name = path[9:]
+    if name in NOT_ATTRIBUTES:
+        return f'customer.{name} is not readable by rules: {NOT_ATTRIBUTES[name]}'
+    if not name or path == ATTRIBUTE_PLACEHOLDER:
+        return "type the customer attribute's name (e.g. plan for customer.plan)"
+    return (f'"{name}" is not a customer attribute name: lowercase letters, digits and _, '
+            "starting with a letter (up to 41)")
+
+
+def from_attributes(path: str) -> bool:
+    """A customer field read from the record's free attributes, whose values may be of any
+    type: compiled as a typed check (a value of another type never matches)."""
+    return path in ATTRIBUTE_FIELDS or custom_attribute(path) is not None
+
 
 def field_type(path: str) -> str | None:
     if path in FIELDS:
@@ -189,6 +236,19 @@ def field_type(path: str) -> str | None:
     for pattern, type_ in PATTERNS:
         if pattern.match(path):
             return type_
+    if custom_attribute(path) is not None:
+        return ANY
+    return None
+
+
+def value_type(value: Any) -> str | None:
+    """The type a condition's value has (for a custom attribute, the type it compares)."""
+    if isinstance(value, bool):
+        return BOOL
+    if isinstance(value, int | float):
+        return NUMBER
+    if isinstance(value, str):
+        return STRING
     return None
 
 

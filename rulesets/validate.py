@@ -19,6 +19,7 @@ from rulesets.document import Lines, line_of
 from rulesets.language import (
     ACTION_CATALOG,
     ACTIONS,
+    ANY,
     BOOL,
     BUDGET_PARAMS,
     CAP_PARAMS,
@@ -30,7 +31,9 @@ from rulesets.language import (
     RULE_KEYS,
     RULESET_KEYS,
     STRING,
+    attribute_problem,
     field_type,
+    value_type,
     window_too_long,
 )
 
@@ -39,7 +42,8 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,99}$")
 # keeps the two the same)
 STRATEGIES = ("next_click", "covisit", "category_top", "top_sellers", "top_viewed",
               "recently_viewed", "product_list", "similar")
-_TYPE_WORD = {NUMBER: "a number", STRING: "a string", BOOL: "true or false", LIST: "a list"}
+_TYPE_WORD = {NUMBER: "a number", STRING: "a string", BOOL: "true or false", LIST: "a list",
+              ANY: "a number, a string or true/false"}
 
 
 class _Collector:
@@ -67,6 +71,18 @@ def _value_ok(type_: str, v: Any) -> bool:
     if type_ == BOOL:
         return isinstance(v, bool)
     return False
+
+
+def _attribute_type(kind: str, value: Any) -> str:
+    """The type a condition on a custom customer attribute compares, read off its value
+    (``ANY`` when the value says nothing, e.g. ``exists``)."""
+    if kind == "range":
+        return NUMBER
+    if kind == "element":
+        return STRING
+    if kind == "list" and isinstance(value, list) and value:
+        value = value[0]
+    return value_type(value) or ANY
 
 
 def validate(document: Any, lines: Lines | None = None) -> dict[str, Any]:
@@ -202,6 +218,10 @@ def _leaf(node: dict[str, Any], path: str, err: _Collector, bounds: dict[str, li
         err(f"{path}.field", "required: a field such as state.cart_value")
         return
     ftype = field_type(field)
+    problem = attribute_problem(field)
+    if problem:
+        err(f"{path}.field", problem)
+        return
     if ftype is None:
         close = difflib.get_close_matches(field, FIELDS, n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -215,7 +235,14 @@ def _leaf(node: dict[str, Any], path: str, err: _Collector, bounds: dict[str, li
             f"{', '.join(OPERATORS)})")
         return
     types, kind = OPERATORS[op]
-    if ftype not in types:
+    if ftype == ANY and kind != "none":  # a custom attribute: the value says its type
+        ftype = _attribute_type(kind, node.get("value"))
+        if ftype != ANY and ftype not in types:
+            wanted = " or ".join(_TYPE_WORD[t] for t in types if t != LIST)
+            err(f"{path}.op", f'"{op}" does not apply to {field} compared with '
+                f"{_TYPE_WORD[ftype]} (give {wanted})")
+            return
+    if ftype != ANY and ftype not in types:
         err(f"{path}.op", f'"{op}" does not apply to {field} ({ftype})')
         return
     value = node.get("value")

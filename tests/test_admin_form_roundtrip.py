@@ -54,16 +54,32 @@ def _spec(path: str) -> Any:
     return spec
 
 
-def _scalar(path: str) -> st.SearchStrategy[Any]:
+def _catalog_scalar(path: str) -> st.SearchStrategy[Any]:
     spec = _spec(path)
     if spec.choices:
         return st.sampled_from(spec.choices)
     return {"number": NUM, "boolean": st.booleans()}.get(spec.type, WORD)
 
 
+# custom customer attributes (any type: the value says it); text that reads as a number
+# or true/false is shown in quotes by the form
+ATTRIBUTES = ("customer.plan", "customer.vip_level")
+ATTRIBUTE_VALUES = {"number": NUM, "boolean": st.booleans(),
+                    "string": WORD | st.sampled_from(["12", "true", "1.5", '"quoted"'])}
+
+
+def _scalar(path: str, ftype: str = "") -> st.SearchStrategy[Any]:
+    if path in ATTRIBUTES:
+        return ATTRIBUTE_VALUES[ftype]
+    return _catalog_scalar(path)
+
+
 @st.composite
 def leaf(draw: st.DrawFn) -> dict[str, Any]:
-    path = draw(st.sampled_from(sorted(FIELDS) + FAMILY_FIELDS))
+    path = draw(st.sampled_from([*sorted(FIELDS), *FAMILY_FIELDS, *ATTRIBUTES]))
+    if path in ATTRIBUTES:
+        ftype = draw(st.sampled_from(["number", "string", "boolean"]))
+        return _attribute_leaf(draw, path, ftype)
     ftype = _spec(path).type
     op = draw(st.sampled_from([o for o, (types, _) in OPERATORS.items() if ftype in types]))
     kind = OPERATORS[op][1]
@@ -74,6 +90,21 @@ def leaf(draw: st.DrawFn) -> dict[str, Any]:
         node["value"] = sorted(draw(st.lists(NUM, min_size=2, max_size=2)))
     elif kind == "list":
         node["value"] = draw(st.lists(_scalar(path), min_size=1, max_size=3))
+    elif kind == "element":
+        node["value"] = draw(WORD)
+    return node
+
+
+def _attribute_leaf(draw: st.DrawFn, path: str, ftype: str) -> dict[str, Any]:
+    op = draw(st.sampled_from([o for o, (types, _) in OPERATORS.items() if ftype in types]))
+    kind = OPERATORS[op][1]
+    node: dict[str, Any] = {"field": path, "op": op}
+    if kind == "same":
+        node["value"] = draw(_scalar(path, ftype))
+    elif kind == "range":
+        node["value"] = sorted(draw(st.lists(NUM, min_size=2, max_size=2)))
+    elif kind == "list":
+        node["value"] = draw(st.lists(_scalar(path, ftype), min_size=1, max_size=3))
     elif kind == "element":
         node["value"] = draw(WORD)
     return node

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from rulesets.language import ACTIONS, FIELDS, OPERATORS, STATE_TYPES, WINDOWS
 from tests.helpers import ROOT
@@ -64,7 +65,15 @@ EXAMPLES = {
         {"order_count": 0}, {"order_count": 2}),
     "first-visit": ({"type": "page_view", "properties": {"page": "home"}}, {},
                     {"first_visit_ever": False, "visit_count": 3}),
+    # a profile with "customer": the customer record (custom attributes)
+    "pro-teams": ({"type": "product_view", "properties": {"product_id": "p-1"}},
+                  {"customer": {"plan": "pro", "seats": 12}},
+                  {"customer": {"plan": "pro", "seats": "12"}}),  # text is not a number
 }
+
+
+def _profile(given: dict[str, Any]) -> dict[str, Any]:
+    return {"customer": given["customer"]} if "customer" in given else {"state": given}
 
 
 def test_every_worked_example_is_valid_and_fires() -> None:
@@ -78,8 +87,8 @@ def test_every_worked_example_is_valid_and_fires() -> None:
     assert sorted(d["name"] for d in documents) == sorted(EXAMPLES)
     for document in documents:
         event, fires, quiet = EXAMPLES[document["name"]]
-        assert dry_run(document, event, state=fires).fired, document["name"]
+        assert dry_run(document, event, **_profile(fires)).fired, document["name"]
         if quiet is not None:
-            assert not dry_run(document, event, state=quiet).fired, document["name"]
+            assert not dry_run(document, event, **_profile(quiet)).fired, document["name"]
     holiday = next(d for d in documents if d["name"] == "holiday")
     assert not dry_run(holiday, {**EXAMPLES["holiday"][0], "ts": "2026-12-28T10:00:00Z"}).fired

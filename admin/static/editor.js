@@ -30,12 +30,22 @@
     opSel.textContent = "";
     let keep = false;
     for (const [op, info] of Object.entries(catalog.operators)) {
-      if (!info.types.includes(spec.type)) continue;
+      if (spec.type !== "any" && !info.types.includes(spec.type)) continue;
       const option = el("option", { value: op }, info.label);
       if (op === current) { option.selected = true; keep = true; }
       opSel.appendChild(option);
     }
     if (!keep && opSel.options.length) opSel.options[0].selected = true;
+  }
+
+  // "Another customer attribute": the box where its name is typed, shown with that entry
+  function refreshAttribute(row) {
+    const box = row.querySelector(".attribute-name");
+    if (!box) return;
+    const on = row.querySelector(".cond-field").value === catalog.placeholder;
+    box.hidden = !on;
+    const input = box.querySelector("input");
+    input.disabled = !on;
   }
 
   function refreshValue(row) {
@@ -134,7 +144,7 @@
     const target = event.target;
     const row = target.closest(".cond-row");
     if (row && target.classList.contains("cond-field")) {
-      refreshOperators(row); refreshValue(row); refreshParts(row);
+      refreshOperators(row); refreshValue(row); refreshParts(row); refreshAttribute(row);
     } else if (row && target.classList.contains("part-scope")) refreshParts(row);
     else if (row && target.classList.contains("cond-op")) refreshValue(row);
     if (target.classList.contains("action-kind")) {

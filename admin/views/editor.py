@@ -23,7 +23,7 @@ from decisions.core.errors import Conflict, FieldError, NotFound, ValidationErro
 from rulesets.document import line_of, parse_text
 from rulesets.language import (
     ACTIONS,
-    FIELDS,
+    ATTRIBUTE_PLACEHOLDER,
     OPERATOR_LABELS,
     OPERATORS,
     RULE_PARAM_GROUPS,
@@ -51,19 +51,21 @@ def _check(doc: dict[str, Any]) -> dict[str, list[str]]:
     return {}
 
 
-def _context(name: str | None, index: int, rule: dict[str, Any], settings: dict[str, Any],
-             revision: tuple[int | None, int | None], errors: dict[str, list[str]],
-             source: str, fmt: str,
+def _context(request: Request, name: str | None, index: int, rule: dict[str, Any],
+             settings: dict[str, Any], revision: tuple[int | None, int | None],
+             errors: dict[str, list[str]], source: str, fmt: str,
              message: str = "", is_new_rule: bool = False) -> dict[str, Any]:
+    attributes = services(request).customer_attributes()
     return {
         "name": name, "index": index, "rule": rule, "settings": settings,
         "revision": revision[0], "base_version": revision[1],
         "errors": errors, "source": source, "fmt": fmt, "message": message,
         "is_new_rule": is_new_rule, "p": f"rules[{index}]",
-        "groups": forms.field_catalog(), "operators": OPERATORS, "catalog_fields": FIELDS,
+        "groups": forms.field_catalog(attributes), "operators": OPERATORS,
+        "catalog_fields": forms.picker_fields(attributes), "placeholder": ATTRIBUTE_PLACEHOLDER,
         "operator_labels": OPERATOR_LABELS, "actions": ACTIONS,
         "action_labels": forms.ACTION_LABELS, "action_params": forms.ACTION_PARAMS,
-        "strategies": STRATEGIES, "catalog": forms.catalog_json(), "forms": forms,
+        "strategies": STRATEGIES, "catalog": forms.catalog_json(attributes), "forms": forms,
         "known_slots": wording.known_slots([{"rules": [rule]}]),
         "rule_param_groups": RULE_PARAM_GROUPS,
         "families": forms.FAMILIES, "state_types": STATE_TYPES,
@@ -117,7 +119,7 @@ def edit_rule(request: Request, form: Form) -> Response:
     if request.method == "GET":
         rule = forms.new_rule() if is_new else rules[index]
         return render(request, "editor.html", _context(
-            name, index, rule, settings,
+            request, name, index, rule, settings,
             (work.revision, work.base_version), {},
             forms.to_source(rule), "yaml",
             is_new_rule=is_new))
@@ -131,7 +133,7 @@ def new_ruleset(request: Request, form: Form) -> Response:
     if request.method == "GET":
         rule = forms.new_rule()
         return render(request, "editor.html", _context(
-            None, 0, rule, settings, NO_GUARD, {}, forms.to_source(rule), "yaml",
+            request, None, 0, rule, settings, NO_GUARD, {}, forms.to_source(rule), "yaml",
             is_new_rule=True))
     settings = forms.parse_settings(form)
     return _post(request, form, None, 0, settings, [], True)
@@ -165,7 +167,7 @@ def _post(request: Request, form: Form, name: str | None, index: int,
     if action.split(":")[0] in STRUCTURAL:
         rule = forms.edit(rule, action, f"rules[{index}]")
         return render(request, "editor.html", _context(
-            name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,
+            request, name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,
             is_new_rule=is_new))
     if action == "save" and (unapplied := _unapplied_source(form, source, rule)):
         errors["source"] = [unapplied]
@@ -175,7 +177,7 @@ def _post(request: Request, form: Form, name: str | None, index: int,
     rule = forms.renderable(rule)
     if action != "save" or errors:
         status = 422 if errors and action == "save" else 200
-        context = _context(name, index, rule, settings, revision, errors,
+        context = _context(request, name, index, rule, settings, revision, errors,
                            source if "source" in errors else forms.to_source(rule, fmt), fmt,
                            is_new_rule=is_new)
         context["source_base"] = forms.to_source(rule, fmt)  # what the form itself writes
@@ -184,13 +186,13 @@ def _post(request: Request, form: Form, name: str | None, index: int,
     if name is None and doc["name"] in store.names():
         errors["name"] = [f'a ruleset named "{doc["name"]}" exists already']
         return render(request, "editor.html", _context(
-            name, index, rule, settings, revision, errors, forms.to_source(rule, fmt), fmt,
+            request, name, index, rule, settings, revision, errors, forms.to_source(rule, fmt), fmt,
             message="Fix the problems marked below.", is_new_rule=is_new), status=422)
     try:
         info = save_draft(request, doc, *revision)
     except Conflict as exc:
         return render(request, "editor.html", _context(
-            name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,
+            request, name, index, rule, settings, revision, {}, forms.to_source(rule, fmt), fmt,
             message=exc.message, is_new_rule=is_new), status=409)
     flash(request, f"Rule {rule['name']} saved to the draft of {info.name} "
                    f"(revision {info.revision}). Try it, then publish.")

@@ -30,13 +30,14 @@ from decisions.core.db import utcnow
 from decisions.core.errors import FieldError
 from decisions.core.events import MAX_NUMBER, check_id
 from decisions.core.models import Customer
+from rulesets.language import ATTRIBUTE_NAME
 
 COLUMNS = ("tier", "country", "signup_date", "segments")
 # names a record cannot use: the key, what the customers row derives or keeps itself
 RESERVED = {"consent": "consent changes only through consent events (type consent)",
             "signup_days": "derived from signup_date", "attributes": "put custom attributes "
             "at the top level of the record", "updated_at": "set when the record is stored"}
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+NAME = ATTRIBUTE_NAME  # the names rules read as customer.<name> (rulesets/language.py)
 _NUMBER = re.compile(r"^-?\d{1,16}(\.\d{1,16})?([eE][+-]?\d{1,3})?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")

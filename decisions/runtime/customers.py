@@ -137,3 +137,28 @@ class CustomerCache:
         # lookup may have read from the row as it was before (its fills are NX)
         self.client.set(keys.customer(user_id), orjson.dumps(self._load([user_id])[user_id]),
                         ex=CACHE_TTL)
+
+
+SEEN_SAMPLE = 2_000  # the most recently updated customers the field picker looks at
+_JSON_TYPES = {"number": "number", "string": "string", "boolean": "boolean"}
+
+
+def seen_attributes(engine: Engine, sample: int = SEEN_SAMPLE) -> dict[str, str]:
+    """The custom attributes the most recently updated customers carry, by name, with the
+    type of their values (``number``, ``string``, ``boolean``; ``any`` when they differ):
+    what the rule editor's field picker offers as ``customer.<name>``. A sample, so the
+    picker stays quick on millions of customers (any other name can be typed in)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT a.key, jsonb_typeof(a.value) AS type FROM (SELECT attributes FROM "
+                 "customers ORDER BY updated_at DESC LIMIT :n) c, jsonb_each(c.attributes) a "
+                 "GROUP BY a.key, jsonb_typeof(a.value) ORDER BY a.key"),
+            {"n": sample},
+        ).all()
+    out: dict[str, str] = {}
+    for row in rows:
+        kind = _JSON_TYPES.get(row.type)
+        if kind is None:
+            continue
+        out[row.key] = kind if out.get(row.key, kind) == kind else "any"
+    return out

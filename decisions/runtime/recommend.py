@@ -25,10 +25,11 @@ keys of before are moved into the shards when a worker starts (``move_single_key
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
 
@@ -191,8 +192,22 @@ def top_of(replies: Iterable[list[Any]], n: int) -> list[tuple[str, float]]:
     """The top ``n`` of the shards' ``ZREVRANGE 0 n-1 WITHSCORES`` replies, in the order one
     sorted set holding them all would rank them (score, then member, descending): each
     member is in one shard, so a shard's top ``n`` holds every member of it in the top ``n``.
+
+    Each reply is in that order already (members compare as bytes, as Redis compares
+    them): a lazy merge reads and decodes about ``n`` entries, not every shard's ``n``.
     """
-    return _best(chain.from_iterable(_scored(reply) for reply in replies), n)
+    merged = heapq.merge(*(_pairs(reply) for reply in replies), reverse=True)
+    return [(member.decode(), score) for score, member in islice(merged, n)]
+
+
+def _pairs(reply: list[Any]) -> Iterator[tuple[float, bytes]]:
+    """``ZREVRANGE … WITHSCORES`` as (score, member), lazily (RESP3 pairs or RESP2 flat)."""
+    if reply and isinstance(reply[0], list):
+        for member, score in reply:
+            yield float(score), member
+    else:
+        for i in range(0, len(reply), 2):
+            yield float(reply[i + 1]), reply[i]
 
 
 def _best(rows: Iterable[tuple[str, float]], n: int) -> list[tuple[str, float]]:

@@ -28,9 +28,9 @@ Cluster. Each use has its own prefix.
 | ``d:sr:<product_id>`` | zset | products clicked up to 5 clicks after it in a session, weighted 1/distance (sequential rules) |
 | ``d:returns:s{rt<n>}`` | hash | ``next``: product clicks after a session's first; ``return``: those back to a product of the session; 16 shards (a batch adds to one: ``returns(uid)`` of its first counted click), summed by the reader |
 | ``d:top:s{tp<n>}`` | zset | top sellers (purchased units); 16 shards (``top_seller(product_id)``: by a hash of the product id), so each product is in one shard and the top K overall is the top K of the shards' top K merged |
-| ``d:viewed:s{vw<n>}`` | zset | most viewed products (product views and clicks); 16 shards as ``d:top`` (``viewed(product_id)``) |
-| ``d:topcat:<category>`` | zset | top sellers per category (one key per category, not sharded) |
-| ``d:top`` / ``d:viewed`` / ``d:returns`` | | the single keys of before #20: the worker moves them into their shards when it starts (``recommend.move_single_keys``) |
+| ``d:viewed:s{vw<n>}`` | zset | most viewed products (product views and clicks); 16 shards by product id, as the top sellers (``viewed(product_id)``) |
+| ``d:topcat:<category>`` | zset | top sellers per category: one key per category, not sharded (docs/scaling.md says why) |
+| ``d:top`` / ``d:viewed`` / ``d:returns`` | zset / zset / hash | the single keys of before #20: the worker moves them into their shards when it starts (``recommend.move_single_keys``) |
 | ``d:budget:{budget:<ruleset>}`` | hash | budgets of a ruleset and its rules: ``<campaign>|cents`` and ``<campaign>|grants`` reserved (``decisions.runtime.budgets``) |
 | ``d:budres:{budget:<ruleset>}`` | zset | offer ids reserved against the ruleset's budgets in the last 8 days, scored by time (ms): a replayed grant is not counted twice |
 | ``d:rl:<key prefix>`` | hash | API rate-limit token bucket of one API key |

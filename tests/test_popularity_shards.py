@@ -109,6 +109,11 @@ def test_a_batch_adds_its_returns_to_one_shard_and_readers_sum_them(
 
 def test_the_single_keys_of_before_are_moved_into_their_shards(
         redis_client: redis.Redis) -> None:
+    moves_single_keys(redis_client)
+
+
+def moves_single_keys(redis_client: redis.Redis) -> None:
+    """(On one Redis, and on the cluster in tests/test_redis_cluster.py.)"""
     write(redis_client, [[("purchase", "p-1", 2), ("product_view", "p-1", 1)]])
     old_top = {f"p-{i}": float(i) for i in range(2500)}  # more than one chunk
     redis_client.zadd(keys.TOP, old_top)

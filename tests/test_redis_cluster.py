@@ -292,3 +292,8 @@ def test_top_sellers_most_viewed_and_returns_spread_over_every_node(
     assert asyncio.run(top_sellers()) == [
         p for p, _ in test_popularity_shards.single(
             cluster_client, test_popularity_shards.SINGLE_TOP, 40)]
+
+
+def test_the_single_keys_of_before_are_moved_into_their_shards_on_the_cluster(
+        cluster_client: redis.Redis) -> None:
+    test_popularity_shards.moves_single_keys(cluster_client)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -24,12 +25,16 @@ from rulesets.language import (
     ACTION_CATALOG,
     ACTIONS,
     BOOL,
+    FIELD_FAMILIES,
     FIELDS,
     LIST,
     NUMBER,
     OPERATOR_LABELS,
     OPERATORS,
     RULE_PARAM_GROUPS,
+    STATE_TYPES,
+    STRING,
+    Field,
     field_type,
 )
 
@@ -98,6 +103,8 @@ def parse_node(form: Form, path: str) -> dict[str, Any]:
 
 def parse_leaf(form: Form, path: str) -> dict[str, Any]:
     field = _text(form, f"{path}.field")
+    if field in FAMILIES:  # a family picked in the field picker: its parts name the field
+        field = compose(form, path, FAMILIES[field])
     op = _text(form, f"{path}.op")
     leaf: dict[str, Any] = {"field": field, "op": op}
     ftype = field_type(field)
@@ -276,12 +283,168 @@ def field_catalog() -> list[dict[str, Any]]:
 
 
 def catalog_json() -> str:
-    """Field types and choices, and which operators apply to which types, for editor.js."""
+    """Field types and choices, the families' parts, and which operators apply to which
+    types, for editor.js."""
+    fields = {f.path: {"type": f.type, "choices": list(f.choices)} for f in FIELDS.values()}
+    fields |= {t: {"type": f.type, "choices": []} for t, f in FAMILIES.items()}
     return json.dumps({
-        "fields": {f.path: {"type": f.type, "choices": list(f.choices)} for f in FIELDS.values()},
+        "fields": fields,
+        "families": {t: {"parts": list(f.parts), "name_label": f.name_label}
+                     for t, f in FAMILIES.items()},
         "operators": {op: {"types": list(types), "kind": kind, "label": OPERATOR_LABELS[op]}
                       for op, (types, kind) in OPERATORS.items()},
     })
+
+
+# -- fields of the open families, chosen part by part (#23) --------------------------------
+# ``state.count_<type>_<window>_<scope>`` and the like (rulesets.language.FIELD_FAMILIES)
+# are any window, product, category or page: the field picker offers each family by its
+# template, and the row shows inputs for its parts — ``<path>._type`` (an event type),
+# ``._window`` (10m, 2h, 7d), ``._scope`` (this product / category / page, or a named
+# one) and ``._name`` (the named product, category or page; a page or model name) —
+# which ``compose`` turns into the field. ``family_of`` takes a field apart again, so a
+# rule written in the source shows in the same inputs.
+SCOPE_CHOICES: tuple[tuple[str, str], ...] = (
+    ("this_product", "this product (the event's)"),
+    ("this_category", "this category (the event's)"),
+    ("this_page", "this page (the event's)"),
+    ("product", "the product named"),
+    ("category", "the category named"),
+    ("page", "the page named"),
+)
+_THIS_SCOPES = tuple(s for s, _ in SCOPE_CHOICES if s.startswith("this_"))
+_NAMED_SCOPES = tuple(s for s, _ in SCOPE_CHOICES if not s.startswith("this_"))
+_PLACEHOLDER = re.compile(r"<([a-z_]+)>")
+
+
+@dataclass(frozen=True)
+class Family:
+    template: str  # ``state.count_<type>_<window>_<scope>``
+    label: str
+    type: str  # the type of its fields
+    parts: tuple[str, ...]  # of "type", "window", "scope", "name"
+    name_label: str  # what the name input asks for
+    pattern: re.Pattern[str]  # takes a field apart (leniently: a part may be missing)
+
+
+def _family(template: str, label: str) -> Family:
+    parts: list[str] = []
+    name_label = "Name"
+    regex = ""
+    pos = 0
+    for m in _PLACEHOLDER.finditer(template):
+        regex += re.escape(template[pos:m.start()])
+        pos = m.end()
+        word = m[1]
+        if word == "type":
+            parts.append("type")
+            regex += "(?P<type>" + "|".join([*STATE_TYPES, "<type>"]) + ")"
+        elif word == "window":
+            parts.append("window")
+            regex += r"(?P<window>[^_]*)"
+        elif word == "scope":
+            parts += ["scope", "name"]
+            name_label = "Named product id, category or page"
+            regex += (r"(?P<scope>" + "|".join(_THIS_SCOPES) + "|(?P<named>"
+                      + "|".join(_NAMED_SCOPES) + r")_(?P<name>.*))")
+        else:
+            parts.append("name")
+            name_label = word.replace("_", " ").capitalize() + " name"
+            regex += r"(?P<name>.*)"
+    regex += re.escape(template[pos:])
+    sample = _compose(template, {"type": STATE_TYPES[1], "window": "10m",
+                                 "scope": "this_product", "name": "x"})
+    return Family(template, label, field_type(sample) or STRING, tuple(parts), name_label,
+                  re.compile(regex + "$"))
+
+
+def _compose(template: str, parts: Mapping[str, str]) -> str:
+    scope = parts.get("scope") or "this_product"
+    name = parts.get("name") or "<name>"
+    if scope not in _THIS_SCOPES:
+        scope = f"{scope if scope in _NAMED_SCOPES else 'product'}_{name}"
+
+    def part(m: re.Match[str]) -> str:
+        word = m[1]
+        if word == "scope":
+            return scope
+        if word in ("type", "window"):
+            return parts.get(word) or m[0]
+        return name
+    return _PLACEHOLDER.sub(part, template)
+
+
+FAMILIES: dict[str, Family] = {t: _family(t, label) for t, label in FIELD_FAMILIES}
+
+
+def compose(form: Form, path: str, family: Family) -> str:
+    """The field the parts of a family row name (a missing part stays a placeholder,
+    ``<window>``, so validation shows what is missing)."""
+    window = _text(form, f"{path}._window").replace(" ", "").lower()
+    return _compose(family.template, {
+        "type": _text(form, f"{path}._type"), "window": window,
+        "scope": _text(form, f"{path}._scope"), "name": _text(form, f"{path}._name")})
+
+
+def family_of(field: str) -> tuple[Family, dict[str, str]] | None:
+    """The family of a field the picker does not list, with its parts; None for a field
+    the picker lists or one of no family."""
+    if not field or field in FIELDS:
+        return None
+    for family in FAMILIES.values():
+        m = family.pattern.match(field)
+        if m is None:
+            continue
+        found = {k: v for k, v in m.groupdict().items() if v is not None}
+        parts = {"type": found.get("type", ""), "window": found.get("window", ""),
+                 "scope": found.get("named") or found.get("scope", ""),
+                 "name": found.get("name", "")}
+        parts = {k: "" if v == f"<{k}>" else v for k, v in parts.items()}
+        if _compose(family.template, parts) != field:
+            continue
+        return family, parts
+    return None
+
+
+def field_spec(field: str) -> Field | None:
+    """The catalog's field, or one of a family (its type from the language)."""
+    if field in FIELDS:
+        return FIELDS[field]
+    ftype = field_type(field)
+    return Field(field, ftype, field_label(field)) if ftype else None
+
+
+_SCOPE_WORDS = {"": "", "this_product": " of this product", "this_category": " in this category",
+                "this_page": " on this page", "product": " of product {}",
+                "category": " in category {}", "page": " on page {}"}
+
+
+def field_label(field: str) -> str:
+    """A field in words: the catalog's label, or one of a family's spelled out
+    ("Count of product_view in category running-shoes in the last 10m")."""
+    if field in FIELDS:
+        return FIELDS[field].label
+    found = family_of(field)
+    if found is None or field_type(field) is None:
+        return field
+    family, parts = found
+    if "window" in family.parts:
+        scope = parts["scope"] if "scope" in family.parts else ""
+        return (f"Count of {parts['type']}{_SCOPE_WORDS[scope].format(parts['name'])} "
+                f"in the last {parts['window']}")
+    if "type" in family.parts:
+        return (f"Seconds since the last {parts['type']}"
+                f"{_SCOPE_WORDS[parts['scope']].format(parts['name'])} before now")
+    if _PLACEHOLDER.search(family.label):
+        return _PLACEHOLDER.sub(parts["name"], family.label)
+    return f"{family.label}: {parts['name']}"
+
+
+class FieldLabels:
+    """``field_labels.get(path, default)`` for the templates: every field in words."""
+
+    def get(self, path: str, default: str = "") -> str:
+        return field_label(path) if isinstance(path, str) else default
 
 
 # -- structural edits (the editor's add/remove buttons) -------------------------------

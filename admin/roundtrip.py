@@ -20,6 +20,9 @@ from typing import Any
 
 from admin.forms import (
     ACTION_PARAMS,
+    SCOPE_CHOICES,
+    family_of,
+    field_spec,
     parse_rule,
     range_text,
     renderable,
@@ -27,7 +30,7 @@ from admin.forms import (
     value_text,
 )
 from admin.wording import datetime_local
-from rulesets.language import ACTIONS, BOOL, FIELDS, NUMBER, RULE_PARAM_GROUPS, STRING
+from rulesets.language import ACTIONS, BOOL, NUMBER, RULE_PARAM_GROUPS, STATE_TYPES, STRING
 
 _HTML_NUMBER = re.compile(r"-?(\d+(\.\d+)?|\.\d+)([eE][+-]?\d+)?")
 _LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
@@ -50,8 +53,18 @@ def _select(text: str, options: Any) -> str:
 def _leaf_values(node: dict[str, Any], path: str, out: dict[str, str]) -> None:
     field = str(node.get("field") or "")
     out[f"{path}.field"] = field
+    # a family's field: its template in the picker, its parts in their inputs (every
+    # row has them, hidden when its field is not a family's)
+    found = family_of(field)
+    parts = found[1] if found is not None else {}
+    if found is not None:
+        out[f"{path}.field"] = found[0].template
+    out[f"{path}._type"] = _select(parts.get("type", ""), STATE_TYPES)
+    out[f"{path}._window"] = _line(parts.get("window", ""))
+    out[f"{path}._scope"] = _select(parts.get("scope", ""), (s for s, _ in SCOPE_CHOICES))
+    out[f"{path}._name"] = _line(parts.get("name", ""))
     out[f"{path}.op"] = str(node.get("op") or "")
-    spec = FIELDS.get(field)
+    spec = field_spec(field)
     ftype = spec.type if spec else STRING
     kind = value_kind(node)
     if kind == "range":

@@ -18,9 +18,13 @@ NO_CENTS = {"JPY"}
 
 STRATEGY_LABELS = {
     "covisit": "Viewed together with this one",
-    "category_top": "Best sellers in the shopper's category",
+    "category_top": "Category best sellers",
     "top_sellers": "Best sellers overall",
     "recently_viewed": "Recently viewed by the shopper",
+    "next_click": "What the shopper is likely to click next",
+    "top_viewed": "Most viewed",
+    "product_list": "The products listed",
+    "similar": "Similar products (same category)",
 }
 # the storefront's slots the starter rules and the demo use; rules may name others
 SLOT_LABELS = {

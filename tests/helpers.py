@@ -49,6 +49,18 @@ def import_starter(settings: Settings, path: Path = STARTER) -> None:
     engine.dispose()
 
 
+def put_catalog(engine: Any, products: list[tuple[str, float, str]]) -> None:
+    """Replace the catalog with ``(product_id, price, category)`` rows, all in stock."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM products"))
+        conn.execute(text(
+            "INSERT INTO products (product_id, name, price, category, in_stock, updated_at) "
+            "VALUES (:p, :name, :price, :c, true, now())"),
+            [{"p": p, "name": p, "price": price, "c": c} for p, price, c in products])
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     last = None

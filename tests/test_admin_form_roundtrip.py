@@ -41,8 +41,21 @@ POSITIVE = st.integers(1, 10_000)
 TIME = st.datetimes().map(lambda d: d.strftime("%Y-%m-%dT%H:%M:00Z"))
 
 
+# fields of the open families the picker builds from parts (admin.forms.FAMILIES)
+FAMILY_FIELDS = ["state.count_product_view_10m_category_running-shoes",
+                 "state.count_add_to_cart_45m", "state.count_click_2h_this_page",
+                 "state.since_click_product_p-1", "state.since_search_this_category",
+                 "state.since_page_faq", "score.clv"]
+
+
+def _spec(path: str) -> Any:
+    spec = forms.field_spec(path)
+    assert spec is not None, path
+    return spec
+
+
 def _scalar(path: str) -> st.SearchStrategy[Any]:
-    spec = FIELDS[path]
+    spec = _spec(path)
     if spec.choices:
         return st.sampled_from(spec.choices)
     return {"number": NUM, "boolean": st.booleans()}.get(spec.type, WORD)
@@ -50,8 +63,8 @@ def _scalar(path: str) -> st.SearchStrategy[Any]:
 
 @st.composite
 def leaf(draw: st.DrawFn) -> dict[str, Any]:
-    path = draw(st.sampled_from(sorted(FIELDS)))
-    ftype = FIELDS[path].type
+    path = draw(st.sampled_from(sorted(FIELDS) + FAMILY_FIELDS))
+    ftype = _spec(path).type
     op = draw(st.sampled_from([o for o, (types, _) in OPERATORS.items() if ftype in types]))
     kind = OPERATORS[op][1]
     node: dict[str, Any] = {"field": path, "op": op}
@@ -264,3 +277,35 @@ def test_why_the_form_cannot_show_a_value() -> None:
     assert [roundtrip.why_unshown(rule, p) for p in lost] == [
         "the form reads this value as text",
         "a comma-separated box cannot hold a comma inside an item"]
+
+
+def test_a_family_field_is_built_from_its_parts_without_script(
+        signed_in: SignIn, starter: RulesetStore) -> None:
+    """"3 product views in category running-shoes in 10 minutes": the picker's family and
+    its parts (event type, window, scope, name) make the field; a missing window is named
+    by validation, and the form shows the parts again as they were chosen."""
+    client, _ = signed_in("editor")
+    fields = form_fields(client.get("/rulesets/storefront/rules/new").text)
+    row = "rules[5].when.all[0]"
+    fields.update({"rules[5].name": "running-shoes", f"{row}.field":
+                   "state.count_<type>_<window>_<scope>", f"{row}._type": "product_view",
+                   f"{row}._window": "", f"{row}._scope": "category",
+                   f"{row}._name": "running-shoes", f"{row}.op": "gte", f"{row}.value": "3"})
+    refused = client.post("/rulesets/storefront/rules/new", data={**fields, "action": "save"})
+    assert refused.status_code == 422
+    assert "state.count_product_view_&lt;window&gt;_category_running-shoes" in refused.text
+    shown = form_fields(refused.text)
+    assert (shown[f"{row}.field"], shown[f"{row}._scope"], shown[f"{row}._name"]) == (
+        "state.count_<type>_<window>_<scope>", "category", "running-shoes")
+    fields[f"{row}._window"] = "10m"
+    saved = client.post("/rulesets/storefront/rules/new", data={**fields, "action": "save"})
+    assert saved.status_code == 303, saved.text[:2000]
+    draft = starter.draft("storefront")
+    assert draft is not None
+    assert draft.document["rules"][5]["when"]["all"][0] == {
+        "field": "state.count_product_view_10m_category_running-shoes", "op": "gte",
+        "value": 3}
+    for path in FAMILY_FIELDS:  # each family field goes through the form unchanged
+        rule = {"name": "r", "when": {"all": [{"field": path, "op": "gte", "value": 1}]},
+                "then": [{"add_segment": {"segment": "s"}}]}
+        assert roundtrip.unshown(rule, 0) == [], path

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from decisions.core.events import parse_event
 from decisions.runtime.archive import EventArchive
+from decisions.runtime.offers import OfferStore
 from decisions.runtime.state import StateStore
 from rulesets.store import RulesetStore
 from tests.helpers import event, minutes, now
@@ -52,6 +53,37 @@ def test_try_it_on_a_picked_users_live_profile(signed_in: SignIn, starter: Rules
                      html)
     assert "with code <strong>CART10</strong>" in html
     # read only: not one key of Redis changed, none was left behind
+    assert keys_and_values(redis_client) == before
+
+
+def test_try_it_on_a_shopper_says_when_their_offers_and_caps_refuse_the_offer(
+        signed_in: SignIn, starter: RulesetStore, redis_client: redis.Redis) -> None:
+    """The shopper already holds an active offer of the rule: the offer store would refuse
+    a second, so Try it shows no offer and says why (and writes nothing)."""
+    t0 = now() - minutes(3)
+    history = [event("page_view", "u-8", t0, page="checkout"),
+               event("add_to_cart", "u-8", t0 + minutes(1), product_id="p-1", price=240.0,
+                     quantity=1)]
+    StateStore(redis_client).apply_batch([parse_event(e) for e in history])
+    held = {"offer_id": "o-held", "ruleset": "storefront", "rule": "high-value-cart",
+            "kind": "discount", "discount": {"type": "percent", "value": 10},
+            "priority": 10, "stackable": True,
+            "expires_ms": int((now() + timedelta(hours=1)).timestamp() * 1000)}
+    OfferStore(redis_client).store_offer(redis_client, "u-8", held,
+                                         int(time.time() * 1000), 3600)
+    before = keys_and_values(redis_client)
+    client, token = signed_in("viewer")
+    response = post(client, "/rulesets/storefront/try", token, which="published",
+                    user_id="u-8", now=now().strftime("%Y-%m-%dT%H:%M:%S"),
+                    event=json.dumps({"type": "add_to_cart", "properties": {
+                        "product_id": "p-2", "price": 15.0, "quantity": 1}}),
+                    profile="")
+    assert response.status_code == 200, response.text[-3000:]
+    html = response.text
+    assert "1</strong> rule would fire" in html
+    assert ("Rule high-value-cart: its offer would not be granted to u-8: an offer of this "
+            "rule is still active.") in html
+    assert "the shopper would see" not in html  # (u-7, holding none, is shown CART10 above)
     assert keys_and_values(redis_client) == before
 
 

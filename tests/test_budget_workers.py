@@ -134,12 +134,26 @@ def test_a_cap_per_shopper_per_day_holds_across_two_processes(
         produce_raw(settings, records)
         wait_for(lambda: committed_total(settings) == len(records), timeout=90)
         assert _processed(base) > 0 and _processed(base + 1) > 0
+        # the grants counted are the offers stored, not every offer a rule made
+        granted_metric = sum(v for p in (base, base + 1) for k, v in try_scrape(p).items()
+                             if k.startswith("decisions_actions_granted_total{")
+                             and 'kind="offer"' in k)
     finally:
         code = stop(workers)
     assert code == 0, log.read_text()[-3000:]
+    assert granted_metric == 40
     stored = _offers(redis_client)
     print(f"cap 1 a day, 40 shoppers x 32 offers tried over 2 processes: "
           f"{sum(stored.values())} offers in Redis, most for one shopper "
           f"{max(stored.values())}")
     assert stored == {f"d:offers:{{{u}}}": 1 for u in shoppers}
     assert count(clean_db, "SELECT count(*) FROM decisions WHERE kind = 'offer'") == 40 * 32
+    # every offer the cap refused is recorded as refused, with why; the granted ones are
+    # exactly those in Redis
+    assert count(clean_db, "SELECT count(*) FROM decisions WHERE kind = 'offer'"
+                           " AND NOT payload ? 'refused'") == 40
+    assert count(clean_db, "SELECT count(*) FROM decisions WHERE kind = 'offer' AND payload"
+                           " ->> 'refused' = 'frequency cap of ruleset promo: 1 a day'") > 0
+    assert count(clean_db, "SELECT count(*) FROM decisions WHERE kind = 'offer'"
+                           " AND payload ->> 'refused' NOT IN ('frequency cap of ruleset promo:"
+                           " 1 a day', 'an offer of this rule is still active')") == 0

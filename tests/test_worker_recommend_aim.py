@@ -16,7 +16,7 @@ from decisions.core import keys
 from decisions.core.settings import Settings
 from decisions.runtime.kafka import ensure_topics
 from tests.api_helpers import KeyMaker, auth
-from tests.helpers import event, minutes, now, running_worker, wait_for
+from tests.helpers import event, minutes, now, put_catalog, running_worker, wait_for
 from tests.test_worker_support import fast, produce, publish
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -59,12 +59,7 @@ RULES = {"name": "aimed", "stacking": True, "rules": [
 def test_aimed_recommendations(settings: Settings, clean_db: Engine, redis_client: redis.Redis,
                                api_settings: Settings, make_key: KeyMaker) -> None:
     settings = fast(settings)
-    with clean_db.begin() as conn:
-        conn.execute(text("DELETE FROM products"))
-        conn.execute(text(
-            "INSERT INTO products (product_id, name, price, category, in_stock, updated_at) "
-            "VALUES " + ", ".join(f"('{p}', '{p}', {price}, '{c}', true, now())"
-                                  for p, price, c in CATALOG)))
+    put_catalog(clean_db, CATALOG)
     publish(settings, RULES)
     ensure_topics(settings)
     t = now() - minutes(60)

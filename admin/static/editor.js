@@ -112,10 +112,30 @@
   }
   for (const select of form.querySelectorAll(".cond-field")) addFieldSearch(select);
 
+  // A family picked in the field picker ("Count of <type> … in the last <window>") shows
+  // the inputs of its parts; the name box only for a named product, category or page.
+  function refreshParts(row) {
+    const box = row.querySelector(".field-parts");
+    if (!box) return;
+    const family = (catalog.families || {})[row.querySelector(".cond-field").value];
+    box.hidden = !family;
+    const scope = box.querySelector(".part-scope");
+    for (const part of box.querySelectorAll("[data-part]")) {
+      let on = !!family && family.parts.includes(part.dataset.part);
+      if (on && part.dataset.part === "name" && family.parts.includes("scope")) {
+        on = !scope.value.startsWith("this_");
+      }
+      part.hidden = !on;
+    }
+    if (family) box.querySelector("[data-part=name] label").textContent = family.name_label;
+  }
+
   form.addEventListener("change", (event) => {
     const target = event.target;
     const row = target.closest(".cond-row");
-    if (row && target.classList.contains("cond-field")) { refreshOperators(row); refreshValue(row); }
+    if (row && target.classList.contains("cond-field")) {
+      refreshOperators(row); refreshValue(row); refreshParts(row);
+    } else if (row && target.classList.contains("part-scope")) refreshParts(row);
     else if (row && target.classList.contains("cond-op")) refreshValue(row);
     if (target.classList.contains("action-kind")) {
       const box = target.closest(".action");

@@ -21,7 +21,14 @@ from admin.views.render import render
 from admin.views.rulesets import guard, save_draft, working
 from decisions.core.errors import Conflict, FieldError, NotFound, ValidationError
 from rulesets.document import line_of, parse_text
-from rulesets.language import ACTIONS, FIELDS, OPERATOR_LABELS, OPERATORS, RULE_PARAM_GROUPS
+from rulesets.language import (
+    ACTIONS,
+    FIELDS,
+    OPERATOR_LABELS,
+    OPERATORS,
+    RULE_PARAM_GROUPS,
+    STATE_TYPES,
+)
 from rulesets.validate import STRATEGIES, validate
 
 NO_GUARD: tuple[int | None, int | None] = (None, None)
@@ -59,6 +66,7 @@ def _context(name: str | None, index: int, rule: dict[str, Any], settings: dict[
         "strategies": STRATEGIES, "catalog": forms.catalog_json(), "forms": forms,
         "known_slots": wording.known_slots([{"rules": [rule]}]),
         "rule_param_groups": RULE_PARAM_GROUPS,
+        "families": forms.FAMILIES, "state_types": STATE_TYPES,
     }
 
 

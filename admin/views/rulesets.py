@@ -13,14 +13,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin.diffview import rule_changes
-from admin.forms import parse_economics
+from admin.forms import FieldLabels, parse_economics
 from admin.reports import budgets_left
 from admin.services import services
 from admin.templating import flash, redirect
 from admin.views.common import Form, field, page
 from admin.views.render import render
 from decisions.core.errors import Conflict, NotFound, ValidationError
-from rulesets.language import FIELDS, OPERATOR_LABELS
+from rulesets.language import OPERATOR_LABELS
 from rulesets.models import Ruleset, RulesetDraft, RulesetVersion
 from rulesets.store import DraftInfo
 
@@ -150,7 +150,7 @@ def ruleset_detail(request: Request, form: Form) -> Response:
                                     key=lambda item: (-int(item[1].get("priority", 0)), item[0])),
         "name": name, "work": work, "doc": work.document, "versions": versions[:5],
         "backtests": svc.backtests.of_ruleset(name)[:5],
-        "field_labels": {path: f.label for path, f in FIELDS.items()},
+        "field_labels": FieldLabels(),
         "operator_labels": OPERATOR_LABELS,
     })
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin import tryform
+from admin.forms import FieldLabels
 from admin.services import services
 from admin.views.common import Form, field, page
 from admin.views.render import render
@@ -20,7 +21,7 @@ from decisions.core.errors import NotFound, ValidationError
 from decisions.core.events import parse_time
 from decisions.runtime.archive import EventArchive
 from decisions.simulate.trial import SAMPLE_EVENT, SAMPLE_PROFILE, parse_profile, try_event
-from rulesets.language import FIELDS, OPERATOR_LABELS
+from rulesets.language import OPERATOR_LABELS
 
 
 def _now_text(now: datetime) -> str:
@@ -59,7 +60,7 @@ def trial(request: Request, form: Form) -> Response:
                                "result": None, "label": "", "effects": {},
                                "fields": fields, "tryform": tryform,
                                "shoppers": archive.recent_users(),
-                               "field_labels": {p: f.label for p, f in FIELDS.items()},
+                               "field_labels": FieldLabels(),
                                "operator_labels": OPERATOR_LABELS}
     if request.method == "GET":
         return render(request, "trial.html", context)
@@ -110,7 +111,9 @@ def trial(request: Request, form: Form) -> Response:
     if not errors and now is not None:
         try:
             result = try_event(document, event_data, parse_profile(profile), now,
-                               user_id=values["user_id"], client=svc.redis, db=svc.db)
+                               user_id=values["user_id"], client=svc.redis, db=svc.db,
+                               global_caps=(svc.settings.offer_cap_per_day,
+                                            svc.settings.offer_cap_per_week))
             context["result"] = result
             context["label"] = label
             context["effects"] = {}

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from decisions.core import metrics
 from decisions.core.events import Event, format_ts
 from decisions.runtime.engine import Match
 from decisions.runtime.offers import action_id
@@ -39,7 +38,7 @@ class Effect:
     held_out: str = ""  # the shopper is in a holdout's control group: recorded, not stored
     budgets: tuple[Budget, ...] = ()  # an offer's budgets (ruleset's, rule's) to reserve
     cost: int = 0  # what the offer costs its budgets, in cents (rulesets.budget)
-    refused: str = ""  # why a budget refused it ("budget spent: ..."): recorded, not stored
+    refused: str = ""  # why a budget or a cap refused it: recorded, not stored or published
 
     @property
     def stored(self) -> bool:
@@ -205,7 +204,4 @@ def run_actions(ctx: Context, superseded: dict[int, str] | None = None) -> list[
             superseded_recommendation(ctx, params, superseded[i])
         else:
             HANDLERS[name](ctx, params)
-    for effect in ctx.effects:  # what the dashboard shows as grants per rule
-        if effect.superseded_by is None:
-            metrics.GRANTED.labels(ctx.match.ruleset, ctx.match.rule, effect.kind).inc()
-    return ctx.effects
+    return ctx.effects  # (granted: counted by the worker once stored)

@@ -37,11 +37,12 @@ from decisions.core.resp.pipeline import RawPipeline, RawScript
 # KEYS: offers hash, offer-rule hash, grants-ever hash. ARGV: offer_id, rule key, offer
 # JSON, now_ms, ttl_s, cap (offers of this rule per user in 30 days; 0: no cap), ruleset,
 # the ruleset's offers per user per day and per week, the global ones (0: no cap), the
-# rule's offers per user ever (0: no cap; ``d:ever`` counts every grant, never expires).
+# rule's offers per user ever (0: no cap; ``d:ever`` counts every grant, never expires),
+# and ``check`` to only say whether it would be stored (``OfferStore.check_offer``).
 # Frequency caps count grants per ruleset (field ``cap|<ruleset>``) and across rulesets
 # (``cap|*``) in the offer-rule hash: grant times (ms) of the last 7 days. Returns 1
-# stored, 2 stored before (a replay), 0 refused (an active offer of the rule, a cap): a
-# budget reservation is then given back.
+# stored, 2 stored before (a replay), or why it was refused (``REFUSALS``: an active offer
+# of the rule, a cap); a budget reservation is then given back.
 STORE_OFFER = """
 local now = tonumber(ARGV[4])
 local existing = redis.call('HGET', KEYS[2], ARGV[2])
@@ -55,7 +56,7 @@ end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 2 end  -- stored before
 local ever = tonumber(ARGV[12]) or 0  -- offers of this rule per user, ever (0: no cap)
 if ever > 0 and (tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0') or 0) >= ever then
-  return 0
+  return 4
 end
 local cap = tonumber(ARGV[6]) or 0
 local field = ARGV[2] .. '|times'
@@ -64,7 +65,7 @@ if cap > 0 then
   for t in string.gmatch(redis.call('HGET', KEYS[2], field) or '', '[^,]+') do
     if tonumber(t) > now - 2592000000 then table.insert(kept, t) end
   end
-  if #kept >= cap then return 0 end
+  if #kept >= cap then return 3 end
   table.insert(kept, tostring(now))
 end
 local function capped(fname, day, week)
@@ -83,9 +84,10 @@ local function capped(fname, day, week)
 end
 local rs_times, rs_full = capped('cap|' .. (ARGV[7] or ''), tonumber(ARGV[8]) or 0,
                                  tonumber(ARGV[9]) or 0)
-if rs_full then return 0 end
+if rs_full then return 5 end
 local all_times, all_full = capped('cap|*', tonumber(ARGV[10]) or 0, tonumber(ARGV[11]) or 0)
-if all_full then return 0 end
+if all_full then return 6 end
+if ARGV[13] == 'check' then return 1 end  -- Try it: would be stored, nothing written
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 if cap > 0 then redis.call('HSET', KEYS[2], field, table.concat(kept, ',')) end
@@ -98,6 +100,31 @@ local keep = math.max(tonumber(ARGV[5]), cap > 0 and 2678400 or 0,
 if redis.call('TTL', KEYS[2]) < keep then redis.call('EXPIRE', KEYS[2], keep) end
 return 1
 """
+
+
+STORED, STORED_BEFORE = 1, 2
+
+
+def refusal(reply: Any, offer: dict[str, Any], caps: tuple[int, int],
+            global_caps: tuple[int, int]) -> str:
+    """Why the offer script refused an offer (its reply), in the words the decision row
+    records (``payload.refused``), or "" when it was stored."""
+    code = int(reply) if isinstance(reply, int | bytes | str) else -1
+    if code in (STORED, STORED_BEFORE):
+        return ""
+    if code == 0:
+        return "an offer of this rule is still active"
+    if code == 3:
+        return f"per-shopper cap: {offer.get('per_user_cap')} offers of this rule in 30 days"
+    if code == 4:
+        return f"once-ever cap: {offer.get('max_per_user_ever')} offers of this rule ever"
+    if code in (5, 6):
+        day, week = caps if code == 5 else global_caps
+        limits = " and ".join(x for x in (f"{day} a day" if day else "",
+                                          f"{week} a week" if week else "") if x)
+        scope = f"ruleset {offer.get('ruleset')}" if code == 5 else "all rulesets"
+        return f"frequency cap of {scope}: {limits}"
+    return f"not stored (offer script reply {reply!r})"
 
 
 def action_id(event_id: str, ruleset: str, rule: str, kind: str) -> str:
@@ -130,6 +157,18 @@ class OfferStore:
             pipe.script(self._raw_store, script_keys, args)
         else:
             self._store(keys=script_keys, args=args, client=pipe)
+
+    def check_offer(self, user_id: str, offer: dict[str, Any], now_ms: int,
+                    caps: tuple[int, int] = (0, 0)) -> str:
+        """Why the shopper's live offers and caps would refuse ``offer`` now, or "" (it
+        would be stored); the store's own script, writing nothing (Try it)."""
+        rule_key = f"{offer['ruleset']}/{offer['rule']}"
+        reply = self._store(
+            keys=[keys.offers(user_id), keys.offer_rules(user_id), keys.offers_ever(user_id)],
+            args=[offer["offer_id"], rule_key, orjson.dumps(offer), now_ms, 0,
+                  int(offer.get("per_user_cap") or 0), offer["ruleset"], caps[0], caps[1],
+                  *self.global_caps, int(offer.get("max_per_user_ever") or 0), "check"])
+        return refusal(reply, offer, caps, self.global_caps)
 
     def store_recommendation(
         self, pipe: Any, user_id: str, slot: str, rec: dict[str, Any], ttl_s: int

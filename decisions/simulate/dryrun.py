@@ -83,6 +83,9 @@ class DryRunResult:
     # rule -> {"campaigns": [...], "cost": money, "refused": why or ""} for the offers of
     # rules under a budget (a refused offer is not in ``effects`` nor ``offers``)
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # rule -> why the shopper's live offers and caps would refuse its offer (Try it on a
+    # shopper; a refused offer is not in ``effects`` nor ``offers``)
+    capped: dict[str, str] = field(default_factory=dict)
 
     @property
     def fired(self) -> list[str]:

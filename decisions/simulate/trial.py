@@ -4,12 +4,14 @@ A thin layer over ``decisions.simulate.dryrun``: it reads the pasted event and p
 picked user their live profile (``dryrun.live_state``: copied to scratch keys, never
 changed) and their customer record. A pasted profile (``state`` / ``customer`` /
 ``scores``) overrides what the user's records hold. With Redis, offers are checked
-against what the live budgets have spent (nothing is reserved).
+against what the live budgets have spent (nothing is reserved), and for a picked user
+against their live offers and caps (the offer store's own script, writing nothing).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,7 @@ from decisions.core.errors import FieldError, ValidationError
 from decisions.core.events import format_ts, parse_event
 from decisions.runtime.budgets import BudgetStore
 from decisions.runtime.customers import load_customers
+from decisions.runtime.offers import OfferStore, select_offers
 from decisions.simulate.dryrun import DryRunResult, condition_fields, dry_run, live_state
 
 SAMPLE_EVENT = {"type": "add_to_cart", "user_id": "u-try",
@@ -49,9 +52,11 @@ def parse_profile(profile: Any) -> dict[str, dict[str, Any]]:
 
 def try_event(document: dict[str, Any], event: Any, profile: dict[str, dict[str, Any]],
               now: datetime, *, user_id: str = "", client: redis.Redis | None = None,
-              db: Engine | None = None) -> DryRunResult:
+              db: Engine | None = None, global_caps: tuple[int, int] = (0, 0),
+              ) -> DryRunResult:
     """Dry-run ``document`` on ``event`` at ``now``; with ``user_id``, on that user's
-    live profile and customer record (read only)."""
+    live profile and customer record, offers and caps (read only; ``global_caps``: the
+    offers per shopper per day and week across rulesets, the worker's settings)."""
     if not isinstance(event, dict):
         raise ValidationError("invalid event", [FieldError("event", "expected a JSON object")])
     event = {"event_id": "try-" + uuid.uuid4().hex[:8], **event}
@@ -70,5 +75,31 @@ def try_event(document: dict[str, Any], event: Any, profile: dict[str, dict[str,
             spent = BudgetStore(client).spent(str(document.get("name")))
         except (redis.RedisError, OSError):
             spent = None
-    return dry_run(document, event, state=state, customer=customer,
-                   scores=profile.get("scores"), now=now, budgets_spent=spent)
+    result = dry_run(document, event, state=state, customer=customer,
+                     scores=profile.get("scores"), now=now, budgets_spent=spent)
+    if user_id and client is not None:
+        return apply_caps(result, OfferStore(client, *global_caps), user_id, now)
+    return result
+
+
+def apply_caps(result: DryRunResult, store: OfferStore, user_id: str,
+               now: datetime) -> DryRunResult:
+    """The shopper's live offers and caps (an active offer of the rule, per-shopper, once
+    ever, frequency caps): an offer they would refuse leaves the result, with why."""
+    now_ms = int(now.timestamp() * 1000)
+    capped: dict[str, str] = {}
+    for effect in result.effects:
+        if effect.kind != "offer":
+            continue
+        try:
+            why = store.check_offer(user_id, effect.payload, now_ms, effect.caps)
+        except (redis.RedisError, OSError):
+            return result  # Redis away: the result stands as a dry run
+        if why:
+            effect.refused = effect.payload["refused"] = why
+            capped[effect.match.rule] = why
+    if not capped:
+        return result
+    effects = [e for e in result.effects if not e.refused]
+    offers = select_offers([dict(e.payload) for e in effects if e.kind == "offer"], result.now)
+    return replace(result, effects=effects, offers=offers, capped=capped)

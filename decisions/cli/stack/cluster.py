@@ -2,9 +2,11 @@
 
 What ``decisions up --redis-cluster N`` and the tests' ``redis_cluster`` fixture start, to
 run the product as it runs on a Redis or Valkey Cluster across machines (here on one host,
-on free ports). No replicas: a node that stops leaves its slots uncovered until it is back
-(it keeps its ``nodes.conf`` and data under its directory, so a restart rejoins by itself).
-A new ``start`` begins empty: the nodes' ports are new each time.
+on free ports). By default no replicas: a node that stops leaves its slots uncovered until
+it is back (it keeps its ``nodes.conf`` and data under its directory, so a restart rejoins
+by itself). With ``replicas=1`` each primary gets a replica, which the cluster promotes
+when its primary stops (a failover, about 2-5 s with the node timeout of 2 s). A new
+``start`` begins empty: the nodes' ports are new each time.
 """
 
 from __future__ import annotations
@@ -47,13 +49,15 @@ class EmbeddedCluster:
     def url(self) -> str:
         return self.nodes[0].url
 
-    def start(self, size: int = 3, children: list[Child] | None = None) -> str:
-        """A fresh cluster: nodes of an earlier start (other ports) are wiped first."""
+    def start(self, size: int = 3, children: list[Child] | None = None,
+              replicas: int = 0) -> str:
+        """A fresh cluster of ``size`` primaries, each with ``replicas`` replicas (nodes
+        ``size`` and on); nodes of an earlier start (other ports) are wiped first."""
         import shutil
 
         shutil.rmtree(self.var_dir, ignore_errors=True)
         self.var_dir.mkdir(parents=True, exist_ok=True)
-        for i in range(size):
+        for i in range(size * (1 + replicas)):
             node = ClusterNode(free_port(HOST), (self.var_dir / f"node{i}").resolve())
             self.nodes.append(node)
             self.start_node(node)
@@ -62,12 +66,17 @@ class EmbeddedCluster:
         clients = [redis.Redis(host=HOST, port=n.port) for n in self.nodes]
         try:
             per = SLOTS // size
-            for i, client in enumerate(clients):
+            for i, client in enumerate(clients[:size]):
                 last = SLOTS - 1 if i == size - 1 else (i + 1) * per - 1
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
             for node in self.nodes[1:]:
                 clients[0].execute_command("CLUSTER", "MEET", HOST, node.port, node.bus_port)
             self.wait_ok(clients)
+            if replicas:
+                ids = [_text(c.execute_command("CLUSTER", "MYID")) for c in clients[:size]]
+                for i, client in enumerate(clients[size:]):
+                    client.execute_command("CLUSTER", "REPLICATE", ids[i % size])
+                self.wait_replicated(clients)
         finally:
             for client in clients:
                 client.close()
@@ -100,10 +109,11 @@ class EmbeddedCluster:
         self.start_node(node)
 
     def wait_ok(self, clients: list[redis.Redis] | None = None, timeout: float = 30.0) -> None:
-        """Until every node says ``cluster_state:ok`` and knows every other node."""
+        """Until every running node says ``cluster_state:ok`` and knows every node (a
+        stopped one too: after a failover its replica serves its slots)."""
         own = clients is None
         if clients is None:
-            clients = [redis.Redis(host=HOST, port=n.port) for n in self.nodes]
+            clients = [redis.Redis(host=HOST, port=n.port) for n in self.nodes if n.child]
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -120,14 +130,59 @@ class EmbeddedCluster:
                 for client in clients:
                     client.close()
 
+    def wait_replicated(self, clients: list[redis.Redis] | None = None,
+                        timeout: float = 30.0) -> None:
+        """Until every replica's link to its primary is up (its copy is in sync)."""
+        own = clients is None
+        if clients is None:
+            clients = [redis.Redis(host=HOST, port=n.port) for n in self.nodes if n.child]
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    infos = [_fields(c.execute_command("INFO", "replication")) for c in clients]
+                    if all(i.get("master_link_status") == "up" for i in infos
+                           if i.get("role") == "slave"):
+                        return
+                except redis.RedisError:
+                    pass
+                time.sleep(0.1)
+            raise RuntimeError(f"the embedded Redis Cluster's replicas did not sync in "
+                               f"{timeout:.0f}s; see {self.var_dir}/node*/valkey.log")
+        finally:
+            if own:
+                for client in clients:
+                    client.close()
+
+    def primary_of(self, slot: int) -> int:
+        """The index of the node serving ``slot`` now (after a failover: the replica)."""
+        for node in self.nodes:
+            if node.child is None:
+                continue
+            with redis.Redis(host=HOST, port=node.port) as client:
+                for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        port = int(primary[1])
+                        return next(j for j, n in enumerate(self.nodes) if n.port == port)
+        raise RuntimeError(f"no running node serves slot {slot}")
+
     def stop(self) -> None:
         for i in reversed(range(len(self.nodes))):
             self.stop_node(i)
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(info: object) -> dict[str, str]:
+    """``INFO`` / ``CLUSTER INFO`` text as a dict (redis-py may have parsed it already)."""
+    if isinstance(info, dict):
+        return {str(k): _text(v) for k, v in info.items()}
+    return dict(line.split(":", 1) for line in _text(info).split() if ":" in line)
+
+
 def _ready(client: redis.Redis, size: int) -> bool:
-    info = client.execute_command("CLUSTER", "INFO")
-    text = info.decode() if isinstance(info, bytes) else str(info)
-    fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    fields = _fields(client.execute_command("CLUSTER", "INFO"))
     return (fields.get("cluster_state") == "ok"
             and int(fields.get("cluster_known_nodes", 0)) == size)

@@ -21,6 +21,7 @@ from decisions.core.events import Event, TimeWindow, format_ts
 from decisions.core.resp.pipeline import RawPipeline, RawScript
 from decisions.core.settings import Settings
 from decisions.core.tracing import Tracing, record_parent
+from decisions.runtime.actions import Effect
 from decisions.runtime.active import Runtime
 from decisions.runtime.customers import CustomerCache, queue_fills
 from decisions.runtime.decide import NO_SCORES, Decider, Fired
@@ -43,6 +44,14 @@ def observe_decided(produced: list[int]) -> None:
     for stamp in produced:
         if stamp > 0:  # -1: a record without a timestamp
             observe(max(0.0, now_ms - stamp) / 1000)
+
+
+def count_granted(effects: list[Effect]) -> None:
+    """``decisions_actions_granted_total``: what was stored for the storefront (not the
+    held-out, superseded or refused: those are recorded only)."""
+    counts = Counter((e.match.ruleset, e.match.rule, e.kind) for e in effects)
+    for (ruleset, rule, kind), n in counts.items():
+        metrics.GRANTED.labels(ruleset, rule, kind).inc(n)
 
 
 STATE_CHUNKS = 4  # state pipelines per batch: Redis runs the next while rules evaluate this
@@ -154,22 +163,25 @@ class BatchSteps:
         if trace is not None:
             trace.step("actions", started)
 
-        # Three stores written at once, all awaited before anything is marked done or
-        # committed: PostgreSQL (archive, decisions) in a helper thread, Redis here first
-        # (what the API reads: visible soonest), then Kafka (acknowledged by the
-        # producer's I/O thread meanwhile).
+        # Redis first (what the API reads: visible soonest), then PostgreSQL (archive,
+        # decisions) in a helper thread and Kafka (acknowledged by the producer's I/O
+        # thread meanwhile), all awaited before anything is marked done or committed. The
+        # decision rows go once Redis has said which offers it refused (a cap, an active
+        # offer of the rule): those are recorded as refused, never published.
+        started = time.time_ns()
+        offers = []  # (reply index, effect)
+        for effect in effects:  # one recommendation per user and slot (superseded: above)
+            if effect.kind == "offer":
+                offers.append((len(pipe), effect))
+            self.effects.queue(pipe, effect, now_ms)
+        replies = pipe.execute()
+        if offers:
+            self.effects.mark_refused([(replies[i], e) for i, e in offers], now_ms)
+            effects = [e for e in effects if not e.refused]
+        count_granted(effects)
         write = self.decisions.write if trace is None \
             else trace.timed("archive", self.decisions.write)
         archived = self._pg.submit(write, [a.event for a in fresh], decision_rows)
-        started = time.time_ns()
-        budgeted = []  # (reply index, effect): a reservation to give back if refused
-        for effect in effects:  # one recommendation per user and slot (superseded: above)
-            if effect.budgets:
-                budgeted.append((len(pipe), effect))
-            self.effects.queue(pipe, effect, now_ms)
-        replies = pipe.execute()
-        if budgeted:
-            self.effects.release_refused([(replies[i], e) for i, e in budgeted], now_ms)
         mark("redis_write")
         if trace is not None:
             trace.step("effects", started)

@@ -14,9 +14,10 @@ from decisions.core.resp.pipeline import RawPipeline
 from decisions.core.settings import Settings
 from decisions.runtime.actions import Effect
 from decisions.runtime.archive import EventArchive
-from decisions.runtime.budgets import OK, BudgetStore, refusal
+from decisions.runtime.budgets import OK, BudgetStore
+from decisions.runtime.budgets import refusal as budget_refusal
 from decisions.runtime.kafka import Producer
-from decisions.runtime.offers import OfferStore
+from decisions.runtime.offers import OfferStore, refusal
 from decisions.runtime.worker.records import key_of
 
 # a batch's decision rows travel as one JSON array (see EventArchive.write_batch)
@@ -91,16 +92,22 @@ class Effects:
         for e, reply in zip(budgeted, replies, strict=True):
             text = reply.decode() if isinstance(reply, bytes) else str(reply)
             if text not in (OK, "again"):
-                e.refused = e.payload["refused"] = refusal(text, e.budgets)
+                e.refused = e.payload["refused"] = budget_refusal(text, e.budgets)
                 metrics.BUDGET_REFUSED.labels(e.match.ruleset, e.match.rule).inc()
 
-    def release_refused(self, stored: list[tuple[Any, Effect]], now_ms: int) -> None:
-        """Give back the reservations of budgeted offers the offer store refused (reply 0:
-        an active offer of the rule, a frequency cap)."""
-        refused = [e for reply, e in stored if reply == 0]
-        if not refused:
-            return
-        self._budget_calls(self.budgets.queue_release, refused, now_ms)
+    def mark_refused(self, stored: list[tuple[Any, Effect]], now_ms: int) -> None:
+        """The offers the offer store refused (an active offer of the rule, a cap): each is
+        marked with why (``payload.refused``: its decision row says so, it is not
+        published), and its budget reservation is given back."""
+        released = []
+        for reply, e in stored:
+            why = refusal(reply, e.payload, e.caps, self.offers.global_caps)
+            if why:
+                e.refused = e.payload["refused"] = why
+                if e.budgets:
+                    released.append(e)
+        if released:
+            self._budget_calls(self.budgets.queue_release, released, now_ms)
 
     def _budget_calls(self, queue: Any, effects: list[Effect], now_ms: int) -> list[Any]:
         """One pipeline of a budget script per offer (each call on its ruleset's slot)."""

@@ -1,7 +1,8 @@
 """What the API keeps in memory, refreshed in the background every few seconds.
 
 - the catalog (from PostgreSQL ``products``), so recommendations never query PostgreSQL;
-- the top-sellers snapshot (from Redis ``d:top``), the generic fallback products;
+- the top-sellers snapshot (from Redis ``d:top:s{tp<n>}``, merged), the generic fallback
+  products;
 - the users whose consent is withdrawn in the ``customers`` table.
 
 A failed refresh keeps the last good copy: an outage that starts after the first load

@@ -29,6 +29,7 @@ from decisions.core.resp import cluster, multiplexed_cluster
 from decisions.core.resp.multiplexed import RespError, pack
 from decisions.core.settings import Settings
 from decisions.runtime.customers import CACHE_TTL
+from decisions.runtime.recommend import top_of
 
 REDIS_ERRORS = (RedisError, RespError, OSError, TimeoutError)
 
@@ -213,8 +214,10 @@ class RedisStore:
         return RecsView(Verdict.from_reply(bucket), customer, rec, bought)
 
     async def top_sellers(self, count: int = 200) -> list[str]:
-        ids = await self.client.execute("ZREVRANGE", keys.TOP, 0, count - 1)
-        return [i.decode() for i in ids]
+        """The top sellers: every shard's best ``count`` in one pipeline, merged."""
+        replies = await self.client.pipeline(
+            [("ZREVRANGE", key, 0, count - 1, "WITHSCORES") for key in keys.TOP_KEYS])
+        return [product for product, _ in top_of(replies, count)]
 
     async def offer(self, user_id: str, offer_id: str) -> bytes | None:
         value = await self.client.execute("HGET", keys.offers(user_id), offer_id)

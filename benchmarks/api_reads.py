@@ -110,7 +110,8 @@ def seed(redis_url: str, users: int) -> None:
                                                    "consent": True}))
         if n % 1000 == 0:
             pipe.execute()
-    pipe.zadd(keys.TOP, {f"p-{i}": 100 - i for i in range(1, 41)})
+    for i in range(1, 41):
+        pipe.zadd(keys.top_seller(f"p-{i}"), {f"p-{i}": 100 - i})
     pipe.execute()
     client.close()
 

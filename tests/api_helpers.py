@@ -22,6 +22,12 @@ def dead_port() -> int:
     return free_port()
 
 
+def store_top_sellers(client: redis.Redis, units: dict[str, float]) -> None:
+    """Top sellers as the worker writes them: each product in its shard."""
+    for product, score in units.items():
+        client.zadd(keys.top_seller(product), {product: score})
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

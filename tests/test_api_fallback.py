@@ -23,10 +23,17 @@ from decisions.cli import migrate
 from decisions.cli.demo_replay import DEMO_CATALOG
 from decisions.cli.stack.embedded import start_postgres, start_redis
 from decisions.cli.stack.process import Child
-from decisions.core import keys
 from decisions.core.settings import Settings
 from decisions.runtime import apikeys, catalog
-from tests.api_helpers import KeyMaker, auth, dead_port, offer, store_offer, store_recs
+from tests.api_helpers import (
+    KeyMaker,
+    auth,
+    dead_port,
+    offer,
+    store_offer,
+    store_recs,
+    store_top_sellers,
+)
 
 pytest_plugins = ["tests.api_fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,7 +266,7 @@ def test_writes_with_redis_dead(api_settings: Settings, demo_catalog: object,
 def test_saved_top_sellers_serve_a_restart_without_postgres(
     api_settings: Settings, demo_catalog: object, make_key: KeyMaker, redis_client: redis.Redis
 ) -> None:
-    redis_client.zadd(keys.TOP, {"p-5": 9, "p-6": 8})
+    store_top_sellers(redis_client, {"p-5": 9, "p-6": 8})
     key = make_key("offers:read")
     with TestClient(create_app(api_settings)) as test_client:  # saves the snapshot
         assert test_client.get("/readyz").status_code == 200

@@ -15,7 +15,14 @@ from api.routes import reads
 from decisions.core import keys
 from decisions.core.models import Customer
 from decisions.core.settings import Settings
-from tests.api_helpers import KeyMaker, auth, offer, store_offer, store_recs
+from tests.api_helpers import (
+    KeyMaker,
+    auth,
+    offer,
+    store_offer,
+    store_recs,
+    store_top_sellers,
+)
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -92,7 +99,7 @@ def test_recommendations_slot_and_expiry(
 def test_fallback_recommendations_are_top_sellers_not_bought(
     client: TestClient, make_key: KeyMaker, redis_client: redis.Redis, api_settings: Settings
 ) -> None:
-    redis_client.zadd(keys.TOP, {"p-30": 50, "p-22": 40, "p-12": 30, "p-1": 20})
+    store_top_sellers(redis_client, {"p-30": 50, "p-22": 40, "p-12": 30, "p-1": 20})
     redis_client.sadd(keys.bought("u-5"), "p-12")
     key = make_key("offers:read")
     with TestClient(create_app(api_settings)) as fresh:  # takes the top-sellers snapshot

@@ -18,7 +18,7 @@ def test_reset_forgets_only_the_demo_shoppers(redis_client: redis.Redis) -> None
         redis_client.hset(keys.state(user), "cart_value", 250)
         redis_client.zadd(keys.deadlines(user), {f"{user}|abandon": 1})
         redis_client.zadd(keys.DEADLINES, {f"{user}|before-20": 1})  # the key of before
-    redis_client.zadd(keys.TOP, {"p-1": 3})
+    redis_client.zadd(keys.top_seller("p-1"), {"p-1": 3})
 
     assert reset_shoppers(redis_client, users) == 3
     assert not redis_client.exists(keys.offers("demo-12"), keys.offer_rules("demo-12"),
@@ -28,7 +28,7 @@ def test_reset_forgets_only_the_demo_shoppers(redis_client: redis.Redis) -> None
     # other shoppers and the aggregates are not the demo's to clear
     assert redis_client.exists(keys.offers("u-42"), keys.offer_rules("u-42"),
                                keys.state("u-42")) == 3
-    assert redis_client.zscore(keys.TOP, "p-1") == 3
+    assert redis_client.zscore(keys.top_seller("p-1"), "p-1") == 3
     assert reset_shoppers(redis_client, users) == 0  # nothing left: the banner says nothing
 
 

@@ -3,6 +3,7 @@ killed and restarted, a node restarted (reads answer fallbacks meanwhile, never 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,14 +15,23 @@ from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.store import RedisStore
 from decisions.cli.stack.cluster import EmbeddedCluster
 from decisions.core import keys
 from decisions.core.errors import ConfigError
+from decisions.core.events import Event
 from decisions.core.resp import cluster
 from decisions.core.resp.multiplexed import RespError
-from decisions.core.resp.pipeline import RawPipeline
+from decisions.core.resp.pipeline import RawPipeline, RawScript
 from decisions.core.settings import Settings
-from tests import test_end_to_end, test_worker_processes, test_worker_support
+from decisions.runtime import next_click
+from decisions.runtime.recommend import INCREMENT, PopularityBatch, Recommender
+from tests import (
+    test_end_to_end,
+    test_popularity_shards,
+    test_worker_processes,
+    test_worker_support,
+)
 from tests.api_helpers import KeyMaker, auth, offer, store_offer
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -238,3 +248,52 @@ def test_timers_fire_from_every_shard_on_the_cluster(cluster_client: redis.Redis
     per = 16384 // 3
     assert {min(2, cluster_client.keyslot(k) // per) for k in keys.DEADLINE_KEYS} == {0, 1, 2}
     _fires_from_every_shard(cluster_client)
+
+
+def test_top_sellers_most_viewed_and_returns_spread_over_every_node(
+        redis_cluster: EmbeddedCluster, cluster_client: redis.Redis) -> None:
+    """Their shards land on all three nodes, and every reader's merge of them answers what
+    one sorted set (one hash) of the same counts would."""
+    batches = [[("purchase", f"p-{i}", 1 + i % 3) for i in range(b, 60, 4)]
+               + [("product_view", f"p-{i % 25}", 1) for i in range(b, 90, 3)]
+               for b in range(4)]
+    test_popularity_shards.write(cluster_client, batches)
+    script = RawScript(INCREMENT)
+    for i in range(8):  # a batch's returns go to its first counted click's shard
+        popularity = PopularityBatch()
+        for j, session in enumerate((["p-2", "p-1"], ["p-1", "p-2", "p-1"])):
+            popularity.add(Event(f"e{i}-{j}", "click", f"shopper-{i}-{j}",
+                                 test_popularity_shards.T0, {"product_id": session[0]}),
+                           {"session_products": session})
+            cluster_client.zincrby(test_popularity_shards.SINGLE_VIEWED, 1, session[0])
+        pipe = RawPipeline(cluster_client)
+        popularity.queue(pipe, script)
+        pipe.execute()
+    for node in redis_cluster.nodes:
+        held = redis.Redis(port=node.port)
+        for name in ("top", "viewed", "returns"):
+            assert held.keys(f"d:{name}:s*"), (node.port, name)
+        held.close()
+
+    recommender = Recommender(cluster_client)
+    for strategy, single in (("top_sellers", test_popularity_shards.SINGLE_TOP),
+                             ("top_viewed", test_popularity_shards.SINGLE_VIEWED)):
+        want = [p for p, _ in test_popularity_shards.single(cluster_client, single, 10)]
+        assert recommender.recommend("u", {}, strategy, 10) == (want, strategy)
+    assert recommender.return_share() == next_click.return_share(16, 8)
+    store = RedisStore(Settings(redis_url=redis_cluster.url))  # the API's snapshot read
+
+    async def top_sellers() -> list[str]:
+        try:
+            return await store.top_sellers(40)
+        finally:
+            await store.close()
+
+    assert asyncio.run(top_sellers()) == [
+        p for p, _ in test_popularity_shards.single(
+            cluster_client, test_popularity_shards.SINGLE_TOP, 40)]
+
+
+def test_the_single_keys_of_before_are_moved_into_their_shards_on_the_cluster(
+        cluster_client: redis.Redis) -> None:
+    test_popularity_shards.moves_single_keys(cluster_client)

@@ -26,9 +26,11 @@ Cluster. Each use has its own prefix.
 | ``d:deadlines:s{dl<n>}`` | zset | ``<uid>|<timer>`` scored by due event time (ms); 16 shards (``deadlines(uid)``: by a hash of the user id), each its own hash tag, so a cluster spreads them; ``d:deadlines`` (one key, before #20) is still read and drained |
 | ``d:covis:<product_id>`` | zset | co-visited products with counts |
 | ``d:sr:<product_id>`` | zset | products clicked up to 5 clicks after it in a session, weighted 1/distance (sequential rules) |
-| ``d:returns`` | hash | ``next``: product clicks after a session's first; ``return``: those back to a product of the session |
-| ``d:top`` / ``d:topcat:<category>`` | zset | top sellers, overall and per category |
-| ``d:viewed`` | zset | most viewed products (product views and clicks) |
+| ``d:returns:s{rt<n>}`` | hash | ``next``: product clicks after a session's first; ``return``: those back to a product of the session; 16 shards (a batch adds to one: ``returns(uid)`` of its first counted click), summed by the reader |
+| ``d:top:s{tp<n>}`` | zset | top sellers (purchased units); 16 shards (``top_seller(product_id)``: by a hash of the product id), so each product is in one shard and the top K overall is the top K of the shards' top K merged |
+| ``d:viewed:s{vw<n>}`` | zset | most viewed products (product views and clicks); 16 shards by product id, as the top sellers (``viewed(product_id)``) |
+| ``d:topcat:<category>`` | zset | top sellers per category: one key per category, not sharded (docs/scaling.md says why) |
+| ``d:top`` / ``d:viewed`` / ``d:returns`` | zset / zset / hash | the single keys of before #20: the worker moves them into their shards when it starts (``recommend.move_single_keys``) |
 | ``d:budget:{budget:<ruleset>}`` | hash | budgets of a ruleset and its rules: ``<campaign>|cents`` and ``<campaign>|grants`` reserved (``decisions.runtime.budgets``) |
 | ``d:budres:{budget:<ruleset>}`` | zset | offer ids reserved against the ruleset's budgets in the last 8 days, scored by time (ms): a replayed grant is not counted twice |
 | ``d:rl:<key prefix>`` | hash | API rate-limit token bucket of one API key |
@@ -162,19 +164,52 @@ def claimants(key: str, user_id: str) -> list[str] | None:
 
 
 DEADLINES = "d:deadlines"  # the one deadlines key before #20: still read, drained
-DEADLINE_SHARDS = 16
-# ``s{dl<n>}``, not ``{dl<n>}``: no user's key pattern (``user_pattern``) may match a shard
-DEADLINE_KEYS = tuple(f"d:deadlines:s{{dl{n}}}" for n in range(DEADLINE_SHARDS))
+SHARDS = 16  # of the deadlines and of the aggregates below
+
+
+def _shards(name: str, tag: str) -> tuple[str, ...]:
+    # ``s{<tag><n>}``, not ``{<tag><n>}``: no user's key pattern (``user_pattern``) may
+    # match a shard. Each name's tags put shards on every node of a 3-node cluster.
+    return tuple(f"d:{name}:s{{{tag}{n}}}" for n in range(SHARDS))
+
+
+def _shard(shards: tuple[str, ...], id_: str) -> str:
+    """The shard of ``id_`` (CRC-32 of it): stable across processes and versions."""
+    return shards[zlib.crc32(id_.encode(errors="surrogateescape")) % len(shards)]
+
+
+DEADLINE_KEYS = _shards("deadlines", "dl")
 ALL_DEADLINE_KEYS = (*DEADLINE_KEYS, DEADLINES)
 
 
 def deadlines(user_id: str) -> str:
-    """The deadlines shard holding ``user_id``'s timers (CRC-32 of the id)."""
-    return DEADLINE_KEYS[zlib.crc32(user_id.encode(errors="surrogateescape"))
-                         % DEADLINE_SHARDS]
+    """The deadlines shard holding ``user_id``'s timers."""
+    return _shard(DEADLINE_KEYS, user_id)
+
+
+# top sellers, most viewed and next_click's returns (#20): sharded like the deadlines,
+# so a cluster spreads their writes; the single keys of before are moved at worker start
 TOP = "d:top"
-RETURNS = "d:returns"
 VIEWED = "d:viewed"
+RETURNS = "d:returns"
+TOP_KEYS = _shards("top", "tp")
+VIEWED_KEYS = _shards("viewed", "vw")
+RETURNS_KEYS = _shards("returns", "rt")
+
+
+def top_seller(product_id: str) -> str:
+    """The top-sellers shard holding ``product_id``'s units."""
+    return _shard(TOP_KEYS, product_id)
+
+
+def viewed(product_id: str) -> str:
+    """The most-viewed shard holding ``product_id``'s views."""
+    return _shard(VIEWED_KEYS, product_id)
+
+
+def returns(user_id: str) -> str:
+    """A returns shard (any will do: the reader sums them all)."""
+    return _shard(RETURNS_KEYS, user_id)
 
 
 def top_category(category: str) -> str:

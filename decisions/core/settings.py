@@ -36,6 +36,7 @@ class Settings:
     actions_topic: str = "decisions.actions"
     dead_letter_topic: str = "user-events.dlq"
     topic_partitions: int = 6
+    topic_replication_factor: int = 1  # of the topics the product creates (#20)
     group_id: str = "decisions-worker"
     batch_size: int = 500
     poll_timeout_ms: int = 200

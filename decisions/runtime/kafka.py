@@ -13,6 +13,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
     CommitFailedError,
+    InvalidReplicationFactorError,
     KafkaError,
     KafkaTimeoutError,
     TopicAlreadyExistsError,
@@ -21,7 +22,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from decisions.core import metrics, transport
-from decisions.core.errors import ServiceUnavailable
+from decisions.core.errors import ConfigError, ServiceUnavailable
 from decisions.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def check_reachable(settings: Settings, timeout: float = 2.0) -> None:
 
 
 def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> None:
-    """Create missing topics with ``settings.topic_partitions`` partitions."""
+    """Create missing topics with ``settings.topic_partitions`` partitions and
+    ``settings.topic_replication_factor`` replicas."""
     wanted = list(topics or (settings.events_topic, settings.actions_topic,
                              settings.dead_letter_topic))
     check_reachable(settings)
@@ -72,11 +74,17 @@ def ensure_topics(settings: Settings, topics: Sequence[str] | None = None) -> No
         if missing:
             try:
                 admin.create_topics(
-                    [NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+                    [NewTopic(t, num_partitions=settings.topic_partitions,
+                              replication_factor=settings.topic_replication_factor)
                      for t in missing]
                 )
             except TopicAlreadyExistsError:
                 pass
+            except InvalidReplicationFactorError as exc:
+                raise ConfigError(
+                    f"Kafka refused to create {', '.join(missing)} with "
+                    f"DECISIONS_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor} "
+                    f"({exc}); set it to at most the number of brokers") from None
     finally:
         admin.close()
 

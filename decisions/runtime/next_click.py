@@ -8,9 +8,10 @@ Learned from the stream by the worker, per product click (``learn``, called from
   clicked before it in the session, by 1/distance (the paper's 10 steps gain nothing
   over 5 on real shop clicks, and cost twice the increments). ``d:sr:<a>`` holds the products
   clicked after *a* with those weights (the best ``KEEP`` kept).
-- **Returns**: ``d:returns`` counts the clicks after a session's first (``next``) and
-  those going back to a product already clicked in the session (``return``). On real
-  shop clicks about a third do, a quarter to the very product just viewed.
+- **Returns**: ``d:returns:s{rt<n>}`` (16 shards, summed) count the clicks after a
+  session's first (``next``) and those going back to a product already clicked in the
+  session (``return``). On real shop clicks about a third do, a quarter to the very
+  product just viewed.
 
 To rank (``rank``), with the session's clicks newest first (``state.session_products``:
 s_0 the product just clicked) and recency weights w_d = 1/(d + 1) over the newest

@@ -4,7 +4,8 @@
 clicks mixed with returns to the session's products, by the share of returns the stream
 shows. Item co-visitation: products viewed or carted together in a session count for
 each other (``d:covis:<product>``). Category and overall top sellers (``d:topcat:<c>``,
-``d:top``) and the most viewed products (``d:viewed``) are the fallbacks. Left out:
+``d:top:s{tp<n>}``) and the most viewed products (``d:viewed:s{vw<n>}``) are the
+fallbacks. Left out:
 already-bought products, what is already in the cart, and products the catalog marks out
 of stock (``products.in_stock``, re-read every reload interval; the API filters again at
 read time, as stock changes faster than recommendations expire).
@@ -12,15 +13,23 @@ read time, as stock changes faster than recommendations expire).
 Per batch, the worker aggregates popularity updates (``PopularityBatch``: one script
 call per sorted set touched) and prefetches what the fired recommendation rules will
 read (``Recommender.prefetch``: one pipeline), so the cost is a few round trips per batch
-rather than several per event. Every key stays single-key, so Redis Cluster works.
+rather than several per event. Every command and script touches one key, so Redis
+Cluster works.
+
+Top sellers, most viewed and the returns counters are sharded (``keys.TOP_KEYS`` ...,
+#20): a product's counts live in one shard, chosen by a hash of its id, so a cluster
+spreads their writes; a reader takes the top K of every shard (one pipeline) and merges
+them (``top_of``), which is exactly the top K of one sorted set of them all. The single
+keys of before are moved into the shards when a worker starts (``move_single_keys``).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
 
@@ -105,7 +114,8 @@ def models_for(strategies: Iterable[str]) -> frozenset[str]:
 class PopularityBatch:
     """The model increments of one batch, summed per key, then written with one script
     call per key (single-key: fine on Redis Cluster). Top sellers are always counted; the
-    other models only when in ``models`` (the worker passes those its active rules use)."""
+    other models only when in ``models`` (the worker passes those its active rules use).
+    The returns counters of a batch go to one shard, that of its first counted click's user."""
 
     def __init__(self, models: frozenset[str] = MODELS) -> None:
         self.increments: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -114,6 +124,7 @@ class PopularityBatch:
         self.viewed = "top_viewed" in models
         self.next_clicks = 0  # product clicks after a session's first (next_click)
         self.returns = 0  # those back to a product of the session
+        self.returns_key = ""  # the shard they are added to
 
     def add(self, event: Event, snapshot: dict[str, Any]) -> None:
         props = event.properties
@@ -135,7 +146,7 @@ class PopularityBatch:
         elif event.type == "purchase":
             for item in props.get("items", []):
                 qty = int(item.get("quantity", 1))
-                inc[keys.TOP][item["product_id"]] += qty
+                inc[keys.top_seller(item["product_id"])][item["product_id"]] += qty
                 if isinstance(item.get("category"), str):
                     inc[keys.top_category(item["category"])][item["product_id"]] += qty
         if event.type == "add_to_cart" and isinstance(props.get("category"), str) \
@@ -143,10 +154,12 @@ class PopularityBatch:
             inc[keys.top_category(props["category"])][product] += 0.1
         if event.type in ("product_view", "click") and isinstance(product, str):
             if self.viewed:
-                inc[keys.VIEWED][product] += 1
+                inc[keys.viewed(product)][product] += 1
             if self.next_click:
                 back = next_click.learn(inc, product, snapshot.get("session_products", ()))
                 if back is not None:
+                    if not self.returns_key:
+                        self.returns_key = keys.returns(event.user_id)
                     self.next_clicks += 1
                     self.returns += back
 
@@ -163,9 +176,9 @@ class PopularityBatch:
             args.extend(chain.from_iterable(members.items()))  # member, amount, ...
             pipe.script(script, (key,), args)
         if self.next_clicks:
-            pipe.command("HINCRBY", keys.RETURNS, "next", self.next_clicks)
+            pipe.command("HINCRBY", self.returns_key, "next", self.next_clicks)
         if self.returns:
-            pipe.command("HINCRBY", keys.RETURNS, "return", self.returns)
+            pipe.command("HINCRBY", self.returns_key, "return", self.returns)
 
 
 def _scored(reply: list[Any]) -> list[tuple[str, float]]:
@@ -175,18 +188,92 @@ def _scored(reply: list[Any]) -> list[tuple[str, float]]:
     return [(reply[i].decode(), float(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
-def _share(counts: list[Any]) -> float:
-    """``HMGET d:returns next return`` as next_click's return share."""
-    next_clicks, returns = (float(c) if c else 0.0 for c in counts)
+def top_of(replies: Iterable[list[Any]], n: int) -> list[tuple[str, float]]:
+    """The top ``n`` of the shards' ``ZREVRANGE 0 n-1 WITHSCORES`` replies, in the order one
+    sorted set holding them all would rank them (score, then member, descending): each
+    member is in one shard, so a shard's top ``n`` holds every member of it in the top ``n``.
+
+    Each reply is in that order already (members compare as bytes, as Redis compares
+    them): a lazy merge reads and decodes about ``n`` entries, not every shard's ``n``.
+    """
+    merged = heapq.merge(*(_pairs(reply) for reply in replies), reverse=True)
+    return [(member.decode(), score) for score, member in islice(merged, n)]
+
+
+def _pairs(reply: list[Any]) -> Iterator[tuple[float, bytes]]:
+    """``ZREVRANGE … WITHSCORES`` as (score, member), lazily (RESP3 pairs or RESP2 flat)."""
+    if reply and isinstance(reply[0], list):
+        for member, score in reply:
+            yield float(score), member
+    else:
+        for i in range(0, len(reply), 2):
+            yield float(reply[i + 1]), reply[i]
+
+
+def _best(rows: Iterable[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    return sorted(rows, key=itemgetter(1, 0), reverse=True)[:n]
+
+
+def _share(replies: Iterable[list[Any]]) -> float:
+    """The shards' ``HMGET d:returns:s{rt<n>} next return``, summed, as next_click's
+    return share."""
+    next_clicks = returns = 0.0
+    for n, r in replies:
+        next_clicks += float(n) if n else 0.0
+        returns += float(r) if r else 0.0
     return next_click.return_share(next_clicks, returns)
+
+
+def _read_returns(pipe: RawPipeline) -> None:
+    for key in keys.RETURNS_KEYS:
+        pipe.command("HMGET", key, "next", "return")
+
+
+# KEYS[1]: a hash. Its fields and values, the hash deleted (in one step)
+TAKE_HASH = """
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return fields
+"""
+MOVE_CHUNK = 1000  # products taken from a single key at a time
+
+
+def move_single_keys(client: Any) -> int:
+    """Move the counts of the single keys of before #20 (``d:top``, ``d:viewed``,
+    ``d:returns``) into their shards; returns the products (and counters) moved.
+
+    The worker calls it when it starts. Each chunk is taken from the old key in one step
+    (``ZPOPMAX``, a script for the hash), then added to the shards: workers starting
+    together never move a count twice; one killed between the two steps loses that chunk's
+    counts (at most ``MOVE_CHUNK`` products, once)."""
+    moved = 0
+    for old, shard in ((keys.TOP, keys.top_seller), (keys.VIEWED, keys.viewed)):
+        while rows := client.zpopmax(old, MOVE_CHUNK):
+            pipe = RawPipeline(client)
+            for member, score in rows:
+                pipe.command("ZINCRBY", shard(member.decode(errors="surrogateescape")),
+                             score, member)
+            pipe.execute()
+            moved += len(rows)
+    counts = client.eval(TAKE_HASH, 1, keys.RETURNS)
+    if counts:
+        pipe = RawPipeline(client)
+        for field, value in zip(counts[::2], counts[1::2], strict=True):
+            pipe.command("HINCRBY", keys.RETURNS_KEYS[0], field, int(value))
+        pipe.execute()
+        moved += len(counts) // 2
+    return moved
+
+
+Ranked = str | tuple[str, ...]  # a sorted set, or the shards of a sharded one
 
 
 class Recommender:
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._cache: dict[str, list[Any]] = {}
+        self._cache: dict[Ranked, list[Any]] = {}
         self._raw: dict[str, list[Any]] = {}  # prefetched replies not parsed yet
-        self._depth: dict[str, int] = {}  # entries requested per cached sorted set
+        self._depth: dict[Ranked, int] = {}  # entries requested per cached sorted set
         self._share: float | None = None  # next_click's return share, read once per batch
         self.out_of_stock: frozenset[str] = frozenset()
         # the catalog's prices and categories, for aimed recommendations (#23)
@@ -213,7 +300,7 @@ class Recommender:
         """Read, in one pipeline, every key the given (user, snapshot, strategy) need."""
         bought: set[str] = set()
         ranked: dict[str, int] = {}  # sorted set -> entries to read
-        returns = False
+        returns = viewed = False
         for user_id, snapshot, strategy in wanted:
             bought.add(keys.bought(user_id))
             steps = STRATEGIES.get(strategy, ["top_sellers"])
@@ -225,11 +312,13 @@ class Recommender:
                 for p in list(snapshot.get("recent_products", []))[:COVISIT_WITH]:
                     ranked.setdefault(keys.covisit(p), PREFETCH)
             if "top_viewed" in steps:
-                ranked.setdefault(keys.VIEWED, PREFETCH)
+                viewed = True
             if "category_top" in steps:
                 for c in list(snapshot.get("recent_categories", []))[:3]:
                     ranked.setdefault(keys.top_category(c), PREFETCH)
-            ranked.setdefault(keys.TOP, PREFETCH)
+        if bought:  # every strategy falls back to top sellers
+            for key in chain(keys.TOP_KEYS, keys.VIEWED_KEYS if viewed else ()):
+                ranked.setdefault(key, PREFETCH)
         todo_bought = sorted(bought - self._cache.keys())
         todo_ranked = sorted(ranked.keys() - self._cache.keys() - self._raw.keys())
         todo_returns = returns and self._share is None
@@ -241,7 +330,7 @@ class Recommender:
         for key in todo_ranked:
             pipe.command("ZREVRANGE", key, 0, ranked[key] - 1, "WITHSCORES")
         if todo_returns:
-            pipe.command("HMGET", keys.RETURNS, "next", "return")
+            _read_returns(pipe)
         results = pipe.execute()
         for key, members in zip(todo_bought, results, strict=False):
             self._cache[key] = [m.decode() for m in members]
@@ -250,7 +339,7 @@ class Recommender:
             self._raw[key] = rows  # parsed when first read (fallbacks are often not)
             self._depth[key] = ranked[key]
         if todo_returns:
-            self._share = _share(results[-1])
+            self._share = _share(results[-len(keys.RETURNS_KEYS):])
 
     def clear(self) -> None:
         self._cache.clear()
@@ -261,7 +350,9 @@ class Recommender:
     def return_share(self) -> float:
         """next_click's share of clicks going back to a product of the session."""
         if self._share is None:
-            self._share = _share(self.client.hmget(keys.RETURNS, "next", "return"))
+            pipe = RawPipeline(self.client)
+            _read_returns(pipe)
+            self._share = _share(pipe.execute())
         return self._share
 
     def _members(self, key: str) -> list[str]:
@@ -269,8 +360,11 @@ class Recommender:
             self._cache[key] = [m.decode() for m in self.client.smembers(key)]
         return list(self._cache[key])
 
-    def _ranked(self, key: str, n: int) -> list[tuple[str, float]]:
-        """The top n + 1 entries of a sorted set (as ``ZREVRANGE key 0 n`` returns)."""
+    def _ranked(self, key: Ranked, n: int) -> list[tuple[str, float]]:
+        """The top n + 1 entries of a sorted set (as ``ZREVRANGE key 0 n`` returns), or of
+        the union of a sharded one's shards."""
+        if isinstance(key, tuple):
+            return self._merged(key, n)
         raw = self._raw.pop(key, None)
         if raw is not None:
             self._cache[key] = _scored(raw)
@@ -280,6 +374,22 @@ class Recommender:
             self._cache[key] = [(m.decode(), s) for m, s in rows]
             self._depth[key] = depth
         return self._cache[key][: n + 1]
+
+    def _merged(self, shards: tuple[str, ...], n: int) -> list[tuple[str, float]]:
+        if self._depth.get(shards, 0) < n + 1:
+            depth = max(n + 1, PREFETCH)
+            short = [k for k in shards if self._depth.get(k, 0) < depth]
+            if short:  # not prefetched (deep enough): one pipeline
+                pipe = RawPipeline(self.client)
+                for key in short:
+                    pipe.command("ZREVRANGE", key, 0, depth - 1, "WITHSCORES")
+                for key, rows in zip(short, pipe.execute(), strict=True):
+                    self._raw[key] = rows
+                    self._depth[key] = depth
+            self._cache[shards] = _best(
+                chain.from_iterable(self._ranked(k, depth - 1) for k in shards), depth)
+            self._depth[shards] = depth
+        return self._cache[shards][: n + 1]
 
     # -- recommending ------------------------------------------------------------------
     def recommend(self, user_id: str, snapshot: dict[str, Any], strategy: str,
@@ -370,5 +480,5 @@ class Recommender:
                 out += [p for p, _ in self._ranked(keys.top_category(category), n)]
             return out
         if step == "top_viewed":
-            return [p for p, _ in self._ranked(keys.VIEWED, n)]
-        return [p for p, _ in self._ranked(keys.TOP, n)]
+            return [p for p, _ in self._ranked(keys.VIEWED_KEYS, n)]
+        return [p for p, _ in self._ranked(keys.TOP_KEYS, n)]

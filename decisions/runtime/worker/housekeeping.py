@@ -1,7 +1,9 @@
 """The worker's housekeeping thread: off the consuming thread, so a batch never waits.
 
-Every ``TIMER_CHECK_SECONDS`` it fires due timers (their broker acks take milliseconds);
-every ``reload_interval_seconds`` it looks for a new active ruleset version (the consuming
+First it moves the counts of the single keys of before #20 (top sellers, most viewed,
+returns) into their shards (``recommend.move_single_keys``). Every ``TIMER_CHECK_SECONDS``
+it fires due timers (their broker acks take milliseconds); every
+``reload_interval_seconds`` it looks for a new active ruleset version (the consuming
 thread loads it between batches), re-reads changed customers and stock, and prunes the
 event archive (hourly). A dependency that is down is retried on the next round.
 """
@@ -22,7 +24,7 @@ from decisions.runtime.active import Runtime
 from decisions.runtime.archive import EventArchive
 from decisions.runtime.customers import CustomerCache
 from decisions.runtime.kafka import BrokerError
-from decisions.runtime.recommend import Recommender
+from decisions.runtime.recommend import Recommender, move_single_keys
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 3600.0
@@ -45,6 +47,7 @@ class Housekeeping:
         self._refreshed = 0.0
         self._pruned = 0.0
         self._warned = 0.0
+        self._moved = False  # the single keys of before #20, into their shards
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -72,6 +75,12 @@ class Housekeeping:
                 log.exception("housekeeping failed; retrying")
 
     def round(self) -> None:
+        if not self._moved:
+            moved = move_single_keys(self.recommender.client)
+            self._moved = True
+            if moved:
+                log.info("moved %d top sellers, most viewed and returns counts of the single "
+                         "keys of before #20 into their shards", moved)
         self.fire_timers()
         now = time.monotonic()
         if now - self._refreshed >= self.reload_interval:

@@ -1,6 +1,6 @@
 """Absences become events: deadlines per user in sorted sets, fired as timer events.
 
-The deadlines are spread over ``keys.DEADLINE_SHARDS`` sorted sets by a hash of the user
+The deadlines are spread over ``keys.SHARDS`` sorted sets by a hash of the user
 id, each its own hash tag (a Redis Cluster spreads their writes over its nodes); the
 firer reads every shard, and the one key of before (``keys.DEADLINES``) until it is
 drained.

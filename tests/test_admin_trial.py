@@ -31,22 +31,32 @@ def keys_and_values(client: redis.Redis) -> dict[bytes, object]:
     return out
 
 
-def test_try_it_on_a_picked_users_live_profile(signed_in: SignIn, starter: RulesetStore,
-                                               redis_client: redis.Redis) -> None:
+def _checkout_then_cart(redis_client: redis.Redis, user: str) -> None:
+    """A live profile: the checkout viewed, then a $240 cart."""
     t0 = now() - minutes(3)
-    history = [event("page_view", "u-7", t0, page="checkout"),
-               event("add_to_cart", "u-7", t0 + minutes(1), product_id="p-1", price=240.0,
+    history = [event("page_view", user, t0, page="checkout"),
+               event("add_to_cart", user, t0 + minutes(1), product_id="p-1", price=240.0,
                      quantity=1)]
     StateStore(redis_client).apply_batch([parse_event(e) for e in history])
-    before = keys_and_values(redis_client)
-    client, token = signed_in("viewer")
+
+
+def _try_small_cart(client: TestClient, token: str, user: str) -> str:
+    """Try it: the published storefront on a $15 cart event of ``user`` (live profile)."""
     response = post(client, "/rulesets/storefront/try", token, which="published",
-                    user_id="u-7", now=now().strftime("%Y-%m-%dT%H:%M:%S"),
+                    user_id=user, now=now().strftime("%Y-%m-%dT%H:%M:%S"),
                     event=json.dumps({"type": "add_to_cart", "properties": {
                         "product_id": "p-2", "price": 15.0, "quantity": 1}}),
                     profile="")
     assert response.status_code == 200, response.text[-3000:]
-    html = response.text
+    return response.text
+
+
+def test_try_it_on_a_picked_users_live_profile(signed_in: SignIn, starter: RulesetStore,
+                                               redis_client: redis.Redis) -> None:
+    _checkout_then_cart(redis_client, "u-7")
+    before = keys_and_values(redis_client)
+    client, token = signed_in("viewer")
+    html = _try_small_cart(client, token, "u-7")
     assert "1</strong> rule would fire" in html
     # 240 + 15: the live cart plus this event
     assert re.search(r'Cart value</span>\s*&gt; 200\s*<span class="actual">— is <strong>255<',
@@ -60,11 +70,7 @@ def test_try_it_on_a_shopper_says_when_their_offers_and_caps_refuse_the_offer(
         signed_in: SignIn, starter: RulesetStore, redis_client: redis.Redis) -> None:
     """The shopper already holds an active offer of the rule: the offer store would refuse
     a second, so Try it shows no offer and says why (and writes nothing)."""
-    t0 = now() - minutes(3)
-    history = [event("page_view", "u-8", t0, page="checkout"),
-               event("add_to_cart", "u-8", t0 + minutes(1), product_id="p-1", price=240.0,
-                     quantity=1)]
-    StateStore(redis_client).apply_batch([parse_event(e) for e in history])
+    _checkout_then_cart(redis_client, "u-8")
     held = {"offer_id": "o-held", "ruleset": "storefront", "rule": "high-value-cart",
             "kind": "discount", "discount": {"type": "percent", "value": 10},
             "priority": 10, "stackable": True,
@@ -73,13 +79,7 @@ def test_try_it_on_a_shopper_says_when_their_offers_and_caps_refuse_the_offer(
                                          int(time.time() * 1000), 3600)
     before = keys_and_values(redis_client)
     client, token = signed_in("viewer")
-    response = post(client, "/rulesets/storefront/try", token, which="published",
-                    user_id="u-8", now=now().strftime("%Y-%m-%dT%H:%M:%S"),
-                    event=json.dumps({"type": "add_to_cart", "properties": {
-                        "product_id": "p-2", "price": 15.0, "quantity": 1}}),
-                    profile="")
-    assert response.status_code == 200, response.text[-3000:]
-    html = response.text
+    html = _try_small_cart(client, token, "u-8")
     assert "1</strong> rule would fire" in html
     assert ("Rule high-value-cart: its offer would not be granted to u-8: an offer of this "
             "rule is still active.") in html

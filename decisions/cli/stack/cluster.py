@@ -12,6 +12,7 @@ when its primary stops (a failover, about 2-5 s with the node timeout of 2 s). A
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,28 +112,20 @@ class EmbeddedCluster:
     def wait_ok(self, clients: list[redis.Redis] | None = None, timeout: float = 30.0) -> None:
         """Until every running node says ``cluster_state:ok`` and knows every node (a
         stopped one too: after a failover its replica serves its slots)."""
-        own = clients is None
-        if clients is None:
-            clients = [redis.Redis(host=HOST, port=n.port) for n in self.nodes if n.child]
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    if all(_ready(c, len(self.nodes)) for c in clients):
-                        return
-                except redis.RedisError:
-                    pass
-                time.sleep(0.1)
-            raise RuntimeError(f"the embedded Redis Cluster did not come up in {timeout:.0f}s;"
-                               f" see {self.var_dir}/node*/valkey.log")
-        finally:
-            if own:
-                for client in clients:
-                    client.close()
+        self._until(lambda c: _ready(c, len(self.nodes)), "did not come up", clients, timeout)
 
     def wait_replicated(self, clients: list[redis.Redis] | None = None,
                         timeout: float = 30.0) -> None:
         """Until every replica's link to its primary is up (its copy is in sync)."""
+        def synced(client: redis.Redis) -> bool:
+            info = _fields(client.execute_command("INFO", "replication"))
+            return info.get("role") != "slave" or info.get("master_link_status") == "up"
+
+        self._until(synced, "did not sync its replicas", clients, timeout)
+
+    def _until(self, check: Callable[[redis.Redis], bool], failure: str,
+               clients: list[redis.Redis] | None, timeout: float) -> None:
+        """Poll until ``check`` holds on every client (the running nodes by default)."""
         own = clients is None
         if clients is None:
             clients = [redis.Redis(host=HOST, port=n.port) for n in self.nodes if n.child]
@@ -140,15 +133,13 @@ class EmbeddedCluster:
         try:
             while time.monotonic() < deadline:
                 try:
-                    infos = [_fields(c.execute_command("INFO", "replication")) for c in clients]
-                    if all(i.get("master_link_status") == "up" for i in infos
-                           if i.get("role") == "slave"):
+                    if all(check(c) for c in clients):
                         return
                 except redis.RedisError:
                     pass
                 time.sleep(0.1)
-            raise RuntimeError(f"the embedded Redis Cluster's replicas did not sync in "
-                               f"{timeout:.0f}s; see {self.var_dir}/node*/valkey.log")
+            raise RuntimeError(f"the embedded Redis Cluster {failure} in {timeout:.0f}s;"
+                               f" see {self.var_dir}/node*/valkey.log")
         finally:
             if own:
                 for client in clients:
